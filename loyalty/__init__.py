@@ -1,0 +1,36 @@
+"""Loyalty: a self-hostable loyalty and membership backend."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+from flask_jwt_extended import JWTManager
+
+__version__ = "0.1.0"
+
+
+def create_app(config: Mapping[str, Any] | None = None, *, require_secret: bool = True) -> Flask:
+    """Build the WSGI app: configuration, database, error mapping, API and blueprints.
+
+    ``config`` overrides the defaults and the ``LOYALTY_*`` environment (tests use it).
+    ``require_secret=False`` lets commands that serve nothing run without a secret key.
+    Raises `loyalty.config.ConfigError` when the configuration cannot run the service.
+    """
+    from loyalty import api, db, problems
+    from loyalty.auth import routes as auth_routes
+    from loyalty.config import load_config
+    from loyalty.members import routes as member_routes
+
+    app = Flask(__name__, instance_path=os.environ.get("LOYALTY_INSTANCE_PATH") or None)
+    load_config(app, config, require_secret=require_secret)
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the schemas' field order
+    db.init_app(app)
+    JWTManager(app)
+    problems.init_app(app)
+    the_api = api.init_app(app)
+    auth_routes.register(the_api)
+    the_api.register_blueprint(member_routes.blp)
+    return app

@@ -1,0 +1,165 @@
+"""API clients and their access tokens."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cache
+
+from argon2 import PasswordHasher, profiles
+from argon2.exceptions import InvalidHashError, VerificationError
+from flask import current_app
+from flask_jwt_extended import create_access_token
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from loyalty.auth.models import ApiClient
+from loyalty.auth.rules import SCOPES, parse_scopes, scope_string
+from loyalty.db import new_id, unit_of_work, utcnow
+from loyalty.errors import (
+    ClientNotFoundError,
+    InvalidClientError,
+    RuleViolationError,
+    ScopeNotGrantedError,
+    TokenRevokedError,
+)
+
+
+@cache
+def _hasher(profile: str) -> PasswordHasher:
+    return PasswordHasher.from_parameters(getattr(profiles, profile))
+
+
+@cache
+def _dummy_hash(profile: str) -> str:
+    """Verified against when the client id is unknown, so that both failures take as long."""
+    return _hasher(profile).hash("not-a-real-secret")
+
+
+def _current_hasher() -> tuple[PasswordHasher, str]:
+    profile = current_app.config["ARGON2_PROFILE"]
+    return _hasher(profile), profile
+
+
+@dataclass(frozen=True)
+class NewClient:
+    """A client just created, with the only copy of its secret."""
+
+    client: ApiClient
+    secret: str
+
+
+@dataclass(frozen=True)
+class TokenGrant:
+    access_token: str
+    token_type: str
+    expires_in: int
+    scope: str
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the API client behind a verified token and the scopes it carries."""
+
+    client_id: str
+    scopes: tuple[str, ...]
+
+
+def create_client(session: Session, *, name: str, scopes: Iterable[str]) -> NewClient:
+    """Create an API client with the given scopes and a new random secret.
+
+    Raises `UnknownScopeError` for a scope that does not exist and `RuleViolationError` for an
+    empty name or no scopes.
+    """
+    name = name.strip()
+    if not name or len(name) > 100:
+        raise RuleViolationError("A client name must have 1 to 100 characters.")
+    granted = parse_scopes(scopes)
+    if not granted:
+        raise RuleViolationError(f"Give at least one scope: {scope_string(SCOPES)}.")
+    secret = "lsk_" + secrets.token_urlsafe(32)
+    with unit_of_work(session):
+        client = ApiClient(
+            id=new_id("cli"),
+            name=name,
+            secret_hash=_current_hasher()[0].hash(secret),
+            scopes=granted,
+        )
+        session.add(client)
+    return NewClient(client=client, secret=secret)
+
+
+def list_clients(session: Session, *, include_revoked: bool = True) -> list[ApiClient]:
+    """All API clients, oldest first."""
+    query = select(ApiClient).order_by(ApiClient.id)
+    if not include_revoked:
+        query = query.where(ApiClient.revoked_at.is_(None))
+    return list(session.scalars(query))
+
+
+def revoke_client(session: Session, *, client_id: str) -> ApiClient:
+    """Revoke a client: its secret stops working and so do the tokens already issued to it.
+
+    Revoking twice keeps the first revocation time. Raises `ClientNotFoundError`.
+    """
+    with unit_of_work(session):
+        client = session.get(ApiClient, client_id, with_for_update=True)
+        if client is None:
+            raise ClientNotFoundError(client_id)
+        if client.revoked_at is None:
+            client.revoked_at = utcnow()
+    return client
+
+
+def issue_token(
+    session: Session,
+    *,
+    client_id: str,
+    client_secret: str,
+    scope: str | None = None,
+) -> TokenGrant:
+    """Exchange client credentials for a short-lived bearer JWT (OAuth 2 client credentials).
+
+    ``scope`` narrows the token to some of the client's scopes. Raises `InvalidClientError` for
+    a wrong id or secret or a revoked client, `UnknownScopeError` and `ScopeNotGrantedError`.
+    Writes nothing.
+    """
+    client = session.get(ApiClient, client_id) if len(client_id) <= 40 else None
+    hasher, profile = _current_hasher()
+    try:
+        hasher.verify(client.secret_hash if client else _dummy_hash(profile), client_secret)
+    except (VerificationError, InvalidHashError):
+        raise InvalidClientError() from None
+    if client is None or not client.active:
+        raise InvalidClientError()
+
+    scopes = client.scopes
+    if scope is not None and scope.strip():
+        requested = parse_scopes(scope)
+        refused = [s for s in requested if s not in client.scopes]
+        if refused:
+            raise ScopeNotGrantedError(refused)
+        scopes = requested
+
+    ttl = int(current_app.config["TOKEN_TTL"])
+    token = create_access_token(
+        identity=client.id,
+        additional_claims={"scope": scope_string(scopes), "typ": "client"},
+        expires_delta=dt.timedelta(seconds=ttl),
+    )
+    return TokenGrant(
+        access_token=token, token_type="Bearer", expires_in=ttl, scope=scope_string(scopes)
+    )
+
+
+def principal_for_token(session: Session, *, client_id: str, scope: str) -> Principal:
+    """The caller behind a verified token, provided its client has not been revoked since.
+
+    Raises `TokenRevokedError`.
+    """
+    row = session.execute(select(ApiClient.revoked_at).where(ApiClient.id == client_id)).first()
+    if row is None or row.revoked_at is not None:
+        raise TokenRevokedError()
+    return Principal(client_id=client_id, scopes=tuple(scope.split()))

@@ -1,0 +1,213 @@
+"""The ``loyalty`` command: Flask's commands plus ours (db, clients, demo, ...)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+from flask import Flask, current_app
+from flask.cli import FlaskGroup, ScriptInfo, with_appcontext
+from flask.cli import run_command as flask_run_command
+
+from loyalty import create_app, schema
+from loyalty.auth import service as auth_service
+from loyalty.auth.rules import SCOPES
+from loyalty.config import ConfigError, check_secret
+from loyalty.db import get_session
+from loyalty.errors import LoyaltyError
+
+
+def _create_cli_app() -> Flask:
+    try:
+        return create_app(require_secret=False)
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+
+
+class LoyaltyGroup(FlaskGroup):
+    """FlaskGroup that reports configuration errors in one line rather than a traceback."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        try:
+            ctx.ensure_object(ScriptInfo).load_app()
+        except click.ClickException as error:
+            click.secho(f"Error: {error.format_message()}\n", err=True, fg="red")
+            return sorted(self.commands)
+        return super().list_commands(ctx)
+
+
+@click.group(cls=LoyaltyGroup, create_app=_create_cli_app)
+def main() -> None:
+    """Loyalty: members, points, tiers and rewards for storefronts."""
+
+
+@main.command("run", params=list(flask_run_command.params), help=flask_run_command.help)
+@click.pass_context
+def run_command(ctx: click.Context, **kwargs: Any) -> None:
+    app = ctx.ensure_object(ScriptInfo).load_app()
+    try:
+        check_secret(app)
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+    ctx.invoke(flask_run_command, **kwargs)
+
+
+def _fail(error: LoyaltyError) -> click.ClickException:
+    return click.ClickException(error.detail)
+
+
+# --- loyalty db ----------------------------------------------------------------------------
+
+
+@main.group("db")
+def db_group() -> None:
+    """Database migrations (Alembic)."""
+
+
+def _alembic() -> Any:
+    return schema.alembic_config(current_app.config["DATABASE_URL"])
+
+
+@db_group.command("upgrade")
+@click.argument("revision", default="head")
+@with_appcontext
+def db_upgrade(revision: str) -> None:
+    """Migrate the database up to REVISION (default: the latest)."""
+    schema.upgrade(_alembic(), revision)
+    click.echo(f"Database at {revision}.")
+
+
+@db_group.command("downgrade")
+@click.argument("revision")
+@with_appcontext
+def db_downgrade(revision: str) -> None:
+    """Migrate the database down to REVISION (e.g. -1, or base)."""
+    schema.downgrade(_alembic(), revision)
+    click.echo(f"Database at {revision}.")
+
+
+@db_group.command("revision")
+@click.option("-m", "--message", required=True, help="What the migration does.")
+@click.option("--autogenerate/--empty", default=True, help="Compare models with the database.")
+@with_appcontext
+def db_revision(message: str, autogenerate: bool) -> None:
+    """Write a new migration with the next sequential id."""
+    schema.revision(_alembic(), message, autogenerate=autogenerate)
+
+
+@db_group.command("check")
+@with_appcontext
+def db_check() -> None:
+    """Fail when the models and the migrated database differ."""
+    schema.check(_alembic())
+    click.echo("No differences between the models and the database.")
+
+
+@db_group.command("current")
+@with_appcontext
+def db_current() -> None:
+    """Show the database's revision."""
+    from alembic import command
+
+    command.current(_alembic(), verbose=False)
+
+
+# --- loyalty clients -----------------------------------------------------------------------
+
+
+@main.group("clients")
+def clients_group() -> None:
+    """API clients (storefronts, back offices) and their scopes."""
+
+
+@clients_group.command("create")
+@click.argument("name")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    type=click.Choice(SCOPES),
+    help="A scope to grant; repeat for several.",
+)
+@click.option("--all-scopes", is_flag=True, help="Grant every scope.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object, for scripts.")
+@with_appcontext
+def clients_create(name: str, scopes: tuple[str, ...], all_scopes: bool, as_json: bool) -> None:
+    """Create an API client; its secret is printed once and cannot be shown again."""
+    if all_scopes:
+        scopes = SCOPES
+    if not scopes:
+        raise click.UsageError("Give at least one --scope, or --all-scopes.")
+    try:
+        new = auth_service.create_client(get_session(), name=name, scopes=scopes)
+    except LoyaltyError as error:
+        raise _fail(error) from None
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "client_id": new.client.id,
+                    "client_secret": new.secret,
+                    "scopes": new.client.scopes,
+                }
+            )
+        )
+        return
+    click.echo(f"client_id:     {new.client.id}")
+    click.echo(f"client_secret: {new.secret}")
+    click.echo(f"scopes:        {' '.join(new.client.scopes)}")
+    click.echo("Keep the secret now: it is stored hashed and cannot be shown again.")
+
+
+@clients_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@with_appcontext
+def clients_list(as_json: bool) -> None:
+    """List API clients, revoked ones included."""
+    clients = auth_service.list_clients(get_session())
+    rows = [
+        {
+            "client_id": c.id,
+            "name": c.name,
+            "scopes": c.scopes,
+            "created_at": c.created_at.isoformat(),
+            "revoked_at": c.revoked_at.isoformat() if c.revoked_at else None,
+        }
+        for c in clients
+    ]
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    if not rows:
+        click.echo("No API clients yet: create one with `loyalty clients create NAME --scope ...`.")
+    for client in clients:
+        state = f"revoked {client.revoked_at.isoformat()}" if client.revoked_at else "active"
+        click.echo(f"{client.id}  {client.name}  [{state}]  {' '.join(client.scopes)}")
+
+
+@clients_group.command("revoke")
+@click.argument("client_id")
+@with_appcontext
+def clients_revoke(client_id: str) -> None:
+    """Revoke a client: its secret and every token issued to it stop working."""
+    try:
+        client = auth_service.revoke_client(get_session(), client_id=client_id)
+    except LoyaltyError as error:
+        raise _fail(error) from None
+    assert client.revoked_at is not None
+    click.echo(f"Revoked {client.id} ({client.name}) at {client.revoked_at.isoformat()}.")
+
+
+# --- loyalty demo --------------------------------------------------------------------------
+
+
+@main.command("demo")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--no-serve", is_flag=True, help="Prepare the database and print, then exit.")
+def demo_command(host: str, port: int, no_serve: bool) -> None:
+    """Create (or reuse) the SQLite demo database with a demo programme, then serve it."""
+    from loyalty import demo
+
+    demo.run(host=host, port=port, serve=not no_serve)

@@ -1,0 +1,108 @@
+"""Configuration: defaults, then ``LOYALTY_*`` environment variables, then an explicit mapping."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+ARGON2_PROFILES = ("RFC_9106_HIGH_MEMORY", "RFC_9106_LOW_MEMORY", "CHEAPEST")
+INSECURE_SECRET_KEY = "insecure-development-key-change-me"
+
+
+class ConfigError(Exception):
+    """The configuration cannot run the service; the message says which variable to set."""
+
+
+class Defaults:
+    """Settings used when neither the environment nor the caller gives one."""
+
+    SECRET_KEY = INSECURE_SECRET_KEY
+    # None means "a SQLite file in the instance folder", resolved in `load_config`.
+    DATABASE_URL: str | None = None
+    DATABASE_ECHO = False
+    DATABASE_POOL_SIZE = 10
+    # Requests larger than this are refused with 413 before they are parsed.
+    MAX_CONTENT_LENGTH = 1024 * 1024
+    # Lifetime of API client access tokens, in seconds.
+    TOKEN_TTL = 900
+    # argon2 parameters for client secrets, by argon2.profiles name; tests use CHEAPEST.
+    ARGON2_PROFILE = "RFC_9106_LOW_MEMORY"
+    PROBLEM_TYPE_BASE = "https://loyalty.dev/problems/"
+
+    API_TITLE = "Loyalty API"
+    API_VERSION = "1.0.0"
+    OPENAPI_VERSION = "3.1.0"
+    OPENAPI_URL_PREFIX = "/"
+    OPENAPI_JSON_PATH = "v1/openapi.json"
+    OPENAPI_SWAGGER_UI_PATH = "docs"
+    OPENAPI_SWAGGER_UI_URL = "/docs/assets/"
+
+
+def load_config(
+    app: Flask, config: Mapping[str, Any] | None, *, require_secret: bool = True
+) -> None:
+    """Fill ``app.config`` in Flask's documented order and check it.
+
+    ``require_secret=False`` is for commands that serve nothing (migrations, client admin).
+    Raises `ConfigError` when a setting is unusable, naming the variable to fix.
+    """
+    app.config.from_object(Defaults)
+    app.config.from_prefixed_env("LOYALTY")
+    if config:
+        app.config.update(config)
+
+    if not app.config.get("DATABASE_URL"):
+        os.makedirs(app.instance_path, exist_ok=True)
+        app.config["DATABASE_URL"] = "sqlite:///" + os.path.join(app.instance_path, "loyalty.db")
+    app.config["DATABASE_URL"] = normalise_database_url(str(app.config["DATABASE_URL"]))
+
+    if require_secret:
+        check_secret(app)
+    _check(app)
+    # flask-jwt-extended reads its own keys; derive them from ours so there is one secret.
+    app.config.setdefault("JWT_SECRET_KEY", app.config["SECRET_KEY"])
+    app.config["JWT_TOKEN_LOCATION"] = ["headers"]
+    app.config["JWT_ALGORITHM"] = "HS256"
+
+
+def normalise_database_url(url: str) -> str:
+    """Point PostgreSQL URLs at psycopg 3, whatever driver the URL names."""
+    for prefix in ("postgres://", "postgresql://", "postgresql+psycopg2://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def check_secret(app: Flask) -> None:
+    """Refuse to serve with no secret key, the built-in one, or a short one (unless debugging)."""
+    if app.debug or app.testing:
+        return
+    secret = app.config.get("SECRET_KEY")
+    if not secret or secret == INSECURE_SECRET_KEY:
+        raise ConfigError(
+            "LOYALTY_SECRET_KEY is not set: set it to a long random string "
+            '(e.g. python -c "import secrets; print(secrets.token_urlsafe(48))").'
+        )
+    if len(str(secret)) < 32:
+        raise ConfigError("LOYALTY_SECRET_KEY is too short: use at least 32 characters.")
+
+
+def _check(app: Flask) -> None:
+    url = app.config["DATABASE_URL"]
+    if not (url.startswith("sqlite") or url.startswith("postgresql+psycopg://")):
+        scheme = url.split(":")[0]
+        raise ConfigError(
+            f"LOYALTY_DATABASE_URL must be a sqlite:/// or postgresql:// URL, got {scheme!r}."
+        )
+    if app.config["ARGON2_PROFILE"] not in ARGON2_PROFILES:
+        raise ConfigError(
+            f"LOYALTY_ARGON2_PROFILE must be one of {', '.join(ARGON2_PROFILES)}, "
+            f"got {app.config['ARGON2_PROFILE']!r}."
+        )
+    for key in ("TOKEN_TTL", "MAX_CONTENT_LENGTH", "DATABASE_POOL_SIZE"):
+        value = app.config.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"LOYALTY_{key} must be a positive integer, got {value!r}.")

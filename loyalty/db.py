@@ -1,0 +1,195 @@
+"""Database access: the declarative base, one engine per app, one session per request, and
+`unit_of_work`, the only place that commits."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from flask import Flask, current_app, g
+from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.types import TypeDecorator
+from ulid import ULID
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+T = TypeVar("T")
+
+# How long a SQLite writer waits for another writer before giving up, in milliseconds.
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+class Base(DeclarativeBase):
+    """Base of every model; constraint names follow `NAMING_CONVENTION`."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """A timezone-aware UTC timestamp on every database (SQLite stores naive UTC)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+# JSON documents: JSONB on PostgreSQL, JSON text elsewhere.
+JSONDocument = JSON().with_variant(JSONB(), "postgresql")
+
+
+def utcnow() -> dt.datetime:
+    """The current time, timezone-aware, in UTC."""
+    return dt.datetime.now(dt.UTC)
+
+
+def new_id(prefix: str) -> str:
+    """A new opaque, time-ordered identifier such as ``mem_01JD3...``."""
+    return f"{prefix}_{ULID()}"
+
+
+def make_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Engine:
+    """Create an engine configured for safe concurrent use on PostgreSQL and SQLite."""
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+        )
+        _configure_sqlite(engine)
+        return engine
+    return create_engine(
+        url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+    )
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """Foreign keys on, WAL, a busy timeout, and writers serialised with ``BEGIN IMMEDIATE``.
+
+    sqlite3's own transaction handling is switched off so that SQLAlchemy emits BEGIN itself:
+    a unit of work asks for ``BEGIN IMMEDIATE`` and so takes the write lock before it reads,
+    which is what makes "lock, read, write" safe with several processes on one file.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        if engine.url.database not in (None, "", ":memory:"):
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        write = conn.get_execution_options().get("loyalty_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a list, and the key of its last item when more follow."""
+
+    items: list[T]
+    next_cursor: str | None
+
+
+class Database:
+    """The app's engine and session factory, kept in ``app.extensions["loyalty.db"]``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.sessionmaker: sessionmaker[Session] = sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def init_app(app: Flask) -> Database:
+    """Create the app's engine and close the request session at the end of each request."""
+    database = Database(
+        make_engine(
+            app.config["DATABASE_URL"],
+            echo=app.config["DATABASE_ECHO"],
+            pool_size=app.config["DATABASE_POOL_SIZE"],
+        )
+    )
+    app.extensions["loyalty.db"] = database
+    app.teardown_appcontext(_close_session)
+    return database
+
+
+def get_database(app: Flask | None = None) -> Database:
+    """The `Database` of the given app, or of the current one."""
+    database: Database = (app or current_app).extensions["loyalty.db"]
+    return database
+
+
+def get_session() -> Session:
+    """The session of the current request (or app context), created on first use."""
+    session: Session | None = g.get("_loyalty_session")
+    if session is None:
+        session = get_database().sessionmaker()
+        g._loyalty_session = session
+    return session
+
+
+def _close_session(_exc: BaseException | None) -> None:
+    session: Session | None = g.pop("_loyalty_session", None)
+    if session is not None:
+        session.close()
+
+
+@contextmanager
+def unit_of_work(session: Session) -> Iterator[Session]:
+    """Run the body as one transaction: commit when it ends, roll back on any exception.
+
+    A read-only transaction left open by earlier reads (authentication, say) is ended first so
+    that the unit of work starts its own, which on SQLite is ``BEGIN IMMEDIATE``.
+    """
+    if session.in_transaction():
+        if session.new or session.dirty or session.deleted:
+            raise RuntimeError("unit_of_work() entered with uncommitted changes in the session")
+        session.rollback()
+    session.connection(execution_options={"loyalty_write": True})
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+
+
+def constraint_name(error: IntegrityError) -> str | None:
+    """The violated constraint's name, from psycopg's diagnostics or SQLite's message."""
+    diag = getattr(error.orig, "diag", None)
+    if diag is not None and getattr(diag, "constraint_name", None):
+        return str(diag.constraint_name)
+    match = re.search(r"UNIQUE constraint failed: (.+)$", str(error.orig))
+    if match:
+        # SQLite names columns, not constraints: rebuild the conventional name.
+        qualified = [part.strip().split(".") for part in match.group(1).split(",")]
+        return "uq_" + qualified[0][0] + "_" + "_".join(column for _, column in qualified)
+    return None

@@ -1,0 +1,64 @@
+"""Member calls: enrol, look up, list and update members."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+
+from loyalty.api import Blueprint
+from loyalty.auth.security import current_principal
+from loyalty.db import Page, get_session
+from loyalty.members import service
+from loyalty.members.models import Member
+from loyalty.members.schemas import (
+    MemberCreateSchema,
+    MemberPageSchema,
+    MemberQuerySchema,
+    MemberSchema,
+    MemberUpdateSchema,
+)
+
+blp = Blueprint("members", __name__, url_prefix="/v1/members", description="Members")
+
+
+@blp.route("")
+class Members(MethodView):
+    @blp.requires("members:write")
+    @blp.arguments(MemberCreateSchema)
+    @blp.response(201, MemberSchema, description="The member was enrolled")
+    @blp.alt_response(
+        200, schema=MemberSchema, description="Already enrolled: the existing member", success=True
+    )
+    @blp.errors(415)
+    def post(self, data: dict[str, Any]) -> tuple[Member, int]:
+        """Enrol a member (idempotent on external_id)."""
+        member, created = service.enroll_member(
+            get_session(), actor=current_principal().client_id, **data
+        )
+        return member, 201 if created else 200
+
+    @blp.requires("members:read")
+    @blp.arguments(MemberQuerySchema, location="query")
+    @blp.response(200, MemberPageSchema)
+    def get(self, query: dict[str, Any]) -> Page[Member]:
+        """List members, filtered, a page at a time (look up by external_id here)."""
+        return service.list_members(get_session(), **query)
+
+
+@blp.route("/<string:member_id>")
+class MemberById(MethodView):
+    @blp.requires("members:read")
+    @blp.response(200, MemberSchema)
+    @blp.errors(404)
+    def get(self, member_id: str) -> Member:
+        """Get a member."""
+        return service.get_member(get_session(), member_id)
+
+    @blp.requires("members:write")
+    @blp.arguments(MemberUpdateSchema)
+    @blp.response(200, MemberSchema)
+    @blp.errors(404, 409, 415)
+    def patch(self, changes: dict[str, Any], member_id: str) -> Member:
+        """Update a member's profile or status (a closed member cannot change)."""
+        return service.update_member(get_session(), member_id=member_id, changes=changes)

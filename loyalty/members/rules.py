@@ -1,0 +1,50 @@
+"""Member rules with no database: statuses, referral codes, time zones, profile limits."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import zoneinfo
+from functools import cache
+
+STATUSES = ("active", "suspended", "closed")
+
+# Crockford-style alphabet without look-alikes (0/O, 1/I/L, U), so codes survive being read out.
+REFERRAL_ALPHABET = "ABCDEFGHJKMNPQRSTVWXYZ23456789"
+REFERRAL_CODE_LENGTH = 8
+
+EXTERNAL_ID_MAX = 128
+NAME_MAX = 200
+EMAIL_MAX = 254
+METADATA_MAX_KEYS = 50
+METADATA_MAX_BYTES = 4096
+OLDEST_BIRTHDAY = dt.date(1900, 1, 1)
+
+
+def new_referral_code() -> str:
+    """A random referral code such as ``K7QM2XWP`` (30^8, about 6.6e11 possibilities)."""
+    return "".join(secrets.choice(REFERRAL_ALPHABET) for _ in range(REFERRAL_CODE_LENGTH))
+
+
+def normalise_referral_code(code: str) -> str:
+    """Codes are matched without regard to case, spaces or dashes."""
+    return code.strip().upper().replace("-", "").replace(" ", "")
+
+
+def is_referral_code(code: str) -> bool:
+    return len(code) == REFERRAL_CODE_LENGTH and all(c in REFERRAL_ALPHABET for c in code)
+
+
+@cache
+def time_zones() -> frozenset[str]:
+    """The IANA time zone names this machine knows (from the tzdata package at least)."""
+    return frozenset(zoneinfo.available_timezones())
+
+
+def is_time_zone(name: str) -> bool:
+    return name in time_zones()
+
+
+def can_change_status(current: str, new: str) -> bool:
+    """Active and suspended members move freely between the two; closing is final."""
+    return current != "closed" or new == "closed"

@@ -1,0 +1,164 @@
+"""Enrolment, profile updates and lookups of members."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import Select, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from loyalty.db import Page, constraint_name, new_id, unit_of_work, utcnow
+from loyalty.errors import InvalidFieldError, MemberClosedError, MemberNotFoundError
+from loyalty.members import rules
+from loyalty.members.models import Member
+
+# A clash of random referral codes is rare (see rules); this many tries make failure absurd.
+REFERRAL_CODE_ATTEMPTS = 5
+
+_PROFILE_FIELDS = ("email", "name", "birthday", "timezone", "marketing_consent")
+
+
+def enroll_member(
+    session: Session,
+    *,
+    external_id: str,
+    email: str | None = None,
+    name: str | None = None,
+    birthday: dt.date | None = None,
+    timezone: str | None = None,
+    referral_code: str | None = None,
+    marketing_consent: bool = False,
+    enrolled_at: dt.datetime | None = None,
+    metadata: dict[str, Any] | None = None,
+    actor: str | None = None,
+) -> tuple[Member, bool]:
+    """Enrol a member, or return the one already enrolled under ``external_id``.
+
+    Returns ``(member, created)``. Idempotent on ``external_id``, also under concurrent calls:
+    the loser of a race on the unique key gets the winner's member. ``referral_code`` is the
+    code of the member who invited this one. Raises `InvalidFieldError` for an unknown code.
+    """
+    with unit_of_work(session):
+        existing = _by_external_id(session, external_id)
+        if existing is not None:
+            return existing, False
+        referrer_id = None
+        if referral_code:
+            referrer_id = _referrer_id(session, referral_code)
+        for _attempt in range(REFERRAL_CODE_ATTEMPTS):
+            member = Member(
+                id=new_id("mem"),
+                external_id=external_id,
+                email=email.lower() if email else None,
+                name=name,
+                birthday=birthday,
+                timezone=timezone or "UTC",
+                marketing_consent=marketing_consent,
+                status="active",
+                referral_code=rules.new_referral_code(),
+                referrer_id=referrer_id,
+                metadata_=metadata or {},
+                enrolled_at=enrolled_at or utcnow(),
+                enrolled_by=actor,
+            )
+            try:
+                with session.begin_nested():
+                    session.add(member)
+            except IntegrityError as error:
+                name_ = constraint_name(error)
+                if name_ == "uq_members_external_id":
+                    winner = _by_external_id(session, external_id)
+                    assert winner is not None
+                    return winner, False
+                if name_ != "uq_members_referral_code":
+                    raise
+                continue
+            return member, True
+        raise RuntimeError("could not generate a unique referral code")
+
+
+def get_member(session: Session, member_id: str) -> Member:
+    """The member with this id. Raises `MemberNotFoundError`."""
+    member = session.get(Member, member_id)
+    if member is None:
+        raise MemberNotFoundError(member_id)
+    return member
+
+
+def update_member(session: Session, *, member_id: str, changes: dict[str, Any]) -> Member:
+    """Change profile fields and status; fields absent from ``changes`` stay as they are.
+
+    Locks the member row. A closed member cannot change (`MemberClosedError`); raises
+    `MemberNotFoundError`.
+    """
+    with unit_of_work(session):
+        member = session.get(Member, member_id, with_for_update=True)
+        if member is None:
+            raise MemberNotFoundError(member_id)
+        if member.status == "closed":
+            raise MemberClosedError(member_id)
+        for field in _PROFILE_FIELDS:
+            if field in changes:
+                value = changes[field]
+                if field == "email" and value:
+                    value = value.lower()
+                if field == "timezone" and value is None:
+                    value = "UTC"
+                if field == "marketing_consent" and value is None:
+                    value = False
+                setattr(member, field, value)
+        if "metadata" in changes:
+            member.metadata_ = changes["metadata"] or {}
+        if "status" in changes:
+            member.status = changes["status"]
+    return member
+
+
+def list_members(
+    session: Session,
+    *,
+    external_id: str | None = None,
+    email: str | None = None,
+    status: str | None = None,
+    referral_code: str | None = None,
+    enrolled_after: dt.datetime | None = None,
+    enrolled_before: dt.datetime | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> Page[Member]:
+    """Members matching every filter given, in enrolment-record order, a page at a time."""
+    query: Select[Member] = select(Member).order_by(Member.id).limit(limit + 1)
+    if external_id is not None:
+        query = query.where(Member.external_id == external_id)
+    if email is not None:
+        query = query.where(Member.email == email.strip().lower())
+    if status is not None:
+        query = query.where(Member.status == status)
+    if referral_code is not None:
+        query = query.where(Member.referral_code == rules.normalise_referral_code(referral_code))
+    if enrolled_after is not None:
+        query = query.where(Member.enrolled_at >= enrolled_after)
+    if enrolled_before is not None:
+        query = query.where(Member.enrolled_at < enrolled_before)
+    if cursor is not None:
+        query = query.where(Member.id > cursor)
+    members = list(session.scalars(query))
+    more = len(members) > limit
+    members = members[:limit]
+    return Page(items=members, next_cursor=members[-1].id if more else None)
+
+
+def _by_external_id(session: Session, external_id: str) -> Member | None:
+    return session.scalar(select(Member).where(Member.external_id == external_id))
+
+
+def _referrer_id(session: Session, code: str) -> str:
+    normalised = rules.normalise_referral_code(code)
+    referrer_id = None
+    if rules.is_referral_code(normalised):
+        referrer_id = session.scalar(select(Member.id).where(Member.referral_code == normalised))
+    if referrer_id is None:
+        raise InvalidFieldError("referral_code", f"No member has the referral code {code!r}.")
+    return referrer_id

@@ -1,0 +1,254 @@
+"""The one place that turns errors into RFC 9457 ``application/problem+json`` responses."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from flask import Flask, Response, current_app, request
+from marshmallow import Schema, fields
+from sqlalchemy.exc import IntegrityError, OperationalError
+from werkzeug.exceptions import HTTPException
+
+from loyalty import errors
+from loyalty.db import constraint_name
+
+log = logging.getLogger(__name__)
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+WWW_AUTHENTICATE = 'Bearer realm="loyalty"'
+
+# Domain error classes to HTTP statuses; the most specific class listed wins.
+STATUS_BY_ERROR: dict[type[errors.LoyaltyError], int] = {
+    errors.AuthenticationError: 401,
+    errors.PermissionDeniedError: 403,
+    errors.NotFoundError: 404,
+    errors.ConflictError: 409,
+    errors.RuleViolationError: 422,
+    errors.ServiceUnavailableError: 503,
+}
+
+# Problem slugs for werkzeug's HTTP errors where the status name alone is not telling.
+HTTP_CODES = {
+    400: "bad-request",
+    404: "not-found",
+    405: "method-not-allowed",
+    413: "payload-too-large",
+    415: "unsupported-media-type",
+    422: "validation-failed",
+    429: "rate-limited",
+    500: "internal-error",
+}
+
+# Unique constraints whose violation is a client's conflict rather than a bug, by the name the
+# metadata naming convention gives them: (code, title, detail).
+CONSTRAINT_CONFLICTS: dict[str, tuple[str, str, str]] = {
+    "uq_members_external_id": (
+        "member-exists",
+        "Member already exists",
+        "Another member already has this external_id.",
+    ),
+}
+
+
+class ProblemSchema(Schema):
+    """An RFC 9457 problem; error-specific data are extra top-level members."""
+
+    class Meta:
+        unknown = "include"
+
+    type = fields.String(required=True, metadata={"description": "URI identifying the problem"})
+    code = fields.String(required=True, metadata={"description": "Stable slug to match on"})
+    title = fields.String(required=True)
+    status = fields.Integer(required=True)
+    detail = fields.String(required=True)
+    instance = fields.String(required=True, metadata={"description": "Path of the request"})
+
+
+class FieldErrorSchema(Schema):
+    pointer = fields.String(
+        required=True, metadata={"description": "JSON pointer to the field, e.g. #/email"}
+    )
+    detail = fields.String(required=True)
+    parameter = fields.String(metadata={"description": "Name of the query or path parameter"})
+    in_ = fields.String(data_key="in", metadata={"description": "query, path or header"})
+
+
+class ValidationProblemSchema(ProblemSchema):
+    """A problem listing every invalid field."""
+
+    errors = fields.List(fields.Nested(FieldErrorSchema), required=True)
+
+
+def problem_response(
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    """Build a problem+json response."""
+    body: dict[str, Any] = {
+        "type": current_app.config["PROBLEM_TYPE_BASE"] + code,
+        "code": code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.path,
+    }
+    body.update(extra)
+    response = current_app.response_class(
+        json.dumps(body, default=str), status=status, mimetype=PROBLEM_CONTENT_TYPE
+    )
+    if status == 401:
+        response.headers["WWW-Authenticate"] = WWW_AUTHENTICATE
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def status_for(error: errors.LoyaltyError) -> int:
+    for cls in type(error).__mro__:
+        if cls in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[cls]
+    return 500
+
+
+def handle_domain_error(error: errors.LoyaltyError) -> Response:
+    status = status_for(error)
+    headers = {}
+    token_errors = (errors.InvalidTokenError, errors.TokenExpiredError, errors.TokenRevokedError)
+    if isinstance(error, token_errors):
+        headers["WWW-Authenticate"] = f'{WWW_AUTHENTICATE}, error="invalid_token"'
+    extra = dict(error.data)
+    if isinstance(error, errors.InvalidFieldError):
+        extra.pop("field")
+        extra["errors"] = [{"pointer": "#/" + error.field, "detail": error.detail}]
+    return problem_response(status, error.code, error.title, error.detail, headers=headers, **extra)
+
+
+def handle_http_exception(error: HTTPException) -> Response:
+    """werkzeug's errors and webargs' parsing errors (which carry ``data``)."""
+    status = error.code or 500
+    if status >= 500:
+        return _internal_error(getattr(error, "original_exception", None) or error)
+    data = getattr(error, "data", None) or {}
+    messages = data.get("messages")
+    headers = dict(data.get("headers") or {})
+    if status == 405:
+        headers["Allow"] = ", ".join(sorted(getattr(error, "valid_methods", None) or []))
+    if status == 400 and messages == {"json": ["Invalid JSON body."]}:
+        return problem_response(
+            400, "malformed-json", "Malformed JSON", "The request body is not valid JSON."
+        )
+    if status == 422 and messages:
+        field_errors = list(_field_errors(messages))
+        count = len(field_errors)
+        return problem_response(
+            422,
+            "validation-failed",
+            "Validation failed",
+            f"The request has {count} invalid field{'s' if count != 1 else ''}.",
+            headers=headers,
+            errors=field_errors,
+        )
+    code = HTTP_CODES.get(status) or _slug(error.name)
+    return problem_response(status, code, error.name, _detail(error), headers=headers)
+
+
+def _detail(error: HTTPException) -> str:
+    """Say what went wrong with this request, rather than werkzeug's generic sentence."""
+    if error.code == 404:
+        return f"There is nothing at {request.path}; the API is described at /docs."
+    if error.code == 405:
+        allowed = ", ".join(sorted(getattr(error, "valid_methods", None) or []))
+        return f"{request.method} is not allowed on {request.path}; allowed: {allowed}."
+    if error.code == 413:
+        limit = current_app.config["MAX_CONTENT_LENGTH"]
+        return f"The request body is larger than the limit of {limit} bytes."
+    return error.description or error.name
+
+
+def handle_integrity_error(error: IntegrityError) -> Response:
+    name = constraint_name(error)
+    if name in CONSTRAINT_CONFLICTS:
+        code, title, detail = CONSTRAINT_CONFLICTS[name]
+        return problem_response(409, code, title, detail)
+    return _internal_error(error)
+
+
+def handle_operational_error(error: OperationalError) -> Response:
+    log.exception("database unavailable")
+    return problem_response(
+        503,
+        "service-unavailable",
+        "Service unavailable",
+        "The database is unavailable or busy; retry the request.",
+        headers={"Retry-After": "1"},
+    )
+
+
+def handle_unexpected(error: Exception) -> Response:
+    return _internal_error(error)
+
+
+def _internal_error(error: BaseException) -> Response:
+    if _propagating() and error is not None and not isinstance(error, HTTPException):
+        raise error
+    log.error("unhandled error on %s %s", request.method, request.path, exc_info=error)
+    return problem_response(
+        500,
+        "internal-error",
+        "Internal server error",
+        "The server failed to handle the request; it has been logged.",
+    )
+
+
+def _propagating() -> bool:
+    """Flask's rule: re-raise unexpected errors in testing and debug unless told otherwise."""
+    setting = current_app.config.get("PROPAGATE_EXCEPTIONS")
+    return bool(current_app.testing or current_app.debug) if setting is None else bool(setting)
+
+
+def _field_errors(messages: Mapping[str, Any]) -> Iterator[dict[str, str]]:
+    """Flatten webargs' ``{location: {field: [messages]}}`` into pointer/detail pairs."""
+    for location, tree in messages.items():
+        for path, detail in _walk(tree, ()):
+            pointer = "#/" + "/".join(_escape(part) for part in path if part != "_schema")
+            entry = {"pointer": pointer.rstrip("/") or "#", "detail": detail}
+            if location not in ("json", "json_or_form", "form"):
+                entry["parameter"] = str(path[0]) if path else ""
+                entry["in"] = {"view_args": "path", "querystring": "query"}.get(location, location)
+            yield entry
+
+
+def _walk(tree: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], str]]:
+    if isinstance(tree, Mapping):
+        for key, value in tree.items():
+            yield from _walk(value, (*path, str(key)))
+    elif isinstance(tree, list | tuple):
+        for item in tree:
+            yield from _walk(item, path)
+    else:
+        yield path, str(tree)
+
+
+def _escape(part: str) -> str:
+    return part.replace("~", "~0").replace("/", "~1")
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def init_app(app: Flask) -> None:
+    """Register the handlers; werkzeug's HTTP errors are routed here by `loyalty.api`."""
+    app.register_error_handler(errors.LoyaltyError, handle_domain_error)
+    app.register_error_handler(IntegrityError, handle_integrity_error)
+    app.register_error_handler(OperationalError, handle_operational_error)
+    app.register_error_handler(Exception, handle_unexpected)

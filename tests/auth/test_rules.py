@@ -1,0 +1,26 @@
+"""Scope parsing, without a database."""
+
+from __future__ import annotations
+
+import pytest
+
+from loyalty.auth.rules import SCOPES, parse_scopes, scope_string
+from loyalty.errors import UnknownScopeError
+
+
+def test_scopes_come_back_unique_and_in_canonical_order() -> None:
+    assert parse_scopes("points:redeem members:read points:redeem") == [
+        "members:read",
+        "points:redeem",
+    ]
+    assert parse_scopes(list(reversed(SCOPES))) == list(SCOPES)
+
+
+def test_unknown_scopes_are_all_named() -> None:
+    with pytest.raises(UnknownScopeError) as caught:
+        parse_scopes(["members:read", "admin", "root"])
+    assert caught.value.data["scopes"] == ["admin", "root"]
+
+
+def test_scope_string_is_space_separated() -> None:
+    assert scope_string(["a", "b"]) == "a b"

@@ -1,0 +1,102 @@
+"""The README's demo tour works as written: run `loyalty demo`, paste its exports, run the
+shell blocks against the live server."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+SEPARATOR = "-----next-block-----"
+
+
+def tour_blocks() -> list[str]:
+    text = README.read_text()
+    tour = text[text.index("<!-- readme-tour") : text.index("<!-- /readme-tour -->")]
+    return re.findall(r"```bash\n(.*?)```", tour, flags=re.S)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    env = {**os.environ, "LOYALTY_INSTANCE_PATH": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+    env.pop("LOYALTY_DATABASE_URL", None)
+    env.pop("LOYALTY_SECRET_KEY", None)
+    prepared = subprocess.run(
+        ["loyalty", "demo", "--no-serve"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert prepared.returncode == 0, prepared.stderr
+    exports = dict(re.findall(r"export (\w+)=(\S+)", prepared.stdout))
+    assert set(exports) == {"CLIENT_ID", "CLIENT_SECRET"}
+
+    port = free_port()
+    server = subprocess.Popen(
+        ["loyalty", "demo", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        yield port, exports
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
+    assert blocks[0].strip() == "pip install -e . && loyalty demo"
+    assert blocks[1].strip() == 'pip install -e ".[test]" && python -m pytest -n auto'
+
+
+def test_readme_tour_runs_against_the_demo(demo: tuple[int, dict[str, str]]) -> None:
+    port, exports = demo
+    blocks = [b.replace("127.0.0.1:5000", f"127.0.0.1:{port}") for b in tour_blocks()]
+    assert len(blocks) >= 6
+    script = "set -euo pipefail\n" + f"\necho {SEPARATOR}\n".join(blocks)
+    result = subprocess.run(
+        ["bash", "-c", script],
+        env={**os.environ, **exports},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    outputs = [chunk.strip() for chunk in result.stdout.split(SEPARATOR)]
+    assert len(outputs) == len(blocks)
+    assert outputs[0] == ""  # the token is kept in $TOKEN
+    documents = [json.loads(chunk) for chunk in outputs[1:]]
+    for document in documents:
+        assert "code" not in document, document
+    token_by_form, enrolled, looked_up, updated, page = documents
+    assert token_by_form["token_type"] == "Bearer"
+    assert enrolled["external_id"] == "cust-2001"
+    assert looked_up["id"] == enrolled["id"]
+    assert updated["name"] == "Lin Wei-Schmidt" and updated["marketing_consent"] is False
+    assert len(page["items"]) == 2 and page["next_cursor"]

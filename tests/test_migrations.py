@@ -1,0 +1,100 @@
+"""Migrations are code under test: one head, no drift, and a full down/up round trip."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic.script import ScriptDirectory
+from click.testing import CliRunner
+from pytest_postgresql.janitor import DatabaseJanitor
+from sqlalchemy import create_engine, inspect, make_url
+
+from loyalty import schema
+from loyalty.cli import main
+from loyalty.db import Base
+
+
+def test_single_head() -> None:
+    script = ScriptDirectory.from_config(schema.alembic_config())
+    assert len(script.get_heads()) == 1
+
+
+def test_revision_ids_are_sequential_file_stems() -> None:
+    script = ScriptDirectory.from_config(schema.alembic_config())
+    revisions = list(reversed(list(script.walk_revisions())))
+    for number, rev in enumerate(revisions, start=1):
+        assert rev.path is not None
+        assert Path(rev.path).stem == rev.revision
+        assert re.fullmatch(rf"{number:04d}_[a-z0-9_]+", rev.revision)
+
+
+def test_next_revision_id_continues_the_sequence() -> None:
+    config = schema.alembic_config()
+    count = len(list(ScriptDirectory.from_config(config).walk_revisions()))
+    assert schema.next_revision_id(config, "Points ledger!") == f"{count + 1:04d}_points_ledger"
+
+
+def test_no_drift_between_models_and_migrations_on_postgresql(database_url: str) -> None:
+    schema.check(schema.alembic_config(database_url))
+
+
+@pytest.fixture
+def empty_postgresql(database_url: str) -> Iterator[str]:
+    url = make_url(database_url)
+    name = f"{url.database}_roundtrip"
+    janitor = DatabaseJanitor(
+        user=url.username or "postgres",
+        password=url.password,
+        host=url.host or "127.0.0.1",
+        port=url.port or 5432,
+        dbname=name,
+    )
+    janitor.drop()
+    janitor.init()
+    yield url.set(database=name).render_as_string(hide_password=False)
+    janitor.drop()
+
+
+def _tables(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        return set(inspect(engine).get_table_names()) - {"alembic_version"}
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_upgrade_downgrade_upgrade_round_trip(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    url = (
+        request.getfixturevalue("empty_postgresql")
+        if backend == "postgresql"
+        else f"sqlite:///{tmp_path / 'roundtrip.db'}"
+    )
+    config = schema.alembic_config(url)
+    expected = {table.name for table in Base.metadata.sorted_tables}
+    schema.upgrade(config)
+    assert _tables(url) == expected
+    schema.check(config)
+    schema.downgrade(config, "base")
+    assert _tables(url) == set()
+    schema.upgrade(config)
+    assert _tables(url) == expected
+
+
+def test_loyalty_db_upgrade_creates_a_working_sqlite_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOYALTY_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    runner = CliRunner()
+    result = runner.invoke(main, ["db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["db", "check"])
+    assert result.exit_code == 0, result.output
+    assert "No differences" in result.output
+    result = runner.invoke(main, ["clients", "create", "shop", "--scope", "members:read"])
+    assert result.exit_code == 0, result.output
