@@ -1,0 +1,108 @@
+"""The database layer: units of work, SQLite's safety settings, UTC timestamps, constraint names."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from loyalty import create_app, schema
+from loyalty.db import constraint_name, get_database, make_engine, unit_of_work
+from loyalty.members import service
+from loyalty.members.models import Member
+from tests.conftest import base_config
+
+
+def test_unit_of_work_commits_on_success_and_rolls_back_on_error(session: Session) -> None:
+    with unit_of_work(session):
+        session.add(Member(id="mem_a", external_id="a", referral_code="AAAAAAAA", timezone="UTC"))
+    with pytest.raises(RuntimeError), unit_of_work(session):
+        session.add(Member(id="mem_b", external_id="b", referral_code="BBBBBBBB", timezone="UTC"))
+        session.flush()
+        raise RuntimeError("boom")
+    assert session.scalars(select(Member.id)).all() == ["mem_a"]
+
+
+def test_unit_of_work_refuses_to_swallow_pending_changes(session: Session) -> None:
+    session.add(Member(id="mem_a", external_id="a", referral_code="AAAAAAAA", timezone="UTC"))
+    with pytest.raises(RuntimeError, match="uncommitted changes"), unit_of_work(session):
+        pass
+
+
+def test_constraint_names_on_postgresql(session: Session) -> None:
+    service.enroll_member(session, external_id="dup")
+    with pytest.raises(IntegrityError) as caught:
+        with session.begin_nested():
+            session.add(Member(id="mem_x", external_id="dup", referral_code="CCCCCCCC"))
+    assert constraint_name(caught.value) == "uq_members_external_id"
+    session.rollback()
+
+
+def test_sqlite_is_configured_for_concurrent_use(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    with engine.connect() as conn:
+        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 10_000
+    engine.dispose()
+
+
+def test_utc_timestamps_round_trip_on_sqlite(sqlite_app: Flask) -> None:
+    with sqlite_app.app_context():
+        session = get_database(sqlite_app).sessionmaker()
+        paris = dt.timezone(dt.timedelta(hours=1))
+        member, _ = service.enroll_member(
+            session, external_id="t", enrolled_at=dt.datetime(2024, 1, 31, 9, 30, tzinfo=paris)
+        )
+        session.expire_all()
+        loaded = session.get(Member, member.id)
+        assert loaded is not None
+        assert loaded.enrolled_at == dt.datetime(2024, 1, 31, 8, 30, tzinfo=dt.UTC)
+        assert loaded.enrolled_at.tzinfo is not None
+        with pytest.raises(IntegrityError) as caught:
+            with session.begin_nested():
+                session.add(Member(id="mem_x", external_id="t", referral_code="CCCCCCCC"))
+        assert constraint_name(caught.value) == "uq_members_external_id"
+        session.close()
+
+
+def test_naive_timestamps_are_refused(session: Session) -> None:
+    with pytest.raises(Exception, match="naive datetime"):
+        service.enroll_member(session, external_id="n", enrolled_at=dt.datetime(2024, 1, 1))
+
+
+def test_sqlite_serialises_concurrent_writers(tmp_path: Path) -> None:
+    """Threads enrolling the same customers at once on one SQLite file: no lost or doubled
+    member, no 'database is locked'."""
+    path = tmp_path / "shared.db"
+    schema.upgrade(schema.alembic_config(f"sqlite:///{path}"))
+    app = create_app(base_config(f"sqlite:///{path}"))
+    workers, customers = 6, 10
+    barrier = threading.Barrier(workers)
+
+    def enroll_all(_: int) -> int:
+        created = 0
+        with app.app_context():
+            session = get_database(app).sessionmaker()
+            barrier.wait()
+            for i in range(customers):
+                created += service.enroll_member(session, external_id=f"c{i}")[1]
+            session.close()
+        return created
+
+    with ThreadPoolExecutor(workers) as pool:
+        created = sum(pool.map(enroll_all, range(workers)))
+    with app.app_context():
+        session = get_database(app).sessionmaker()
+        count = session.scalar(select(func.count()).select_from(Member))
+        session.close()
+    get_database(app).engine.dispose()
+    assert created == customers
+    assert count == customers
