@@ -14,19 +14,21 @@ from typing import Any
 
 import flask_smorest
 import swagger_ui_bundle
-from flask import Flask, current_app, request, send_from_directory
+from flask import Flask, request, send_from_directory
 from flask.views import MethodView
 from flask_smorest.utils import prepare_response
 from marshmallow import Schema, ValidationError, fields, validate
 from sqlalchemy import text
-from werkzeug.exceptions import HTTPException, UnsupportedMediaType
+from werkzeug.exceptions import BadRequest, HTTPException, UnsupportedMediaType
 
 from loyalty import problems
 from loyalty.db import get_session
+from loyalty.jsonbody import StrictParser
 
 MAX_PAGE_SIZE = 200
 DEFAULT_PAGE_SIZE = 50
 BEARER_SCHEME = "bearerAuth"
+MIN_YEAR, MAX_YEAR = 1900, 9998
 FORM_CONTENT_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
@@ -61,19 +63,24 @@ class Api(flask_smorest.Api):
 class Blueprint(flask_smorest.Blueprint):
     """A blueprint whose operations declare their scope and their error responses."""
 
+    ARGUMENTS_PARSER = StrictParser()
+
     def requires(self, scope: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Require a bearer token carrying ``scope``; document the security and 401/403."""
+        """Require a bearer token carrying ``scope`` and a JSON body (if any); document the
+        security and the 400, 401, 403 and 415 answers."""
         from loyalty.auth.security import authenticate  # auth's routes use this module
 
         def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
             @wraps(func)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
                 authenticate(scope)
+                require_json_body()
                 return func(*args, **kwargs)
 
             wrapper = self.doc(security=[{BEARER_SCHEME: [scope]}])(wrapper)
-            wrapper = self.alt_response(401, response="UNAUTHORIZED")(wrapper)
-            return self.alt_response(403, response="FORBIDDEN")(wrapper)
+            for status in (400, 401, 403, 415):
+                wrapper = self.alt_response(status, response=http.HTTPStatus(status).name)(wrapper)
+            return wrapper
 
         return decorator
 
@@ -90,12 +97,6 @@ class Blueprint(flask_smorest.Blueprint):
             return func
 
         return decorator
-
-
-def accepts_form(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Let a view take an HTML form body as well as JSON (OAuth's token request does)."""
-    func._accepts_form = True  # type: ignore[attr-defined]
-    return func
 
 
 # --- cursor pagination ---------------------------------------------------------------------
@@ -117,7 +118,7 @@ class Cursor(fields.Field):
             after = json.loads(base64.urlsafe_b64decode(padded.encode()))["after"]
         except (ValueError, KeyError, TypeError, binascii.Error):
             pass
-        if not isinstance(after, str):
+        if not isinstance(after, str) or not after.isprintable():
             raise ValidationError("Not a valid cursor; pass next_cursor from the previous page.")
         return after
 
@@ -151,27 +152,37 @@ class Timestamp(fields.DateTime):
         result = super()._deserialize(value, attr, data, **kwargs)
         if result.tzinfo is None:
             raise ValidationError("Not a valid RFC 3339 timestamp: give a UTC offset or Z.")
-        return result.astimezone(dt.UTC)
+        try:
+            utc = result.astimezone(dt.UTC)
+        except OverflowError:
+            utc = None
+        if utc is None or not MIN_YEAR <= utc.year <= MAX_YEAR:
+            raise ValidationError(f"Must be between the years {MIN_YEAR} and {MAX_YEAR}.")
+        return utc
 
 
 # --- request guards, docs, health ----------------------------------------------------------
 
 
-def _require_json_body() -> None:
-    """Refuse bodies that are not JSON (415) before a view tries to read them."""
-    if request.method not in ("POST", "PUT", "PATCH") or not request.path.startswith("/v1/"):
-        return
+def require_json_body(*, accept_form: bool = False) -> None:
+    """Refuse a body that is not JSON (or, where allowed, an HTML form) with 415."""
     has_body = bool(request.content_length) or request.headers.get("Transfer-Encoding")
     if not has_body or request.is_json:
         return
-    view = current_app.view_functions.get(request.endpoint or "")
-    view_class = getattr(view, "view_class", None)
-    handler = getattr(view_class, request.method.lower(), view) if view_class else view
-    if getattr(handler, "_accepts_form", False) and request.mimetype in FORM_CONTENT_TYPES:
+    if accept_form and request.mimetype in FORM_CONTENT_TYPES:
         return
     raise UnsupportedMediaType(
         f"The body must be application/json, not {request.mimetype or 'untyped'}."
     )
+
+
+def _refuse_nul_characters() -> None:
+    """NUL cannot be stored in PostgreSQL text; refuse it in paths, queries and forms."""
+    values = [request.path, *request.args.keys(), *request.args.values()]
+    if request.mimetype in FORM_CONTENT_TYPES and request.method == "POST":
+        values += [*request.form.keys(), *request.form.values()]
+    if any("\x00" in value for value in values):
+        raise BadRequest("NUL characters are not allowed in the URL or form fields.")
 
 
 meta = Blueprint("meta", __name__, url_prefix="/v1", description="Service health")
@@ -210,7 +221,7 @@ def init_app(app: Flask) -> Api:
             "description": "Access token from POST /v1/auth/token",
         },
     )
-    app.before_request(_require_json_body)
+    app.before_request(_refuse_nul_characters)
     app.add_url_rule("/docs/assets/<path:filename>", "docs_asset", _docs_asset)
     api.register_blueprint(meta)
     return api

@@ -9,6 +9,7 @@ from typing import Any
 from flask import Flask
 
 ARGON2_PROFILES = ("RFC_9106_HIGH_MEMORY", "RFC_9106_LOW_MEMORY", "CHEAPEST")
+STRING_SETTINGS = ("SECRET_KEY", "DATABASE_URL", "PROBLEM_TYPE_BASE", "ARGON2_PROFILE")
 INSECURE_SECRET_KEY = "insecure-development-key-change-me"
 
 
@@ -51,6 +52,10 @@ def load_config(
     """
     app.config.from_object(Defaults)
     app.config.from_prefixed_env("LOYALTY")
+    # from_prefixed_env parses values as JSON; these settings are strings whatever they look like.
+    for key in STRING_SETTINGS:
+        if f"LOYALTY_{key}" in os.environ:
+            app.config[key] = os.environ[f"LOYALTY_{key}"]
     if config:
         app.config.update(config)
 
@@ -81,6 +86,8 @@ def check_secret(app: Flask) -> None:
     if app.debug or app.testing:
         return
     secret = app.config.get("SECRET_KEY")
+    if not isinstance(secret, str | bytes):
+        raise ConfigError("LOYALTY_SECRET_KEY must be a string.")
     if not secret or secret == INSECURE_SECRET_KEY:
         raise ConfigError(
             "LOYALTY_SECRET_KEY is not set: set it to a long random string "

@@ -19,6 +19,8 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 from ulid import ULID
 
+from loyalty import clock
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -64,8 +66,8 @@ JSONDocument = JSON().with_variant(JSONB(), "postgresql")
 
 
 def utcnow() -> dt.datetime:
-    """The current time, timezone-aware, in UTC."""
-    return dt.datetime.now(dt.UTC)
+    """The current time, timezone-aware, in UTC, from the app's clock (see `loyalty.clock`)."""
+    return clock.now()
 
 
 def new_id(prefix: str) -> str:

@@ -6,15 +6,32 @@ from typing import Any
 
 
 class LoyaltyError(Exception):
-    """Base of every domain error: a stable ``code`` slug, a title, a detail and extra data."""
+    """Base of every domain error: a stable ``code`` slug, a title, a detail and extra data.
+
+    ``field`` names the request field at fault, when there is one (it becomes a pointer).
+    """
 
     code = "error"
     title = "Error"
+    field: str | None = None
 
     def __init__(self, detail: str, **data: Any) -> None:
         super().__init__(detail)
         self.detail = detail
         self.data = data
+
+
+class BadRequestError(LoyaltyError):
+    code = "bad-request"
+    title = "Bad request"
+
+
+class MalformedJSONError(BadRequestError):
+    code = "malformed-json"
+    title = "Malformed JSON"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"The request body is not valid JSON: {reason}.")
 
 
 class NotFoundError(LoyaltyError):
@@ -53,8 +70,8 @@ class InvalidFieldError(RuleViolationError):
     code = "validation-failed"
     title = "Validation failed"
 
-    def __init__(self, field: str, detail: str) -> None:
-        super().__init__(detail, field=field)
+    def __init__(self, field: str, detail: str, **data: Any) -> None:
+        super().__init__(detail, **data)
         self.field = field
 
 
@@ -124,12 +141,12 @@ class InsufficientScopeError(PermissionDeniedError):
         )
 
 
-class UnknownScopeError(RuleViolationError):
+class UnknownScopeError(InvalidFieldError):
     code = "unknown-scope"
     title = "Unknown scope"
 
     def __init__(self, scopes: list[str]) -> None:
-        super().__init__(f"Unknown scope(s): {', '.join(scopes)}.", scopes=scopes)
+        super().__init__("scope", f"Unknown scope(s): {', '.join(scopes)}.", scopes=scopes)
 
 
 class ScopeNotGrantedError(PermissionDeniedError):
@@ -140,3 +157,133 @@ class ScopeNotGrantedError(PermissionDeniedError):
         super().__init__(
             f"This client is not allowed the scope(s): {', '.join(scopes)}.", scopes=scopes
         )
+
+
+class MemberNotActiveError(ConflictError):
+    code = "member-not-active"
+    title = "Member is not active"
+
+    def __init__(self, member_id: str, status: str) -> None:
+        super().__init__(
+            f"Member {member_id!r} is {status}: it can neither earn nor redeem points.",
+            member_id=member_id,
+            member_status=status,
+        )
+
+
+class InsufficientPointsError(ConflictError):
+    code = "insufficient-points"
+    title = "Insufficient points"
+
+    def __init__(self, available: int, requested: int) -> None:
+        super().__init__(
+            f"The member has {available} points available; {requested} were requested.",
+            available=available,
+            requested=requested,
+        )
+
+
+class OrderNotFoundError(NotFoundError):
+    code = "order-not-found"
+    title = "Order not found"
+
+    def __init__(self, order_id: str) -> None:
+        super().__init__(f"This client has reported no order {order_id!r}.", order_id=order_id)
+
+
+class OrderConflictError(ConflictError):
+    code = "order-conflict"
+    title = "Order already reported with other data"
+
+    def __init__(self, order_id: str) -> None:
+        super().__init__(
+            f"Order {order_id!r} was already reported with a different body; an order's data "
+            "cannot change (report a refund instead).",
+            order_id=order_id,
+        )
+
+
+class RefundConflictError(ConflictError):
+    code = "refund-conflict"
+    title = "Refund already reported with other data"
+
+    def __init__(self, refund_id: str) -> None:
+        super().__init__(
+            f"Refund {refund_id!r} was already reported with a different body or order.",
+            refund_id=refund_id,
+        )
+
+
+class RefundExceedsOrderError(RuleViolationError):
+    code = "refund-exceeds-order"
+    title = "Refund exceeds what is left of the order"
+
+
+class HoldNotFoundError(NotFoundError):
+    code = "hold-not-found"
+    title = "Hold not found"
+
+    def __init__(self, hold_id: str) -> None:
+        super().__init__(f"No hold with id {hold_id!r}.", hold_id=hold_id)
+
+
+class HoldNotHeldError(ConflictError):
+    code = "hold-not-held"
+    title = "Hold is no longer held"
+
+    def __init__(self, hold_id: str, status: str) -> None:
+        super().__init__(
+            f"Hold {hold_id!r} is {status}; only a held hold can be captured or released.",
+            hold_id=hold_id,
+            hold_status=status,
+        )
+
+
+class CaptureExceedsHoldError(RuleViolationError):
+    code = "capture-exceeds-hold"
+    title = "Capture exceeds the hold"
+
+    def __init__(self, held: int, requested: int) -> None:
+        super().__init__(
+            f"The hold reserves {held} points; {requested} cannot be captured.",
+            held=held,
+            requested=requested,
+        )
+
+
+class InvalidIdempotencyKeyError(RuleViolationError):
+    code = "invalid-idempotency-key"
+    title = "Invalid Idempotency-Key"
+
+    def __init__(self) -> None:
+        super().__init__("Idempotency-Key must be 1 to 255 printable ASCII characters.")
+
+
+class IdempotencyKeyReusedError(RuleViolationError):
+    code = "idempotency-key-reused"
+    title = "Idempotency-Key reused"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This Idempotency-Key was already used for a different request (method, path or "
+            "body); use a new key for a new request."
+        )
+
+
+class IdempotencyKeyInUseError(ConflictError):
+    code = "idempotency-key-in-use"
+    title = "Idempotency-Key in use"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "A request with this Idempotency-Key is still being processed; retry shortly to "
+            "get its result."
+        )
+
+
+class LedgerBusyError(ServiceUnavailableError):
+    code = "ledger-busy"
+    title = "Ledger busy"
+
+    def __init__(self) -> None:
+        super().__init__("The member's ledger is busy; retry the request.")

@@ -23,6 +23,7 @@ WWW_AUTHENTICATE = 'Bearer realm="loyalty"'
 
 # Domain error classes to HTTP statuses; the most specific class listed wins.
 STATUS_BY_ERROR: dict[type[errors.LoyaltyError], int] = {
+    errors.BadRequestError: 400,
     errors.AuthenticationError: 401,
     errors.PermissionDeniedError: 403,
     errors.NotFoundError: 404,
@@ -126,9 +127,10 @@ def handle_domain_error(error: errors.LoyaltyError) -> Response:
     if isinstance(error, token_errors):
         headers["WWW-Authenticate"] = f'{WWW_AUTHENTICATE}, error="invalid_token"'
     extra = dict(error.data)
-    if isinstance(error, errors.InvalidFieldError):
-        extra.pop("field")
-        extra["errors"] = [{"pointer": "#/" + error.field, "detail": error.detail}]
+    if status == 422:
+        # Every 422 lists what is wrong, pointing at the field when the error names one.
+        pointer = "#/" + error.field if error.field else "#"
+        extra["errors"] = [{"pointer": pointer, "detail": error.detail}]
     return problem_response(status, error.code, error.title, error.detail, headers=headers, **extra)
 
 
@@ -143,9 +145,7 @@ def handle_http_exception(error: HTTPException) -> Response:
     if status == 405:
         headers["Allow"] = ", ".join(sorted(getattr(error, "valid_methods", None) or []))
     if status == 400 and messages == {"json": ["Invalid JSON body."]}:
-        return problem_response(
-            400, "malformed-json", "Malformed JSON", "The request body is not valid JSON."
-        )
+        return handle_domain_error(errors.MalformedJSONError(str(data.get("exc") or "syntax")))
     if status == 422 and messages:
         field_errors = list(_field_errors(messages))
         count = len(field_errors)

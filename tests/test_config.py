@@ -108,3 +108,10 @@ def test_wsgi_entry_point_builds_the_app(monkeypatch: pytest.MonkeyPatch) -> Non
     module = importlib.import_module("wsgi")
     assert module.app.name == "loyalty"
     sys.modules.pop("wsgi", None)
+
+
+def test_numeric_secret_from_the_environment_stays_a_string(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LOYALTY_SECRET_KEY", "1" * 40)
+    assert create_app().config["SECRET_KEY"] == "1" * 40

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from sqlalchemy import func, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.orm import Session
 
 from loyalty import create_app, schema
@@ -74,7 +74,7 @@ def test_utc_timestamps_round_trip_on_sqlite(sqlite_app: Flask) -> None:
 
 
 def test_naive_timestamps_are_refused(session: Session) -> None:
-    with pytest.raises(Exception, match="naive datetime"):
+    with pytest.raises(StatementError, match="naive datetime"):
         service.enroll_member(session, external_id="n", enrolled_at=dt.datetime(2024, 1, 1))
 
 

@@ -138,3 +138,113 @@ def test_health(client: FlaskClient) -> None:
     response = client.get("/v1/health")
     assert response.status_code == 200
     assert response.json == {"status": "ok", "database": "ok"}
+
+
+# --- hostile input: always a 4xx problem, never a 500 or a stored oddity --------------------
+
+HOSTILE_BODIES = [
+    ("deep nesting", "[" * 100_000 + "]" * 100_000),
+    ("huge integer", '{"external_id": ' + "9" * 5000 + "}"),
+    ("NaN", '{"external_id": "x", "metadata": {"k": NaN}}'),
+    ("Infinity", '{"external_id": "x", "metadata": {"k": Infinity}}'),
+    ("float overflow", '{"external_id": "x", "metadata": {"k": 1e400}}'),
+    ("NUL in a value", '{"external_id": "x", "metadata": {"k": "a\\u0000"}}'),
+    ("NUL in a key", '{"external_id": "x", "metadata": {"a\\u0000": 1}}'),
+    ("lone surrogate", '{"external_id": "x\\ud800"}'),
+    ("not UTF-8", b'{"external_id": "\xff\xfe"}'),
+]
+
+
+@pytest.mark.parametrize(("what", "body"), HOSTILE_BODIES, ids=[w for w, _ in HOSTILE_BODIES])
+@pytest.mark.parametrize("path", ["/v1/members", "/v1/auth/token"])
+def test_hostile_json_is_malformed(
+    client: FlaskClient, headers: dict[str, str], what: str, body: str | bytes, path: str
+) -> None:
+    response = client.post(path, data=body, content_type="application/json", headers=headers)
+    assert_problem(response, 400, "malformed-json")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/v1/members?external_id=%00",
+        "/v1/members?email=a%00",
+        "/v1/members/mem_%00",
+    ],
+)
+def test_nul_in_urls_is_a_bad_request(
+    client: FlaskClient, headers: dict[str, str], url: str
+) -> None:
+    assert_problem(client.get(url, headers=headers), 400, "bad-request")
+
+
+def test_nul_in_a_cursor(client: FlaskClient, headers: dict[str, str]) -> None:
+    import base64
+
+    cursor = base64.urlsafe_b64encode(b'{"after":"\\u0000"}').decode().rstrip("=")
+    response = client.get(f"/v1/members?cursor={cursor}", headers=headers)
+    body = assert_problem(response, 422, "validation-failed")
+    assert body["errors"][0]["parameter"] == "cursor"
+
+
+def test_nul_in_a_token_form(client: FlaskClient) -> None:
+    response = client.post("/v1/auth/token", data={"client_id": "a\x00", "client_secret": "x"})
+    assert_problem(response, 400, "bad-request")
+
+
+def test_lone_surrogate_in_a_token_form(client: FlaskClient) -> None:
+    response = client.post(
+        "/v1/auth/token",
+        data="client_id=cli_x&client_secret=%ED%A0%80",
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert response.status_code == 401
+    assert response.mimetype == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    "enrolled_at",
+    ["0001-01-01T00:30:00+01:00", "9999-12-31T23:00:00-12:00", "1800-01-01T00:00:00Z"],
+)
+def test_timestamps_out_of_range(
+    client: FlaskClient, headers: dict[str, str], enrolled_at: str
+) -> None:
+    response = client.post(
+        "/v1/members", json={"external_id": "x", "enrolled_at": enrolled_at}, headers=headers
+    )
+    body = assert_problem(response, 422, "validation-failed")
+    assert body["errors"][0]["pointer"] == "#/enrolled_at"
+    query = client.get("/v1/members?enrolled_before=0001-01-01T00:30:00%2B01:00", headers=headers)
+    assert_problem(query, 422, "validation-failed")
+
+
+def test_email_too_long_once_lower_cased(client: FlaskClient, headers: dict[str, str]) -> None:
+    email = "\u0130" * 200 + "@example.com"
+    response = client.post(
+        "/v1/members", json={"external_id": "x", "email": email}, headers=headers
+    )
+    body = assert_problem(response, 422, "validation-failed")
+    assert body["errors"][0]["pointer"] == "#/email"
+
+
+def test_415_comes_after_routing_and_authentication(client: FlaskClient) -> None:
+    form = {"data": "a=b", "content_type": "text/plain"}
+    assert_problem(client.post("/v1/nowhere", **form), 404, "not-found")
+    assert_problem(client.post("/v1/health", **form), 405, "method-not-allowed")
+    assert_problem(client.post("/v1/members", **form), 401, "unauthenticated")
+
+
+def test_unknown_scope_in_a_token_request_points_at_the_field(
+    client: FlaskClient, make_headers: object
+) -> None:
+    from loyalty.auth import service as auth_service
+    from loyalty.db import get_session
+
+    with client.application.app_context():
+        new = auth_service.create_client(get_session(), name="s", scopes=["members:read"])
+    response = client.post(
+        "/v1/auth/token",
+        json={"client_id": new.client.id, "client_secret": new.secret, "scope": "foo"},
+    )
+    body = assert_problem(response, 422, "unknown-scope")
+    assert body["errors"] == [{"pointer": "#/scope", "detail": "Unknown scope(s): foo."}]

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask.views import MethodView
 
-from loyalty.api import Api, Blueprint, accepts_form
+from loyalty.api import Api, Blueprint, require_json_body
 from loyalty.auth import service
 from loyalty.auth.schemas import TokenRequestSchema, TokenSchema
 from loyalty.db import get_session
@@ -31,10 +31,10 @@ class Token(MethodView):
     @blp.response(200, TokenSchema)
     @blp.alt_response(401, response="UNAUTHORIZED")
     @blp.alt_response(422, response="UNPROCESSABLE_ENTITY")
-    @blp.errors(403, 415)
-    @accepts_form
+    @blp.errors(400, 403, 415)
     def post(self) -> Any:
         """Get an access token with client credentials (JSON or an OAuth 2 form)."""
+        require_json_body(accept_form=True)
         args = blp.ARGUMENTS_PARSER.parse(TokenRequestSchema(), location="json_or_form")
         grant = service.issue_token(
             get_session(),

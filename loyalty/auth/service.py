@@ -80,13 +80,9 @@ def create_client(session: Session, *, name: str, scopes: Iterable[str]) -> NewC
     if not granted:
         raise RuleViolationError(f"Give at least one scope: {scope_string(SCOPES)}.")
     secret = "lsk_" + secrets.token_urlsafe(32)
+    secret_hash = _current_hasher()[0].hash(secret)  # slow by design: before taking locks
     with unit_of_work(session):
-        client = ApiClient(
-            id=new_id("cli"),
-            name=name,
-            secret_hash=_current_hasher()[0].hash(secret),
-            scopes=granted,
-        )
+        client = ApiClient(id=new_id("cli"), name=name, secret_hash=secret_hash, scopes=granted)
         session.add(client)
     return NewClient(client=client, secret=secret)
 

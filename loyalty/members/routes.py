@@ -30,7 +30,6 @@ class Members(MethodView):
     @blp.alt_response(
         200, schema=MemberSchema, description="Already enrolled: the existing member", success=True
     )
-    @blp.errors(415)
     def post(self, data: dict[str, Any]) -> tuple[Member, int]:
         """Enrol a member (idempotent on external_id)."""
         member, created = service.enroll_member(
@@ -58,7 +57,7 @@ class MemberById(MethodView):
     @blp.requires("members:write")
     @blp.arguments(MemberUpdateSchema)
     @blp.response(200, MemberSchema)
-    @blp.errors(404, 409, 415)
+    @blp.errors(404, 409)
     def patch(self, changes: dict[str, Any], member_id: str) -> Member:
         """Update a member's profile or status (a closed member cannot change)."""
         return service.update_member(get_session(), member_id=member_id, changes=changes)

@@ -43,8 +43,3 @@ def time_zones() -> frozenset[str]:
 
 def is_time_zone(name: str) -> bool:
     return name in time_zones()
-
-
-def can_change_status(current: str, new: str) -> bool:
-    """Active and suspended members move freely between the two; closing is final."""
-    return current != "closed" or new == "closed"

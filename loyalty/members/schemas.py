@@ -8,6 +8,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
+from loyalty import clock
 from loyalty.api import PageQuerySchema, PageSchema, Timestamp
 from loyalty.members import rules
 
@@ -37,8 +38,16 @@ def _check_metadata(value: dict[str, Any]) -> None:
         raise ValidationError(f"At most {rules.METADATA_MAX_BYTES} bytes of JSON.")
 
 
+class LowerCaseEmail(fields.Email):
+    """An email address, lower-cased before its length is checked (case folding can grow it)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        result = super()._deserialize(value, attr, data, **kwargs)
+        return result.lower() if isinstance(result, str) else result
+
+
 def _email() -> fields.Email:
-    return fields.Email(
+    return LowerCaseEmail(
         allow_none=True,
         validate=validate.Length(max=rules.EMAIL_MAX),
         metadata={"description": "Stored in lower case"},
@@ -90,7 +99,7 @@ class MemberCreateSchema(Schema):
 
     @validates("enrolled_at")
     def _not_in_future(self, value: dt.datetime, **_: Any) -> None:
-        if value > dt.datetime.now(dt.UTC) + CLOCK_SKEW:
+        if value > clock.now() + CLOCK_SKEW:
             raise ValidationError("Must not be in the future.")
 
     @validates("external_id")

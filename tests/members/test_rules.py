@@ -24,10 +24,3 @@ def test_time_zones_are_iana_names() -> None:
     assert rules.is_time_zone("UTC")
     assert not rules.is_time_zone("Mars/Olympus_Mons")
     assert not rules.is_time_zone("+02:00")
-
-
-def test_closing_is_final() -> None:
-    assert rules.can_change_status("active", "suspended")
-    assert rules.can_change_status("suspended", "active")
-    assert rules.can_change_status("active", "closed")
-    assert not rules.can_change_status("closed", "active")
