@@ -22,6 +22,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, require_secret: bool 
     from loyalty import api, db, problems
     from loyalty.auth import routes as auth_routes
     from loyalty.config import load_config
+    from loyalty.ledger import routes as ledger_routes
     from loyalty.members import routes as member_routes
 
     app = Flask(__name__, instance_path=os.environ.get("LOYALTY_INSTANCE_PATH") or None)
@@ -33,4 +34,5 @@ def create_app(config: Mapping[str, Any] | None = None, *, require_secret: bool 
     the_api = api.init_app(app)
     auth_routes.register(the_api)
     the_api.register_blueprint(member_routes.blp)
+    the_api.register_blueprint(ledger_routes.blp)
     return app

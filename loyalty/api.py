@@ -84,6 +84,27 @@ class Blueprint(flask_smorest.Blueprint):
 
         return decorator
 
+    def idempotent(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """Honour an ``Idempotency-Key`` header (see `loyalty.idempotency`) and document it."""
+        from loyalty.idempotency import HEADER, idempotent
+
+        wrapper = idempotent(func)
+        wrapper = self.doc(
+            parameters=[
+                {
+                    "in": "header",
+                    "name": HEADER,
+                    "required": False,
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                    "description": "Retry safely: the same key and request get the stored "
+                    "response again (header Idempotent-Replayed: true) and no second effect.",
+                }
+            ]
+        )(wrapper)
+        for status in (409, 422):
+            wrapper = self.alt_response(status, response=http.HTTPStatus(status).name)(wrapper)
+        return wrapper
+
     def public(self, func: Callable[..., Any]) -> Callable[..., Any]:
         """Mark an operation as needing no token."""
         return self.doc(security=[])(func)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+import time
 from typing import Any
 
 import click
@@ -197,6 +199,54 @@ def clients_revoke(client_id: str) -> None:
         raise _fail(error) from None
     assert client.revoked_at is not None
     click.echo(f"Revoked {client.id} ({client.name}) at {client.revoked_at.isoformat()}.")
+
+
+# --- loyalty jobs, loyalty ledger ---------------------------------------------------------
+
+
+@main.group("jobs")
+def jobs_group() -> None:
+    """Background work: activate pending points, expire points, release timed-out holds."""
+
+
+@jobs_group.command("run")
+@click.option("--once", is_flag=True, help="Do what is due now, then exit.")
+@click.option("--batch-size", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--interval", default=30.0, show_default=True, help="Seconds between passes.")
+@click.option(
+    "--progress/--no-progress", default=None, help="Show a progress bar (default: on a terminal)."
+)
+@with_appcontext
+def jobs_run(once: bool, batch_size: int, interval: float, progress: bool | None) -> None:
+    """Run the due work in short batches; safe to run as several processes at once."""
+    from loyalty import jobs
+
+    show = sys.stdout.isatty() if progress is None else progress
+    while True:
+        report = jobs.run_due(get_session(), batch_size=batch_size, progress=show)
+        click.echo(report.summary())
+        if once:
+            return
+        time.sleep(interval)
+
+
+@main.group("ledger")
+def ledger_group() -> None:
+    """The points ledger."""
+
+
+@ledger_group.command("verify")
+@with_appcontext
+def ledger_verify() -> None:
+    """Check the ledger's invariants over the whole database; exit 1 if any is broken."""
+    from loyalty.ledger.invariants import verify
+
+    violations = verify(get_session())
+    for violation in violations:
+        click.echo(str(violation), err=True)
+    if violations:
+        raise click.exceptions.Exit(1)
+    click.echo("Ledger verified: every invariant holds.")
 
 
 # --- loyalty demo --------------------------------------------------------------------------

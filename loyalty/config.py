@@ -25,6 +25,8 @@ class Defaults:
     DATABASE_URL: str | None = None
     DATABASE_ECHO = False
     DATABASE_POOL_SIZE = 10
+    # Longest wait for a row lock (PostgreSQL) before answering 503, in milliseconds.
+    LOCK_TIMEOUT_MS = 5000
     # Requests larger than this are refused with 413 before they are parsed.
     MAX_CONTENT_LENGTH = 1024 * 1024
     # Lifetime of API client access tokens, in seconds.
@@ -109,7 +111,7 @@ def _check(app: Flask) -> None:
             f"LOYALTY_ARGON2_PROFILE must be one of {', '.join(ARGON2_PROFILES)}, "
             f"got {app.config['ARGON2_PROFILE']!r}."
         )
-    for key in ("TOKEN_TTL", "MAX_CONTENT_LENGTH", "DATABASE_POOL_SIZE"):
+    for key in ("TOKEN_TTL", "MAX_CONTENT_LENGTH", "DATABASE_POOL_SIZE", "LOCK_TIMEOUT_MS"):
         value = app.config.get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ConfigError(f"LOYALTY_{key} must be a positive integer, got {value!r}.")

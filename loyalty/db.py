@@ -5,21 +5,24 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import wraps
 from typing import Any, Generic, TypeVar
 
 from flask import Flask, current_app, g
 from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 from ulid import ULID
 
 from loyalty import clock
+from loyalty.errors import LedgerBusyError
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -30,6 +33,7 @@ NAMING_CONVENTION = {
 }
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 # How long a SQLite writer waits for another writer before giving up, in milliseconds.
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -75,8 +79,13 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{ULID()}"
 
 
-def make_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Engine:
-    """Create an engine configured for safe concurrent use on PostgreSQL and SQLite."""
+def make_engine(
+    url: str, *, echo: bool = False, pool_size: int = 10, lock_timeout_ms: int = 5000
+) -> Engine:
+    """Create an engine configured for safe concurrent use on PostgreSQL and SQLite.
+
+    On PostgreSQL every connection bounds lock waits with ``lock_timeout``.
+    """
     if url.startswith("sqlite"):
         engine = create_engine(
             url, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
@@ -84,7 +93,12 @@ def make_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Engine:
         _configure_sqlite(engine)
         return engine
     return create_engine(
-        url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        url,
+        echo=echo,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        connect_args={"options": f"-c lock_timeout={lock_timeout_ms}"},
     )
 
 
@@ -136,6 +150,7 @@ def init_app(app: Flask) -> Database:
             app.config["DATABASE_URL"],
             echo=app.config["DATABASE_ECHO"],
             pool_size=app.config["DATABASE_POOL_SIZE"],
+            lock_timeout_ms=app.config["LOCK_TIMEOUT_MS"],
         )
     )
     app.extensions["loyalty.db"] = database
@@ -164,24 +179,99 @@ def _close_session(_exc: BaseException | None) -> None:
         session.close()
 
 
+_OUTER = "loyalty_request_transaction"
+# Transactions that fail on a deadlock or a serialization conflict are run again this often.
+RETRIES = 3
+_RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+_BUSY_SQLSTATES = {"55P03"}  # lock_not_available: lock_timeout ran out
+
+
+def _begin_write(session: Session) -> None:
+    if session.in_transaction():
+        if session.new or session.dirty or session.deleted:
+            raise RuntimeError("a write transaction was begun with uncommitted changes pending")
+        session.rollback()
+    session.connection(execution_options={"loyalty_write": True})
+
+
 @contextmanager
 def unit_of_work(session: Session) -> Iterator[Session]:
     """Run the body as one transaction: commit when it ends, roll back on any exception.
 
     A read-only transaction left open by earlier reads (authentication, say) is ended first so
-    that the unit of work starts its own, which on SQLite is ``BEGIN IMMEDIATE``.
+    that the unit of work starts its own, which on SQLite is ``BEGIN IMMEDIATE``. Inside a
+    `request_transaction` the unit of work is a savepoint of the request's transaction.
     """
-    if session.in_transaction():
-        if session.new or session.dirty or session.deleted:
-            raise RuntimeError("unit_of_work() entered with uncommitted changes in the session")
-        session.rollback()
-    session.connection(execution_options={"loyalty_write": True})
+    if session.info.get(_OUTER):
+        with session.begin_nested():
+            yield session
+        return
+    _begin_write(session)
     try:
         yield session
         session.commit()
     except BaseException:
         session.rollback()
         raise
+
+
+@contextmanager
+def request_transaction(session: Session) -> Iterator[Session]:
+    """One transaction around a whole request, for work that must commit together with the
+    request's effect (an idempotency key and its stored response)."""
+    _begin_write(session)
+    session.info[_OUTER] = True
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.info.pop(_OUTER, None)
+
+
+def in_request_transaction(session: Session) -> bool:
+    return bool(session.info.get(_OUTER))
+
+
+def sqlstate(error: BaseException) -> str | None:
+    """The SQLSTATE of a database error (PostgreSQL), if any."""
+    return getattr(getattr(error, "orig", None), "sqlstate", None)
+
+
+def is_retryable(error: OperationalError) -> bool:
+    return sqlstate(error) in _RETRYABLE_SQLSTATES
+
+
+def is_busy(error: OperationalError) -> bool:
+    """A lock wait that ran out: lock_timeout on PostgreSQL, the busy timeout on SQLite."""
+    return sqlstate(error) in _BUSY_SQLSTATES or "database is locked" in str(error.orig)
+
+
+def retrying(func: Callable[..., R]) -> Callable[..., R]:
+    """Run a service function again when its transaction hit a deadlock or serialization
+    failure, and answer `LedgerBusyError` (503) when it keeps failing or waited too long for a
+    lock. Inside a request transaction the request is retried as a whole instead."""
+
+    @wraps(func)
+    def wrapper(session: Session, *args: Any, **kwargs: Any) -> R:
+        if in_request_transaction(session):
+            return func(session, *args, **kwargs)
+        for attempt in range(RETRIES):
+            try:
+                return func(session, *args, **kwargs)
+            except OperationalError as error:
+                if is_busy(error):
+                    raise LedgerBusyError() from error
+                if not is_retryable(error) or attempt == RETRIES - 1:
+                    if is_retryable(error):
+                        raise LedgerBusyError() from error
+                    raise
+                time.sleep(0.01 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    return wrapper
 
 
 def constraint_name(error: IntegrityError) -> str | None:

@@ -14,7 +14,12 @@ from alembic.script import ScriptDirectory
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 # Every module that defines tables; Alembic compares the database against these.
-MODEL_MODULES = ("loyalty.auth.models", "loyalty.members.models")
+MODEL_MODULES = (
+    "loyalty.auth.models",
+    "loyalty.members.models",
+    "loyalty.ledger.models",
+    "loyalty.idempotency",
+)
 
 
 def load_models() -> None:

@@ -48,8 +48,12 @@ class Member(Base):
 
     @property
     def points(self) -> PointsSummary:
-        """The member's balances; zero until the points ledger credits them."""
-        return PointsSummary()
+        """The member's balances, as attached by `loyalty.members.service` from the ledger."""
+        summary: PointsSummary = self.__dict__.get("_points_summary") or PointsSummary()
+        return summary
+
+    def attach_points(self, summary: PointsSummary) -> None:
+        self.__dict__["_points_summary"] = summary
 
     @property
     def tier(self) -> dict[str, str] | None:

@@ -25,6 +25,7 @@ blp = Blueprint("members", __name__, url_prefix="/v1/members", description="Memb
 @blp.route("")
 class Members(MethodView):
     @blp.requires("members:write")
+    @blp.idempotent
     @blp.arguments(MemberCreateSchema)
     @blp.response(201, MemberSchema, description="The member was enrolled")
     @blp.alt_response(
@@ -52,7 +53,7 @@ class MemberById(MethodView):
     @blp.errors(404)
     def get(self, member_id: str) -> Member:
         """Get a member."""
-        return service.get_member(get_session(), member_id)
+        return service.get_member_with_points(get_session(), member_id)
 
     @blp.requires("members:write")
     @blp.arguments(MemberUpdateSchema)

@@ -11,8 +11,9 @@ from sqlalchemy.orm import Session
 
 from loyalty.db import Page, constraint_name, new_id, unit_of_work, utcnow
 from loyalty.errors import InvalidFieldError, MemberClosedError, MemberNotFoundError
+from loyalty.ledger import service as ledger_service
 from loyalty.members import rules
-from loyalty.members.models import Member
+from loyalty.members.models import Member, PointsSummary
 
 # A clash of random referral codes is rare (see rules); this many tries make failure absurd.
 REFERRAL_CODE_ATTEMPTS = 5
@@ -43,7 +44,7 @@ def enroll_member(
     with unit_of_work(session):
         existing = _by_external_id(session, external_id)
         if existing is not None:
-            return existing, False
+            return _with_points(session, [existing])[0], False
         referrer_id = None
         if referral_code:
             referrer_id = _referrer_id(session, referral_code)
@@ -71,7 +72,7 @@ def enroll_member(
                 if name_ == "uq_members_external_id":
                     winner = _by_external_id(session, external_id)
                     assert winner is not None
-                    return winner, False
+                    return _with_points(session, [winner])[0], False
                 if name_ != "uq_members_referral_code":
                     raise
                 continue
@@ -85,6 +86,28 @@ def get_member(session: Session, member_id: str) -> Member:
     if member is None:
         raise MemberNotFoundError(member_id)
     return member
+
+
+def get_member_with_points(session: Session, member_id: str) -> Member:
+    """The member with this id and its balances. Raises `MemberNotFoundError`."""
+    return _with_points(session, [get_member(session, member_id)])[0]
+
+
+def _with_points(session: Session, members: list[Member]) -> list[Member]:
+    """Attach each member's balances, read from the ledger in one query."""
+    wallets = ledger_service.points_summaries(session, [m.id for m in members])
+    for member in members:
+        wallet = wallets.get(member.id)
+        if wallet is not None:
+            member.attach_points(
+                PointsSummary(
+                    available=wallet.available,
+                    pending=wallet.pending,
+                    held=wallet.held,
+                    lifetime_earned=wallet.lifetime_earned,
+                )
+            )
+    return members
 
 
 def update_member(session: Session, *, member_id: str, changes: dict[str, Any]) -> Member:
@@ -113,7 +136,7 @@ def update_member(session: Session, *, member_id: str, changes: dict[str, Any]) 
             member.metadata_ = changes["metadata"] or {}
         if "status" in changes:
             member.status = changes["status"]
-    return member
+    return _with_points(session, [member])[0]
 
 
 def list_members(
@@ -146,7 +169,7 @@ def list_members(
         query = query.where(Member.id > cursor)
     members = list(session.scalars(query))
     more = len(members) > limit
-    members = members[:limit]
+    members = _with_points(session, members[:limit])
     return Page(items=members, next_cursor=members[-1].id if more else None)
 
 

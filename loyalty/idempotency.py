@@ -1,0 +1,196 @@
+"""``Idempotency-Key`` on state-changing POSTs, as Stripe does it and the IETF draft specifies.
+
+The key is claimed in the same transaction as the request's effect, and the response (a
+business rejection such as insufficient points included) is stored with it. A retry with the
+same key and the same request gets the stored status and body again, byte for byte, and no
+second effect; the same key with another request is 422; a retry that arrives while the first
+is still running waits for it (up to the lock timeout, then 409). Validation failures (the
+request never started) are not stored.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from flask import Response, current_app, request
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    delete,
+    select,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from loyalty import clock, jsonbody, problems
+from loyalty.db import (
+    RETRIES,
+    Base,
+    UTCDateTime,
+    get_session,
+    is_busy,
+    is_retryable,
+    request_transaction,
+    unit_of_work,
+    utcnow,
+)
+from loyalty.errors import (
+    IdempotencyKeyInUseError,
+    IdempotencyKeyReusedError,
+    InvalidIdempotencyKeyError,
+    LedgerBusyError,
+    LoyaltyError,
+)
+from loyalty.ledger.rules import request_fingerprint
+
+HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+# Keys are kept at least this long; the job deletes older ones.
+RETENTION = dt.timedelta(hours=48)
+
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class IdempotencyRecord(Base):
+    """A request made with an Idempotency-Key, and the response it got."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (
+        UniqueConstraint("client_id", "key"),
+        CheckConstraint("(status_code IS NULL) = (body IS NULL)", name="response"),
+        Index("ix_idempotency_keys_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    client_id: Mapped[str] = mapped_column(String(40))
+    key: Mapped[str] = mapped_column(String(255))
+    method: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str] = mapped_column(String(500))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    content_type: Mapped[str | None] = mapped_column(String(100))
+    body: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Make a view honour ``Idempotency-Key``; without the header it runs as it is."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        key = request.headers.get(HEADER)
+        if key is None:
+            return view(*args, **kwargs)
+        if not 1 <= len(key) <= 255 or not all(32 <= ord(c) < 127 for c in key):
+            raise InvalidIdempotencyKeyError()
+        from loyalty.auth.security import current_principal
+
+        client_id = current_principal().client_id
+        fingerprint = request_fingerprint(request.method, request.path, _body())
+        session = get_session()
+        for attempt in range(RETRIES):
+            try:
+                return _run(session, view, args, kwargs, client_id, key, fingerprint)
+            except OperationalError as error:
+                if is_busy(error):
+                    raise IdempotencyKeyInUseError() from error
+                if not is_retryable(error) or attempt == RETRIES - 1:
+                    raise LedgerBusyError() from error
+        raise AssertionError("unreachable")
+
+    return wrapper
+
+
+def _body() -> Any:
+    data = request.get_data(cache=True)
+    if not data:
+        return None
+    try:
+        return jsonbody.loads(data)
+    except ValueError:
+        return data.decode("utf-8", "replace")
+
+
+def _run(
+    session: Session,
+    view: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    client_id: str,
+    key: str,
+    fingerprint: str,
+) -> Response:
+    try:
+        with request_transaction(session):
+            record = _claim(session, client_id, key, fingerprint)
+            if record.request_hash != fingerprint:
+                raise IdempotencyKeyReusedError()
+            if record.status_code is not None:
+                return _replay(record)
+            try:
+                response = current_app.make_response(view(*args, **kwargs))
+            except LoyaltyError as error:
+                response = problems.handle_domain_error(error)
+            if response.status_code >= 500:
+                raise _UnstoredError(response)
+            record.status_code = response.status_code
+            record.content_type = response.content_type
+            record.body = response.get_data(as_text=True)
+    except _UnstoredError as unstored:
+        return unstored.response  # the key is released: a retry runs the request again
+    return response
+
+
+class _UnstoredError(Exception):
+    """A server-side failure: roll back, key included, and answer without storing."""
+
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+def _claim(session: Session, client_id: str, key: str, fingerprint: str) -> IdempotencyRecord:
+    """Insert the key, or wait for the transaction holding it and read what it stored."""
+    values = {
+        "client_id": client_id,
+        "key": key,
+        "method": request.method,
+        "path": request.path[:500],
+        "request_hash": fingerprint,
+        "created_at": clock.now(),
+    }
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    session.execute(insert(IdempotencyRecord).values(**values).on_conflict_do_nothing())
+    record = session.scalar(
+        select(IdempotencyRecord)
+        .where(IdempotencyRecord.client_id == client_id, IdempotencyRecord.key == key)
+        .execution_options(populate_existing=True)
+    )
+    assert record is not None
+    return record
+
+
+def _replay(record: IdempotencyRecord) -> Response:
+    response = current_app.response_class(
+        record.body, status=record.status_code, content_type=record.content_type
+    )
+    response.headers[REPLAYED_HEADER] = "true"
+    return response
+
+
+def purge_expired_keys(session: Session) -> int:
+    """Delete keys older than the retention period; returns how many."""
+    with unit_of_work(session):
+        result = session.execute(
+            delete(IdempotencyRecord).where(IdempotencyRecord.created_at < clock.now() - RETENTION)
+        )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

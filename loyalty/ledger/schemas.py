@@ -1,0 +1,303 @@
+"""Request and response bodies of the points calls."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
+
+from loyalty import clock
+from loyalty.api import PageQuerySchema, PageSchema, Timestamp
+from loyalty.ledger.rules import (
+    CALENDAR_PERIODS,
+    EXPIRY_POLICIES,
+    HOLD_STATUSES,
+    REFUND_POLICIES,
+    ROUNDING_MODES,
+    currency_exponent,
+)
+from loyalty.members.schemas import CLOCK_SKEW
+
+MAX_MONEY = 10**15  # minor units: far above any real order, far below 64-bit limits
+MAX_POINTS = 10**12
+MAX_ITEMS = 500
+ORDER_ID = validate.Length(min=1, max=128)
+
+
+def _printable(value: str) -> None:
+    if not value.isprintable():
+        raise ValidationError("Must contain printable characters only.")
+
+
+class BalanceSchema(Schema):
+    available = fields.Integer(required=True)
+    pending = fields.Integer(required=True)
+    held = fields.Integer(required=True)
+
+
+class OrderItemSchema(Schema):
+    sku = fields.String(required=True, validate=[validate.Length(min=1, max=100), _printable])
+    category = fields.String(validate=[validate.Length(min=1, max=100), _printable])
+    quantity = fields.Integer(
+        required=True, strict=True, validate=validate.Range(min=1, max=1_000_000)
+    )
+    unit_price = fields.Integer(
+        required=True,
+        strict=True,
+        validate=validate.Range(min=0, max=MAX_MONEY),
+        metadata={"description": "Minor units"},
+    )
+
+
+class OrderCreateSchema(Schema):
+    order_id = fields.String(
+        required=True,
+        validate=[ORDER_ID, _printable],
+        metadata={"description": "The storefront's order id, unique per API client"},
+    )
+    member_id = fields.String(required=True, validate=validate.Length(min=1, max=40))
+    total = fields.Integer(
+        required=True,
+        strict=True,
+        validate=validate.Range(min=0, max=MAX_MONEY),
+        metadata={"description": "Order total in minor units (cents); points are earned on it"},
+    )
+    currency = fields.String(
+        required=True,
+        validate=validate.Regexp(r"^[A-Za-z]{3}$", error="Must be an ISO 4217 code."),
+        metadata={"description": "ISO 4217 code, e.g. USD"},
+    )
+    items = fields.List(fields.Nested(OrderItemSchema), validate=validate.Length(max=MAX_ITEMS))
+    placed_at = Timestamp(metadata={"description": "When the order was placed; default now"})
+
+    @validates("currency")
+    def _known_currency(self, value: str, **_: Any) -> None:
+        if currency_exponent(value) is None:
+            raise ValidationError(f"{value!r} is not an ISO 4217 currency with minor units.")
+
+    @validates("placed_at")
+    def _not_in_future(self, value: Any, **_: Any) -> None:
+        if value > clock.now() + CLOCK_SKEW:
+            raise ValidationError("Must not be in the future.")
+
+
+class OrderResultSchema(Schema):
+    order_id = fields.String(required=True)
+    member_id = fields.String(required=True)
+    points = fields.Integer(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(["pending", "active"]))
+    activates_at = fields.String(
+        required=True, metadata={"format": "date-time", "description": "When points activate"}
+    )
+    balance = fields.Nested(BalanceSchema, required=True)
+
+
+class RefundItemSchema(Schema):
+    sku = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    quantity = fields.Integer(
+        required=True, strict=True, validate=validate.Range(min=1, max=1_000_000)
+    )
+
+
+class RefundCreateSchema(Schema):
+    refund_id = fields.String(
+        required=True,
+        validate=[ORDER_ID, _printable],
+        metadata={"description": "The storefront's refund id, unique per API client"},
+    )
+    amount = fields.Integer(
+        strict=True,
+        validate=validate.Range(min=1, max=MAX_MONEY),
+        metadata={"description": "Amount refunded in minor units (or give items)"},
+    )
+    items = fields.List(
+        fields.Nested(RefundItemSchema),
+        validate=validate.Length(min=1, max=MAX_ITEMS),
+        metadata={"description": "Items refunded (or give amount)"},
+    )
+
+    @validates_schema
+    def _amount_or_items(self, data: dict[str, Any], **_: Any) -> None:
+        if ("amount" in data) == ("items" in data):
+            raise ValidationError("Give either amount or items.", "amount")
+        skus = [item["sku"] for item in data.get("items", [])]
+        if len(set(skus)) != len(skus):
+            raise ValidationError("Each SKU may appear once.", "items")
+
+
+class RefundResultSchema(Schema):
+    refund_id = fields.String(required=True)
+    order_id = fields.String(required=True)
+    points_reversed = fields.Integer(required=True)
+    shortfall = fields.Integer(
+        required=True,
+        metadata={"description": "Points not taken back because they were already spent"},
+    )
+    balance = fields.Nested(BalanceSchema, required=True)
+
+
+class RedemptionCreateSchema(Schema):
+    points = fields.Integer(
+        required=True, strict=True, validate=validate.Range(min=1, max=MAX_POINTS)
+    )
+    reference = fields.String(
+        validate=[validate.Length(min=1, max=200), _printable],
+        metadata={"description": "Your reference, e.g. the cart or order id"},
+    )
+    reason = fields.String(validate=validate.Length(min=1, max=500))
+
+
+class PointsMoveSchema(Schema):
+    id = fields.String(required=True)
+    points = fields.Integer(required=True)
+    balance = fields.Nested(BalanceSchema, required=True)
+
+
+class HoldCreateSchema(Schema):
+    points = fields.Integer(
+        required=True, strict=True, validate=validate.Range(min=1, max=MAX_POINTS)
+    )
+    reference = fields.String(validate=[validate.Length(min=1, max=200), _printable])
+    expires_in = fields.Integer(
+        strict=True,
+        validate=validate.Range(min=60, max=604800),
+        metadata={"description": "Seconds until the hold is released; default 900"},
+    )
+
+
+class HoldSchema(Schema):
+    id = fields.String(required=True)
+    member_id = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(HOLD_STATUSES))
+    points = fields.Integer(required=True)
+    captured_points = fields.Integer(required=True, allow_none=True)
+    redemption_id = fields.String(required=True, allow_none=True)
+    reference = fields.String(required=True, allow_none=True)
+    expires_at = Timestamp(required=True)
+    created_at = Timestamp(required=True)
+
+
+class HoldResultSchema(Schema):
+    id = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(HOLD_STATUSES))
+    points = fields.Integer(required=True, metadata={"description": "Points held or captured"})
+    expires_at = Timestamp(required=True)
+    redemption_id = fields.String(required=True, allow_none=True)
+    balance = fields.Nested(BalanceSchema, required=True)
+
+
+class CaptureSchema(Schema):
+    points = fields.Integer(
+        strict=True,
+        validate=validate.Range(min=1, max=MAX_POINTS),
+        metadata={"description": "At most the held points; default all of them"},
+    )
+
+
+class AdjustmentCreateSchema(Schema):
+    points = fields.Integer(
+        required=True,
+        strict=True,
+        validate=validate.Range(min=-MAX_POINTS, max=MAX_POINTS),
+        metadata={"description": "Signed, not zero"},
+    )
+    reason = fields.String(
+        required=True, validate=[validate.Length(min=1, max=500), validate.Regexp(r"\S")]
+    )
+
+    @validates("points")
+    def _not_zero(self, value: int, **_: Any) -> None:
+        if value == 0:
+            raise ValidationError("Must not be zero.")
+
+
+class ExpiringSchema(Schema):
+    points = fields.Integer(required=True)
+    expires_at = Timestamp(required=True)
+
+
+class BalanceReportSchema(Schema):
+    available = fields.Integer(required=True)
+    pending = fields.Integer(required=True)
+    held = fields.Integer(required=True)
+    lifetime_earned = fields.Integer(required=True)
+    expiring = fields.List(
+        fields.Nested(ExpiringSchema),
+        required=True,
+        metadata={"description": "Points expiring in the next 90 days, by day, soonest first"},
+    )
+
+
+class ReferenceSchema(Schema):
+    type = fields.String(required=True, metadata={"description": "order, refund, hold, ..."})
+    id = fields.String(required=True)
+
+
+class EntrySchema(Schema):
+    id = fields.Function(lambda entry: f"ent_{entry.id}", required=True)
+    kind = fields.String(required=True)
+    points = fields.Integer(required=True)
+    reference = fields.Function(
+        lambda e: {"type": e.reference_type, "id": e.reference_id} if e.reference_type else None,
+        required=True,
+        allow_none=True,
+    )
+    external_reference = fields.String(required=True, allow_none=True)
+    reason = fields.String(required=True, allow_none=True)
+    created_at = Timestamp(required=True)
+    balance_after = fields.Function(
+        lambda e: {
+            "available": e.balance_available,
+            "pending": e.balance_pending,
+            "held": e.balance_held,
+        },
+        required=True,
+    )
+
+
+class EntryPageQuerySchema(PageQuerySchema):
+    pass
+
+
+class EntryPageSchema(PageSchema):
+    items = fields.List(fields.Nested(EntrySchema), required=True)
+
+
+class SettingsSchema(Schema):
+    earn_rate = fields.Decimal(
+        required=True,
+        places=4,
+        as_string=True,
+        metadata={"description": 'Points per major currency unit, e.g. "1" or "2.5"'},
+    )
+    rounding = fields.String(required=True, validate=validate.OneOf(tuple(ROUNDING_MODES)))
+    pending_days = fields.Integer(required=True)
+    expiry_policy = fields.String(required=True, validate=validate.OneOf(EXPIRY_POLICIES))
+    expiry_months = fields.Integer(required=True)
+    expiry_period = fields.String(required=True, validate=validate.OneOf(CALENDAR_PERIODS))
+    refund_policy = fields.String(required=True, validate=validate.OneOf(REFUND_POLICIES))
+    hold_timeout_seconds = fields.Integer(required=True)
+    updated_at = Timestamp(required=True)
+    updated_by = fields.String(required=True, allow_none=True)
+
+
+class SettingsUpdateSchema(Schema):
+    earn_rate = fields.Decimal(
+        places=4,
+        as_string=True,
+        allow_nan=False,
+        validate=validate.Range(min=Decimal(0), max=Decimal(100_000)),
+        metadata={
+            "description": 'Points per major currency unit, 0 to 100000, e.g. "1.5"',
+            "minimum": 0,
+            "maximum": 100_000,
+        },
+    )
+    rounding = fields.String(validate=validate.OneOf(tuple(ROUNDING_MODES)))
+    pending_days = fields.Integer(strict=True, validate=validate.Range(min=0, max=365))
+    expiry_policy = fields.String(validate=validate.OneOf(EXPIRY_POLICIES))
+    expiry_months = fields.Integer(strict=True, validate=validate.Range(min=1, max=1200))
+    expiry_period = fields.String(validate=validate.OneOf(CALENDAR_PERIODS))
+    refund_policy = fields.String(validate=validate.OneOf(REFUND_POLICIES))
+    hold_timeout_seconds = fields.Integer(strict=True, validate=validate.Range(min=60, max=604800))
