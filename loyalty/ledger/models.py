@@ -45,7 +45,6 @@ ENTRY_KINDS = (
     "hold",
     "capture",
     "release",
-    "repayment",
     "bonus",
     "transfer",
 )

@@ -333,10 +333,11 @@ def accrue_order(
                 reference=("order", order_id),
                 actor=actor,
                 now=now,
+                repays_debt=not pending,
             )
             order.entry_id = entry.id
             session.add(order)
-            session.flush([order])
+            session.flush()
             _new_lot(
                 session,
                 wallet,
@@ -350,11 +351,10 @@ def accrue_order(
                 order=order,
                 now=now,
             )
-            if not pending:
-                _repay_debt(session, wallet, now, actor)
+            _repay(session, wallet, entry)
         else:
             session.add(order)
-        wallet.last_activity_at = now
+        _touch(wallet, settings, now)
         order.response = {
             "order_id": order_id,
             "member_id": member_id,
@@ -419,9 +419,9 @@ def refund_order(
             request_hash=fingerprint,
             response={},
         )
-        session.add(refund)
         if points > 0:
             _reverse(session, wallet, order, refund, points, settings, now, actor)
+        session.add(refund)
         order.amount_refunded += refunded_amount
         order.points_reversed += points
         refund.response = {
@@ -571,8 +571,9 @@ def redeem(
         member = _member(session, member_id)
         wallet = _lock_wallet(session, member_id)
         _require_active(member)
+        settings = get_settings(session)
         now = clock.now()
-        _settle(session, wallet, get_settings(session), now, actor)
+        _settle(session, wallet, settings, now, actor)
         if points > wallet.available:
             raise InsufficientPointsError(wallet.available, points)
         redemption_id = new_id("red")
@@ -602,7 +603,7 @@ def redeem(
                 entry_id=entry.id,
             )
         )
-        wallet.last_activity_at = now
+        _touch(wallet, settings, now)
     return PointsMove(redemption_id, points, Balance.of(wallet))
 
 
@@ -675,8 +676,9 @@ def capture_hold(
     refused: HoldNotHeldError | None = None
     with unit_of_work(session):
         hold, wallet = _lock_hold(session, hold_id)
+        settings = get_settings(session)
         now = clock.now()
-        _settle(session, wallet, get_settings(session), now, actor)
+        _settle(session, wallet, settings, now, actor)
         if hold.status != "held":
             refused = HoldNotHeldError(hold.id, hold.status)
         else:
@@ -698,9 +700,11 @@ def capture_hold(
                 external_reference=hold.reference,
                 actor=actor,
                 now=now,
+                repays_debt=True,
             )
             if rest:
                 _restore(session, wallet, entry, hold.entry_id, rest)
+            _repay(session, wallet, entry)
             session.add(
                 Redemption(
                     id=redemption_id,
@@ -717,8 +721,7 @@ def capture_hold(
             hold.captured_points = captured
             hold.redemption_id = redemption_id
             hold.closed_at = now
-            wallet.last_activity_at = now
-            _repay_debt(session, wallet, now, actor)
+            _touch(wallet, settings, now)
     if refused is not None:
         raise refused
     return HoldResult(hold, Balance.of(wallet))
@@ -778,6 +781,7 @@ def adjust(
             reason=reason,
             actor=actor,
             now=now,
+            repays_debt=points > 0,
         )
         if points > 0:
             _new_lot(
@@ -793,7 +797,7 @@ def adjust(
                 order=None,
                 now=now,
             )
-            _repay_debt(session, wallet, now, actor)
+            _repay(session, wallet, entry)
         else:
             _consume(session, wallet, entry, -points)
     return PointsMove(entry_public_id(entry), points, Balance.of(wallet))
@@ -925,8 +929,19 @@ def _post(
     reason: str | None = None,
     actor: str | None,
     now: dt.datetime,
+    repays_debt: bool = False,
 ) -> Entry:
-    """Write one entry and move the wallet's cached balances with it."""
+    """Write one entry and move the wallet's cached balances with it.
+
+    An entry that makes points spendable (``repays_debt``) repays the wallet's debt from them
+    in the same entry; the caller then takes the repaid points from the lots with `_repay`.
+    """
+    repay = 0
+    if repays_debt and wallet.debt:
+        repay = min(wallet.debt, max(0, wallet.available + wallet.debt + available))
+        debt -= repay
+        if repay:
+            reason = (reason + "; " if reason else "") + f"repaid {repay} points of debt"
     wallet.available += available
     wallet.pending += pending
     wallet.held += held
@@ -956,8 +971,14 @@ def _post(
         created_at=now,
     )
     session.add(entry)
-    session.flush([entry])
+    session.flush()
     return entry
+
+
+def _repay(session: Session, wallet: Wallet, entry: Entry) -> None:
+    """Take the debt an entry repaid from the lots, once its points are in them."""
+    if entry.debt_delta < 0:
+        _consume(session, wallet, entry, -entry.debt_delta)
 
 
 def _new_lot(
@@ -984,7 +1005,7 @@ def _new_lot(
         created_at=now,
     )
     session.add(lot)
-    session.flush([lot])
+    session.flush()
     _note_due(wallet, expires_at if active else activates_at)
     return lot
 
@@ -1061,31 +1082,20 @@ def _release(
         reason="Hold timed out" if status == "expired" else None,
         actor=actor,
         now=now,
+        repays_debt=True,
     )
     _restore(session, wallet, entry, hold.entry_id, hold.points)
+    _repay(session, wallet, entry)
     hold.status = status
     hold.closed_at = now
-    _repay_debt(session, wallet, now, actor)
 
 
-def _repay_debt(session: Session, wallet: Wallet, now: dt.datetime, actor: str | None) -> None:
-    """Points that become spendable repay debt first."""
-    spendable = wallet.available + wallet.debt
-    repay = min(wallet.debt, spendable)
-    if repay <= 0:
-        return
-    entry = _post(
-        session,
-        wallet,
-        kind="repayment",
-        points=repay,
-        debt=-repay,
-        reference=None,
-        reason="Debt from a refund repaid",
-        actor=actor,
-        now=now,
-    )
-    _consume(session, wallet, entry, repay)
+def _touch(wallet: Wallet, settings: ProgramSettings, now: dt.datetime) -> None:
+    """The member was active (earned or spent): under the inactivity policy, points now
+    expire that much later."""
+    wallet.last_activity_at = now
+    if settings.expiry_policy == "inactivity":
+        _note_due(wallet, rules.inactivity_deadline(now, settings.expiry_months))
 
 
 def _is_due(wallet: Wallet, settings: ProgramSettings, now: dt.datetime) -> bool:
@@ -1120,7 +1130,7 @@ def _settle(
         lot.activated_at = now
         if lot.remaining:
             order_ref = session.scalar(select(Order.order_id).where(Order.id == lot.order_pk))
-            _post(
+            entry = _post(
                 session,
                 wallet,
                 kind="activation",
@@ -1131,9 +1141,10 @@ def _settle(
                 reason="Return window over",
                 actor=actor,
                 now=now,
+                repays_debt=True,
             )
+            _repay(session, wallet, entry)
             written += 1
-            _repay_debt(session, wallet, now, actor)
     inactive = (
         settings.expiry_policy == "inactivity"
         and wallet.last_activity_at is not None

@@ -152,7 +152,7 @@ def upgrade() -> None:
             name=op.f("ck_ledger_entries_counter_account"),
         ),
         sa.CheckConstraint(
-            "kind IN ('accrual', 'activation', 'redemption', 'reversal', 'adjustment', 'expiry', 'hold', 'capture', 'release', 'repayment', 'bonus', 'transfer')",
+            "kind IN ('accrual', 'activation', 'redemption', 'reversal', 'adjustment', 'expiry', 'hold', 'capture', 'release', 'bonus', 'transfer')",
             name=op.f("ck_ledger_entries_kind"),
         ),
         sa.CheckConstraint(

@@ -1,0 +1,89 @@
+"""Ledger test helpers: a controllable clock, member factories, and the invariants checked
+after every test."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy.orm import Session
+
+from loyalty.clock import FrozenClock, use_clock
+from loyalty.db import get_database
+from loyalty.ledger import service
+from loyalty.ledger.invariants import verify
+from loyalty.members import service as members_service
+
+START = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC)
+CLIENT = "cli_test"
+
+
+@pytest.fixture
+def clock(app: Flask) -> Iterator[FrozenClock]:
+    frozen = FrozenClock(START)
+    use_clock(app, frozen)
+    yield frozen
+    use_clock(app, None)
+
+
+@pytest.fixture(autouse=True)
+def _invariants_hold(app: Flask) -> Iterator[None]:
+    """After every ledger test, whatever it did, the ledger's invariants hold."""
+    yield
+    with app.app_context():
+        session = get_database(app).sessionmaker()
+        try:
+            violations = verify(session)
+        finally:
+            session.close()
+    assert violations == [], "\n".join(str(v) for v in violations)
+
+
+@pytest.fixture
+def member(session: Session) -> Callable[..., str]:
+    counter = iter(range(1, 1_000_000))
+
+    def make(**kwargs: Any) -> str:
+        created, _ = members_service.enroll_member(
+            session, external_id=f"cust-{next(counter)}", **kwargs
+        )
+        return created.id
+
+    return make
+
+
+def settings(session: Session, **changes: Any) -> None:
+    service.update_settings(session, changes=changes, actor="test")
+
+
+def order(
+    session: Session,
+    member_id: str,
+    total: int,
+    *,
+    order_id: str | None = None,
+    client_id: str = CLIENT,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    order.counter += 1  # type: ignore[attr-defined]
+    result = service.accrue_order(
+        session,
+        client_id=client_id,
+        order_id=order_id or f"o-{order.counter}",  # type: ignore[attr-defined]
+        member_id=member_id,
+        total=total,
+        currency=kwargs.pop("currency", "USD"),
+        **kwargs,
+    )
+    return result.body
+
+
+order.counter = 0  # type: ignore[attr-defined]
+
+
+def balance(session: Session, member_id: str) -> tuple[int, int, int]:
+    report = service.get_balance(session, member_id)
+    return report.available, report.pending, report.held
