@@ -5,7 +5,15 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
+from marshmallow import (
+    Schema,
+    ValidationError,
+    fields,
+    pre_dump,
+    validate,
+    validates,
+    validates_schema,
+)
 
 from loyalty import clock
 from loyalty.api import PageQuerySchema, PageSchema, Timestamp
@@ -235,25 +243,33 @@ class ReferenceSchema(Schema):
 
 
 class EntrySchema(Schema):
-    id = fields.Function(lambda entry: f"ent_{entry.id}", required=True)
+    id = fields.String(required=True)
     kind = fields.String(required=True)
     points = fields.Integer(required=True)
-    reference = fields.Function(
-        lambda e: {"type": e.reference_type, "id": e.reference_id} if e.reference_type else None,
-        required=True,
-        allow_none=True,
-    )
+    reference = fields.Nested(ReferenceSchema, required=True, allow_none=True)
     external_reference = fields.String(required=True, allow_none=True)
     reason = fields.String(required=True, allow_none=True)
     created_at = Timestamp(required=True)
-    balance_after = fields.Function(
-        lambda e: {
-            "available": e.balance_available,
-            "pending": e.balance_pending,
-            "held": e.balance_held,
-        },
-        required=True,
-    )
+    balance_after = fields.Nested(BalanceSchema, required=True)
+
+    @pre_dump
+    def _from_entry(self, entry: Any, **_: Any) -> dict[str, Any]:
+        return {
+            "id": f"ent_{entry.id}",
+            "kind": entry.kind,
+            "points": entry.points,
+            "reference": {"type": entry.reference_type, "id": entry.reference_id}
+            if entry.reference_type
+            else None,
+            "external_reference": entry.external_reference,
+            "reason": entry.reason,
+            "created_at": entry.created_at,
+            "balance_after": {
+                "available": entry.balance_available,
+                "pending": entry.balance_pending,
+                "held": entry.balance_held,
+            },
+        }
 
 
 class EntryPageQuerySchema(PageQuerySchema):
@@ -269,7 +285,11 @@ class SettingsSchema(Schema):
         required=True,
         places=4,
         as_string=True,
-        metadata={"description": 'Points per major currency unit, e.g. "1" or "2.5"'},
+        metadata={
+            "description": 'Points per major currency unit, as a decimal string, e.g. "2.5000"',
+            "type": "string",
+            "pattern": r"^\d+(\.\d+)?$",
+        },
     )
     rounding = fields.String(required=True, validate=validate.OneOf(tuple(ROUNDING_MODES)))
     pending_days = fields.Integer(required=True)

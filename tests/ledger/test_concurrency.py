@@ -1,0 +1,245 @@
+"""Concurrency on real PostgreSQL connections and threads: no overdraft, no lost update, one
+effect per order, refund, idempotency key and lot."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import pytest
+from flask import Flask
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from loyalty.clock import FrozenClock
+from loyalty.db import get_database
+from loyalty.errors import InsufficientPointsError
+from loyalty.ledger import service
+from loyalty.ledger.models import Entry, Order, Refund
+from loyalty.members import service as members_service
+from tests.ledger.conftest import CLIENT
+
+pytestmark = pytest.mark.concurrency
+T = TypeVar("T")
+WORKERS = 12
+
+
+@pytest.fixture
+def new_session(app: Flask) -> Iterator[Callable[[], Session]]:
+    opened: list[Session] = []
+
+    def make() -> Session:
+        session = get_database(app).sessionmaker()
+        opened.append(session)
+        return session
+
+    with app.app_context():
+        yield make
+    for session in opened:
+        session.close()
+
+
+def race(app: Flask, count: int, work: Callable[[int, Session], T]) -> list[T | Exception]:
+    """Run ``work`` in ``count`` threads released together, each with its own session."""
+    barrier = threading.Barrier(count)
+
+    def run(index: int) -> T | Exception:
+        with app.app_context():
+            session = get_database(app).sessionmaker()
+            try:
+                barrier.wait()
+                return work(index, session)
+            except Exception as error:  # noqa: BLE001 - the test inspects what each got
+                return error
+            finally:
+                session.close()
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(run, range(count)))
+
+
+@pytest.fixture
+def rich_member(new_session: Callable[[], Session], clock: FrozenClock) -> str:
+    session = new_session()
+    member, _ = members_service.enroll_member(session, external_id="rich")
+    service.accrue_order(
+        session,
+        client_id=CLIENT,
+        order_id="seed",
+        member_id=member.id,
+        total=10000,
+        currency="USD",
+        placed_at=clock.now() - dt.timedelta(days=20),
+    )
+    return member.id
+
+
+def test_concurrent_redemptions_never_overdraw(app: Flask, rich_member: str) -> None:
+    results = race(
+        app, WORKERS, lambda i, s: service.redeem(s, member_id=rich_member, points=9).points
+    )
+    succeeded = [r for r in results if isinstance(r, int)]
+    refused = [r for r in results if isinstance(r, InsufficientPointsError)]
+    assert len(succeeded) + len(refused) == WORKERS, results
+    assert len(succeeded) == 100 // 9 < WORKERS
+    with app.app_context():
+        report = service.get_balance(get_database(app).sessionmaker(), rich_member)
+    assert report.available == 100 - 9 * len(succeeded)
+
+
+def test_concurrent_holds_never_overdraw(app: Flask, rich_member: str) -> None:
+    results = race(
+        app, WORKERS, lambda i, s: service.place_hold(s, member_id=rich_member, points=11).hold.id
+    )
+    held = [r for r in results if isinstance(r, str)]
+    assert all(isinstance(r, str | InsufficientPointsError) for r in results), results
+    assert len(held) == 100 // 11 < WORKERS
+    with app.app_context():
+        report = service.get_balance(get_database(app).sessionmaker(), rich_member)
+    assert (report.available, report.held) == (100 - 11 * len(held), 11 * len(held))
+
+
+def test_concurrent_mixed_operations_add_up(app: Flask, rich_member: str) -> None:
+    def work(index: int, session: Session) -> int:
+        if index % 3 == 0:
+            return service.adjust(session, member_id=rich_member, points=5, reason="c").points
+        if index % 3 == 1:
+            return -service.redeem(session, member_id=rich_member, points=4).points
+        hold = service.place_hold(session, member_id=rich_member, points=3).hold
+        return -service.capture_hold(session, hold_id=hold.id, points=2).hold.captured_points  # type: ignore[operator]
+
+    results = race(app, WORKERS, work)
+    assert all(isinstance(r, int) for r in results), results
+    with app.app_context():
+        report = service.get_balance(get_database(app).sessionmaker(), rich_member)
+    assert report.available == 100 + sum(results)  # type: ignore[arg-type]
+    assert report.held == 0
+
+
+def test_concurrent_retries_of_one_order_credit_once(
+    app: Flask, new_session: Callable[[], Session], clock: FrozenClock
+) -> None:
+    member, _ = members_service.enroll_member(new_session(), external_id="buyer")
+    results = race(
+        app,
+        WORKERS,
+        lambda i, s: service.accrue_order(
+            s, client_id=CLIENT, order_id="same", member_id=member.id, total=5000, currency="USD"
+        ),
+    )
+    assert all(isinstance(r, service.Replayable) for r in results), results
+    assert Counter(r.created for r in results) == {True: 1, False: WORKERS - 1}  # type: ignore[union-attr]
+    assert len({json.dumps(r.body, sort_keys=True) for r in results}) == 1  # type: ignore[union-attr]
+    session = new_session()
+    assert session.scalar(select(func.count()).select_from(Order)) == 1
+    assert service.get_balance(session, member.id).pending == 50
+
+
+def test_concurrent_retries_of_one_refund_reverse_once(
+    app: Flask, new_session: Callable[[], Session], clock: FrozenClock
+) -> None:
+    session = new_session()
+    member, _ = members_service.enroll_member(session, external_id="buyer")
+    service.accrue_order(
+        session, client_id=CLIENT, order_id="A", member_id=member.id, total=5000, currency="USD"
+    )
+    results = race(
+        app,
+        WORKERS,
+        lambda i, s: (
+            service.refund_order(
+                s, client_id=CLIENT, order_id="A", refund_id="R", amount=2000
+            ).created
+        ),
+    )
+    assert Counter(results) == {True: 1, False: WORKERS - 1}, results
+    assert session.scalar(select(func.count()).select_from(Refund)) == 1
+    assert service.get_balance(session, member.id).pending == 30
+
+
+def test_concurrent_requests_with_one_idempotency_key_have_one_effect(
+    app: Flask, rich_member: str, make_headers: Callable[..., dict[str, str]]
+) -> None:
+    headers = {**make_headers("points:redeem"), "Idempotency-Key": "pay-once"}
+
+    def post(index: int, _session: Session) -> tuple[int, bytes]:
+        response = app.test_client().post(
+            f"/v1/members/{rich_member}/redemptions", json={"points": 10}, headers=headers
+        )
+        return response.status_code, response.data
+
+    results = race(app, WORKERS, post)
+    statuses = Counter(status for status, _ in results)  # type: ignore[misc]
+    assert statuses[201] >= 1 and set(statuses) <= {201, 409}, results
+    bodies = {data for status, data in results if status == 201}  # type: ignore[misc]
+    assert len(bodies) == 1
+    with app.app_context():
+        session = get_database(app).sessionmaker()
+        assert service.get_balance(session, rich_member).available == 90
+        redemptions = session.scalar(
+            select(func.count()).select_from(Entry).where(Entry.kind == "redemption")
+        )
+        session.close()
+    assert redemptions == 1
+
+
+def test_two_job_runners_expire_each_lot_once(
+    app: Flask, new_session: Callable[[], Session], clock: FrozenClock
+) -> None:
+    session = new_session()
+    service.update_settings(session, changes={"expiry_months": 1}, actor="test")
+    members = 60
+    for i in range(members):
+        member, _ = members_service.enroll_member(session, external_id=f"m{i}")
+        for points in (3, 4):
+            service.adjust(session, member_id=member.id, points=points, reason="seed")
+    clock.advance(dt.timedelta(days=40))
+
+    def run_jobs(index: int, session: Session) -> int:
+        settled = 0
+        while batch := service.settle_due_batch(session, batch_size=7):
+            settled += batch
+        return settled
+
+    results = race(app, 2, run_jobs)
+    assert all(isinstance(r, int) for r in results), results
+    assert sum(results) == members  # type: ignore[arg-type]
+    session = new_session()
+    expiries = session.scalars(select(Entry.reference_id).where(Entry.kind == "expiry")).all()
+    assert len(expiries) == len(set(expiries)) == 2 * members
+    assert (
+        session.scalar(select(func.sum(Entry.points)).where(Entry.kind == "expiry")) == -7 * members
+    )
+
+
+def test_lock_waits_are_bounded(app: Flask, rich_member: str) -> None:
+    """A request that cannot get the wallet lock in time answers 503, it does not hang."""
+    from sqlalchemy import text
+
+    from loyalty.ledger.models import Wallet
+
+    with app.app_context():
+        holder = get_database(app).sessionmaker()
+        holder.execute(select(Wallet).where(Wallet.member_id == rich_member).with_for_update())
+        connection = get_database(app).engine.connect()
+        connection.execute(text("SET lock_timeout = '200ms'"))
+        connection.commit()
+        waiter = Session(bind=connection)
+
+        def attempt() -> Any:
+            try:
+                return service.redeem(waiter, member_id=rich_member, points=1)
+            except Exception as error:  # noqa: BLE001
+                return error
+
+        result = attempt()
+        holder.rollback()
+        holder.close()
+        waiter.close()
+        connection.close()
+    assert type(result).__name__ == "LedgerBusyError"
