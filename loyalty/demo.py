@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import random
 import secrets
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,9 @@ from loyalty import create_app, schema
 from loyalty.auth import service as auth_service
 from loyalty.auth.models import ApiClient
 from loyalty.auth.rules import SCOPES
+from loyalty.clock import FrozenClock, use_clock
 from loyalty.db import get_session
+from loyalty.ledger import service as ledger_service
 from loyalty.members import service as member_service
 
 DEMO_CLIENT_NAME = "Demo storefront"
@@ -31,7 +34,7 @@ DEMO_MEMBERS: tuple[tuple[str, str, str, str, dt.date, int, str | None], ...] = 
         "ada@example.com",
         "Europe/London",
         dt.date(1985, 12, 10),
-        700,
+        1400,
         None,
     ),
     (
@@ -79,7 +82,18 @@ DEMO_MEMBERS: tuple[tuple[str, str, str, str, dt.date, int, str | None], ...] = 
         3,
         "cust-1005",
     ),
+    (
+        "cust-1007",
+        "Rosalind Franklin",
+        "rosalind@example.com",
+        "Europe/London",
+        dt.date(1990, 7, 25),
+        1500,
+        None,
+    ),
 )
+# Members who shopped in their first months and then went quiet: their points expire.
+DORMANT = {"cust-1007": dt.timedelta(days=300)}
 
 
 def run(*, host: str, port: int, serve: bool) -> None:
@@ -96,6 +110,9 @@ def run(*, host: str, port: int, serve: bool) -> None:
         session = get_session()
         credentials = _demo_client(session, instance / "demo-client.json")
         seed_members(session)
+        seed_history(app, session)
+        while ledger_service.settle_due_batch(session, batch_size=500):
+            pass
 
     base = f"http://{host}:{port}"
     click.echo(f"Database:      {app.config['DATABASE_URL']}")
@@ -152,3 +169,106 @@ def seed_members(session: Session) -> None:
             actor="demo",
         )
         codes[external_id] = member.referral_code
+
+
+DEMO_ORDER_CLIENT = "demo-storefront"
+
+
+def seed_history(app: Flask, session: Session) -> None:
+    """Give the demo members a few years of orders, redemptions, checkouts with held points,
+    refunds and expired points, replayed in time order with a controlled clock.
+
+    Runs once: when the first demo order already exists, the history is there.
+    """
+    now = dt.datetime.now(dt.UTC)
+    rng = random.Random(20261122)
+    events: list[tuple[dt.datetime, int, str, dict[str, Any]]] = []
+    members = member_service.list_members(session, limit=200).items
+    by_external = {m.external_id: m for m in members}
+    for external_id, *_rest in DEMO_MEMBERS:
+        member = by_external[external_id]
+        moment = member.enrolled_at + dt.timedelta(days=1)
+        until = member.enrolled_at + DORMANT.get(external_id, now - member.enrolled_at)
+        number = 0
+        while moment < min(until, now - dt.timedelta(hours=1)):
+            number += 1
+            total = rng.choice([1999, 3450, 5900, 8999, 12500, 24900])
+            events.append(
+                (
+                    moment,
+                    len(events),
+                    "order",
+                    {
+                        "member_id": member.id,
+                        "order_id": f"DEMO-{external_id}-{number:03d}",
+                        "total": total,
+                        "currency": rng.choice(["USD", "EUR", "GBP"]),
+                        "refund": rng.random() < 0.15,
+                    },
+                )
+            )
+            later = moment + dt.timedelta(days=rng.randint(20, 40))
+            if later < now:
+                kind = rng.choice(["redeem", "checkout", "checkout-abandoned", "none"])
+                events.append((later, len(events), kind, {"member_id": member.id}))
+            moment += dt.timedelta(days=rng.randint(25, 75))
+
+    clock = FrozenClock(events[0][0] if events else now)
+    use_clock(app, clock)
+    try:
+        for moment, _index, kind, data in sorted(events):
+            clock.set(moment)
+            if not _replay_event(session, kind, data, rng):
+                return
+            while ledger_service.settle_due_batch(session, batch_size=500):
+                pass
+    finally:
+        use_clock(app, None)
+
+
+def _replay_event(session: Session, kind: str, data: dict[str, Any], rng: random.Random) -> bool:
+    """Apply one demo event; False when the history was seeded by an earlier run."""
+    member_id = data["member_id"]
+    if kind == "order":
+        result = ledger_service.accrue_order(
+            session,
+            client_id=DEMO_ORDER_CLIENT,
+            order_id=data["order_id"],
+            member_id=member_id,
+            total=data["total"],
+            currency=data["currency"],
+            actor="demo",
+        )
+        if not result.created:
+            return False
+        if data["refund"]:
+            ledger_service.refund_order(
+                session,
+                client_id=DEMO_ORDER_CLIENT,
+                order_id=data["order_id"],
+                refund_id=data["order_id"] + "-R",
+                amount=data["total"] // 2,
+                actor="demo",
+            )
+        return True
+    available = ledger_service.get_balance(session, member_id).available
+    if available < 60:
+        return True
+    points = rng.randint(20, min(available, 400))
+    if kind == "redeem":
+        ledger_service.redeem(
+            session, member_id=member_id, points=points, reference="demo-reward", actor="demo"
+        )
+    elif kind == "checkout":
+        hold = ledger_service.place_hold(
+            session, member_id=member_id, points=points, reference="demo-cart", actor="demo"
+        )
+        ledger_service.capture_hold(
+            session, hold_id=hold.hold.id, points=max(1, points - 10), actor="demo"
+        )
+    elif kind == "checkout-abandoned":
+        hold = ledger_service.place_hold(
+            session, member_id=member_id, points=points, reference="demo-cart", actor="demo"
+        )
+        ledger_service.release_hold(session, hold_id=hold.hold.id, actor="demo")
+    return True

@@ -94,9 +94,28 @@ def test_readme_tour_runs_against_the_demo(demo: tuple[int, dict[str, str]]) -> 
     documents = [json.loads(chunk) for chunk in outputs[1:]]
     for document in documents:
         assert "code" not in document, document
-    token_by_form, enrolled, looked_up, updated, page = documents
+    (
+        token_by_form,
+        enrolled,
+        looked_up,
+        updated,
+        page,
+        order,
+        balance,
+        refund,
+        capture,
+        redemption,
+        ledger,
+    ) = documents
     assert token_by_form["token_type"] == "Bearer"
     assert enrolled["external_id"] == "cust-2001"
     assert looked_up["id"] == enrolled["id"]
     assert updated["name"] == "Lin Wei-Schmidt" and updated["marketing_consent"] is False
     assert len(page["items"]) == 2 and page["next_cursor"]
+    assert (order["points"], order["status"]) == (123, "pending")
+    assert (balance["available"], balance["pending"]) == (0, 123)
+    assert refund["points_reversed"] == 50
+    assert refund["balance"] == {"available": 0, "pending": 73, "held": 0}
+    assert (capture["status"], capture["points"]) == ("captured", 80)
+    assert redemption["points"] == 50
+    assert [e["kind"] for e in ledger["items"][:3]] == ["redemption", "capture", "hold"]
