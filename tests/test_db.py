@@ -106,3 +106,39 @@ def test_sqlite_serialises_concurrent_writers(tmp_path: Path) -> None:
     get_database(app).engine.dispose()
     assert created == customers
     assert count == customers
+
+
+@pytest.mark.concurrency
+def test_deadlocked_transactions_are_retried_whole(app: Flask) -> None:
+    """Two transactions locking two rows in opposite orders deadlock on PostgreSQL; the loser
+    is run again and both succeed."""
+    from loyalty.db import retrying
+
+    with app.app_context():
+        session = get_database(app).sessionmaker()
+        first = service.enroll_member(session, external_id="d1")[0].id
+        second = service.enroll_member(session, external_id="d2")[0].id
+        session.close()
+    barrier = threading.Barrier(2)
+    attempts: list[str] = []
+
+    @retrying
+    def lock_both(session: Session, *, order: tuple[str, str]) -> None:
+        attempts.append(order[0])
+        with unit_of_work(session):
+            session.get(Member, order[0], with_for_update=True)
+            if len(attempts) <= 2:
+                barrier.wait(timeout=10)
+            session.get(Member, order[1], with_for_update=True)
+
+    def run(order: tuple[str, str]) -> None:
+        with app.app_context():
+            session = get_database(app).sessionmaker()
+            try:
+                lock_both(session, order=order)
+            finally:
+                session.close()
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(run, [(first, second), (second, first)]))
+    assert len(attempts) == 3  # one of the two ran twice

@@ -34,7 +34,7 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def demo(tmp_path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+def demo(tmp_path: Path) -> Iterator[tuple[int, dict[str, str], dict[str, str]]]:
     env = {**os.environ, "LOYALTY_INSTANCE_PATH": str(tmp_path), "PYTHONUNBUFFERED": "1"}
     env.pop("LOYALTY_DATABASE_URL", None)
     env.pop("LOYALTY_SECRET_KEY", None)
@@ -63,7 +63,7 @@ def demo(tmp_path: Path) -> Iterator[tuple[int, dict[str, str]]]:
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise
                 time.sleep(0.2)
-        yield port, exports
+        yield port, exports, env
     finally:
         server.terminate()
         server.communicate(timeout=30)
@@ -75,8 +75,10 @@ def test_readme_starts_with_the_two_commands() -> None:
     assert blocks[1].strip() == 'pip install -e ".[test]" && python -m pytest -n auto'
 
 
-def test_readme_tour_runs_against_the_demo(demo: tuple[int, dict[str, str]]) -> None:
-    port, exports = demo
+def test_readme_tour_runs_against_the_demo(
+    demo: tuple[int, dict[str, str], dict[str, str]],
+) -> None:
+    port, exports, env = demo
     blocks = [b.replace("127.0.0.1:5000", f"127.0.0.1:{port}") for b in tour_blocks()]
     assert len(blocks) >= 6
     script = "set -euo pipefail\n" + f"\necho {SEPARATOR}\n".join(blocks)
@@ -119,3 +121,8 @@ def test_readme_tour_runs_against_the_demo(demo: tuple[int, dict[str, str]]) -> 
     assert (capture["status"], capture["points"]) == ("captured", 80)
     assert redemption["points"] == 50
     assert [e["kind"] for e in ledger["items"][:3]] == ["redemption", "capture", "hold"]
+
+    verified = subprocess.run(
+        ["loyalty", "ledger", "verify"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert verified.returncode == 0, verified.stderr

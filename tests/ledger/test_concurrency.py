@@ -140,6 +140,31 @@ def test_concurrent_retries_of_one_order_credit_once(
     assert service.get_balance(session, member.id).pending == 50
 
 
+def test_one_order_id_racing_for_two_members_is_a_conflict(
+    app: Flask,
+    new_session: Callable[[], Session],
+    make_headers: Callable[..., dict[str, str]],
+    clock: FrozenClock,
+) -> None:
+    session = new_session()
+    members = [members_service.enroll_member(session, external_id=f"b{i}")[0].id for i in (1, 2)]
+    headers = make_headers("points:accrue")
+
+    def post(index: int, _session: Session) -> tuple[int, str]:
+        body = {
+            "order_id": "dup",
+            "member_id": members[index % 2],
+            "total": 1000,
+            "currency": "USD",
+        }
+        response = app.test_client().post("/v1/orders", json=body, headers=headers)
+        return response.status_code, response.json["code"] if response.status_code == 409 else ""
+
+    results = race(app, 2, post)
+    assert sorted(results) == [(201, ""), (409, "order-conflict")], results  # type: ignore[type-var]
+    assert session.scalar(select(func.count()).select_from(Order)) == 1
+
+
 def test_concurrent_retries_of_one_refund_reverse_once(
     app: Flask, new_session: Callable[[], Session], clock: FrozenClock
 ) -> None:
