@@ -190,7 +190,11 @@ def _begin_write(session: Session) -> None:
     if session.in_transaction():
         if session.new or session.dirty or session.deleted:
             raise RuntimeError("a write transaction was begun with uncommitted changes pending")
-        session.rollback()
+        if session.get_bind().dialect.name != "sqlite":
+            # READ COMMITTED reads each statement afresh: the open transaction will do, and
+            # carrying on saves a ROLLBACK and a BEGIN.
+            return
+        session.rollback()  # SQLite must take the write lock first: BEGIN IMMEDIATE
     session.connection(execution_options={"loyalty_write": True})
 
 
@@ -198,8 +202,9 @@ def _begin_write(session: Session) -> None:
 def unit_of_work(session: Session) -> Iterator[Session]:
     """Run the body as one transaction: commit when it ends, roll back on any exception.
 
-    A read-only transaction left open by earlier reads (authentication, say) is ended first so
-    that the unit of work starts its own, which on SQLite is ``BEGIN IMMEDIATE``. Inside a
+    A read-only transaction left open by earlier reads (authentication, say) is carried on with
+    on PostgreSQL; on SQLite it is ended first so that the unit of work starts its own with
+    ``BEGIN IMMEDIATE``. Inside a
     `request_transaction` the unit of work is a savepoint of the request's transaction.
     """
     if session.info.get(_OUTER):

@@ -55,6 +55,7 @@ def database_url(worker_id: str) -> Iterator[str]:
     url = server.set(database=name).render_as_string(hide_password=False)
     try:
         schema.upgrade(schema.alembic_config(url))
+        _snapshot_seeds(url)
         yield url
     finally:
         janitor.drop()
@@ -150,10 +151,27 @@ def headers(make_headers: Callable[..., dict[str, str]]) -> dict[str, str]:
     return make_headers()
 
 
+# Rows the migrations create, kept when the tables are emptied after a concurrency test.
+SEEDED_TABLES = ("program_settings",)
+
+
 def _truncate_all(engine: Engine) -> None:
-    tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+    """Empty every table but restore the migrations' seed rows as they were."""
+    tables = ", ".join(t.name for t in Base.metadata.sorted_tables if t.name not in SEEDED_TABLES)
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {tables} CASCADE"))
+        for name in SEEDED_TABLES:
+            conn.execute(text(f"DELETE FROM {name}"))
+            conn.execute(text(f"INSERT INTO {name} SELECT * FROM test_seeds.{name}"))
+
+
+def _snapshot_seeds(url: str) -> None:
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE SCHEMA test_seeds"))  # out of Alembic's sight
+        for name in SEEDED_TABLES:
+            conn.execute(text(f"CREATE TABLE test_seeds.{name} AS SELECT * FROM {name}"))
+    engine.dispose()
 
 
 # --- SQLite -------------------------------------------------------------------------------

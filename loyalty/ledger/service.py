@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, and_, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -281,17 +281,13 @@ def accrue_order(
         raise InvalidFieldError("items", "Each SKU may appear once in an order.")
 
     with unit_of_work(session):
-        member = _member(session, member_id)
-        wallet = _lock_wallet(session, member_id)
-        existing = session.scalar(
-            select(Order).where(Order.client_id == client_id, Order.order_id == order_id)
-        )
+        locked = _lock_wallet(session, member_id, order=(client_id, order_id))
+        wallet, settings, existing = locked.wallet, locked.settings, locked.order
         if existing is not None:
             if existing.request_hash != fingerprint:
                 raise OrderConflictError(order_id)
             return Replayable(existing.response, created=False)
-        _require_active(member)
-        settings = get_settings(session)
+        _require_active(locked.member)
         now = clock.now()
         _settle(session, wallet, settings, now, actor)
 
@@ -568,10 +564,9 @@ def redeem(
     Raises `InsufficientPointsError`, `MemberNotFoundError`, `MemberNotActiveError`.
     """
     with unit_of_work(session):
-        member = _member(session, member_id)
-        wallet = _lock_wallet(session, member_id)
-        _require_active(member)
-        settings = get_settings(session)
+        locked = _lock_wallet(session, member_id)
+        wallet, settings = locked.wallet, locked.settings
+        _require_active(locked.member)
         now = clock.now()
         _settle(session, wallet, settings, now, actor)
         if points > wallet.available:
@@ -624,10 +619,9 @@ def place_hold(
     Raises `InsufficientPointsError`, `MemberNotFoundError`, `MemberNotActiveError`.
     """
     with unit_of_work(session):
-        member = _member(session, member_id)
-        wallet = _lock_wallet(session, member_id)
-        _require_active(member)
-        settings = get_settings(session)
+        locked = _lock_wallet(session, member_id)
+        wallet, settings = locked.wallet, locked.settings
+        _require_active(locked.member)
         now = clock.now()
         _settle(session, wallet, settings, now, actor)
         if points > wallet.available:
@@ -761,11 +755,10 @@ def adjust(
     `MemberNotFoundError` and `MemberClosedError`.
     """
     with unit_of_work(session):
-        member = _member(session, member_id)
-        if member.status == "closed":
+        locked = _lock_wallet(session, member_id)
+        wallet, settings = locked.wallet, locked.settings
+        if locked.member.status == "closed":
             raise MemberClosedError(member_id)
-        wallet = _lock_wallet(session, member_id)
-        settings = get_settings(session)
         now = clock.now()
         _settle(session, wallet, settings, now, actor)
         if points < 0 and -points > wallet.available:
@@ -867,29 +860,58 @@ def _require_active(member: Member) -> None:
         raise MemberNotActiveError(member.id, member.status)
 
 
-def _lock_wallet(session: Session, member_id: str) -> Wallet:
-    """The member's wallet, locked for this transaction; created on first use."""
-    query = select(Wallet).where(Wallet.member_id == member_id).with_for_update()
-    wallet = session.scalar(query)
-    if wallet is not None:
-        return wallet
-    now = clock.now()
-    values = {
-        "id": new_id("wal"),
-        "member_id": member_id,
-        "available": 0,
-        "pending": 0,
-        "held": 0,
-        "debt": 0,
-        "lifetime_earned": 0,
-        "created_at": now,
-        "updated_at": now,
-    }
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    session.execute(insert(Wallet).values(**values).on_conflict_do_nothing())
-    wallet = session.scalar(query.execution_options(populate_existing=True))
-    assert wallet is not None
-    return wallet
+@dataclass(frozen=True)
+class _Locked:
+    """What a change to a member's points needs, read in the round trip that locks the
+    wallet: the wallet, the member, the programme's settings, and the order if one is named."""
+
+    wallet: Wallet
+    member: Member
+    settings: ProgramSettings
+    order: Order | None = None
+
+
+def _lock_wallet(
+    session: Session, member_id: str, *, order: tuple[str, str] | None = None
+) -> _Locked:
+    """Lock the member's wallet for this transaction (creating it on first use) and read the
+    member, the settings and, for ``order=(client_id, order_id)``, that order with it.
+
+    Raises `MemberNotFoundError`.
+    """
+    query = (
+        select(Wallet, Member, ProgramSettings)
+        .join(Member, Member.id == Wallet.member_id)
+        .join(ProgramSettings, ProgramSettings.id == 1)
+        .where(Wallet.member_id == member_id)
+        .with_for_update(of=Wallet)
+        .execution_options(populate_existing=True)
+    )
+    if order is not None:
+        query = query.add_columns(Order).outerjoin(
+            Order, and_(Order.client_id == order[0], Order.order_id == order[1])
+        )
+    row = session.execute(query).first()
+    if row is None:
+        _member(session, member_id)  # raises when there is no such member
+        now = clock.now()
+        values = {
+            "id": new_id("wal"),
+            "member_id": member_id,
+            "available": 0,
+            "pending": 0,
+            "held": 0,
+            "debt": 0,
+            "lifetime_earned": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        session.execute(insert(Wallet).values(**values).on_conflict_do_nothing())
+        row = session.execute(query).first()
+        if row is None:  # no settings row: a database from before the defaults existed
+            raise AssertionError("the program_settings row is missing; run loyalty db upgrade")
+    return _Locked(*row)
 
 
 def _lock_wallet_by_id(session: Session, wallet_id: str) -> Wallet:
