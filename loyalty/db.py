@@ -187,6 +187,9 @@ _BUSY_SQLSTATES = {"55P03"}  # lock_not_available: lock_timeout ran out
 
 
 def _begin_write(session: Session) -> None:
+    # A session that lives across units of work (the job's, a CLI's) must not act on rows
+    # cached before another transaction changed them.
+    session.expire_all()
     if session.in_transaction():
         if session.new or session.dirty or session.deleted:
             raise RuntimeError("a write transaction was begun with uncommitted changes pending")

@@ -102,10 +102,9 @@ def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
             try:
                 return _run(session, view, args, kwargs, client_id, key, fingerprint)
             except OperationalError as error:
-                if is_busy(error):
-                    raise IdempotencyKeyInUseError() from error
-                if not is_retryable(error) or attempt == RETRIES - 1:
-                    raise LedgerBusyError() from error
+                if not is_busy(error) and is_retryable(error) and attempt < RETRIES - 1:
+                    continue
+                raise LedgerBusyError() from error
         raise AssertionError("unreachable")
 
     return wrapper
@@ -169,7 +168,12 @@ def _claim(session: Session, client_id: str, key: str, fingerprint: str) -> Idem
         "created_at": clock.now(),
     }
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    session.execute(insert(IdempotencyRecord).values(**values).on_conflict_do_nothing())
+    try:
+        session.execute(insert(IdempotencyRecord).values(**values).on_conflict_do_nothing())
+    except OperationalError as error:
+        if is_busy(error):  # the first request still holds the key after the lock timeout
+            raise IdempotencyKeyInUseError() from error
+        raise
     record = session.scalar(
         select(IdempotencyRecord)
         .where(IdempotencyRecord.client_id == client_id, IdempotencyRecord.key == key)

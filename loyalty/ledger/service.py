@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, and_, func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -51,6 +51,8 @@ from loyalty.members import service as members_service
 from loyalty.members.models import Member
 
 EXPIRING_WINDOW = dt.timedelta(days=90)
+# No single order earns more (it keeps every balance far inside 64-bit integers).
+MAX_ORDER_POINTS = 10**12
 
 SETTINGS_FIELDS = (
     "earn_rate",
@@ -221,10 +223,9 @@ def list_entries(
         select(Entry).where(Entry.member_id == member_id).order_by(Entry.id.desc())
     )
     if cursor is not None:
-        try:
-            query = query.where(Entry.id < int(cursor))
-        except ValueError:
-            raise InvalidFieldError("cursor", "Not a valid cursor.") from None
+        if not (cursor.isdigit() and len(cursor) <= 18):
+            raise InvalidFieldError("cursor", "Not a valid cursor.")
+        query = query.where(Entry.id < int(cursor))
     entries = list(session.scalars(query.limit(limit + 1)))
     more = len(entries) > limit
     entries = entries[:limit]
@@ -281,8 +282,13 @@ def accrue_order(
         raise InvalidFieldError("items", "Each SKU may appear once in an order.")
 
     with unit_of_work(session):
-        locked = _lock_wallet(session, member_id, order=(client_id, order_id))
-        wallet, settings, existing = locked.wallet, locked.settings, locked.order
+        locked = _lock_wallet(session, member_id)
+        wallet, settings = locked.wallet, locked.settings
+        # Read after the lock, in a statement of its own: a concurrent report of this order
+        # that held the lock has committed by now and must be seen.
+        existing = session.scalar(
+            select(Order).where(Order.client_id == client_id, Order.order_id == order_id)
+        )
         if existing is not None:
             if existing.request_hash != fingerprint:
                 raise OrderConflictError(order_id)
@@ -293,6 +299,10 @@ def accrue_order(
 
         placed = placed_at or now
         points = rules.points_for_amount(total, exponent, settings.earn_rate, settings.rounding)
+        if points > MAX_ORDER_POINTS:
+            raise InvalidFieldError(
+                "total", f"The order would earn {points} points, above {MAX_ORDER_POINTS}."
+            )
         line_points = rules.split_points(
             points, [item["quantity"] * item["unit_price"] for item in items]
         )
@@ -688,13 +698,15 @@ def capture_hold(
             _require_active(_member(session, hold.member_id))
             redemption_id = new_id("red")
             rest = hold.points - captured
+            live, late = _restoration(session, hold.entry_id, rest, now) if rest else ([], 0)
+            _expire_held(session, wallet, hold, late, now, actor)
             entry = _post(
                 session,
                 wallet,
                 kind="capture",
                 points=-captured,
-                held=-hold.points,
-                available=rest,
+                held=-(hold.points - late),
+                available=rest - late,
                 counter_account="redemption",
                 reference=("hold", hold.id),
                 external_reference=hold.reference,
@@ -702,8 +714,7 @@ def capture_hold(
                 now=now,
                 repays_debt=True,
             )
-            if rest:
-                _restore(session, wallet, entry, hold.entry_id, rest)
+            _restore(session, wallet, entry, live)
             _repay(session, wallet, entry)
             session.add(
                 Redemption(
@@ -797,6 +808,11 @@ def adjust(
                 now=now,
             )
             _repay(session, wallet, entry)
+            if settings.expiry_policy == "inactivity":
+                _note_due(
+                    wallet,
+                    rules.inactivity_deadline(_last_activity(wallet), settings.expiry_months),
+                )
         else:
             _consume(session, wallet, entry, -points)
     return PointsMove(entry_public_id(entry), points, Balance.of(wallet))
@@ -869,21 +885,16 @@ def _require_active(member: Member) -> None:
 @dataclass(frozen=True)
 class _Locked:
     """What a change to a member's points needs, read in the round trip that locks the
-    wallet: the wallet, the member, the programme's settings, and the order if one is named."""
+    wallet: the wallet, the member and the programme's settings."""
 
     wallet: Wallet
     member: Member
     settings: ProgramSettings
-    order: Order | None = None
 
 
-def _lock_wallet(
-    session: Session, member_id: str, *, order: tuple[str, str] | None = None
-) -> _Locked:
+def _lock_wallet(session: Session, member_id: str) -> _Locked:
     """Lock the member's wallet for this transaction (creating it on first use) and read the
-    member, the settings and, for ``order=(client_id, order_id)``, that order with it.
-
-    Raises `MemberNotFoundError`.
+    member and the settings with it. Raises `MemberNotFoundError`.
     """
     query = (
         select(Wallet, Member, ProgramSettings)
@@ -893,10 +904,6 @@ def _lock_wallet(
         .with_for_update(of=Wallet)
         .execution_options(populate_existing=True)
     )
-    if order is not None:
-        query = query.add_columns(Order).outerjoin(
-            Order, and_(Order.client_id == order[0], Order.order_id == order[1])
-        )
     row = session.execute(query).first()
     if row is None:
         _member(session, member_id)  # raises when there is no such member
@@ -1076,10 +1083,12 @@ def _consume(session: Session, wallet: Wallet, entry: Entry, points: int) -> Non
         _allocate(session, entry, lots[lot_id], take)
 
 
-def _restore(
-    session: Session, wallet: Wallet, entry: Entry, debit_entry_id: int, points: int
-) -> None:
-    """Give ``points`` of a debit back to exactly the lots it took them from."""
+def _restoration(
+    session: Session, debit_entry_id: int, points: int, now: dt.datetime
+) -> tuple[list[tuple[Lot, int]], int]:
+    """Which lots get ``points`` of a debit back (exactly the lots it took them from, last
+    taken first), and how many of those points have expired meanwhile: their lot's date
+    passed, or it was expired, while they were held. Those are not given back."""
     taken = session.execute(
         select(Allocation.lot_id, Allocation.points)
         .where(Allocation.entry_id == debit_entry_id)
@@ -1087,33 +1096,72 @@ def _restore(
     ).all()
     plan = rules.plan_restoration([(lot_id, took) for lot_id, took in taken], points)
     lots = {
-        lot.id: lot for lot in session.scalars(select(Lot).where(Lot.id.in_([i for i, _ in plan])))
+        lot.id: lot
+        for lot in session.scalars(
+            select(Lot)
+            .where(Lot.id.in_([i for i, _ in plan]))
+            .execution_options(populate_existing=True)
+        )
     }
+    live: list[tuple[Lot, int]] = []
+    late = 0
     for lot_id, back in plan:
         lot = lots[lot_id]
+        if lot.expired_at is not None or (lot.expires_at is not None and lot.expires_at <= now):
+            late += back
+        else:
+            live.append((lot, back))
+    return live, late
+
+
+def _restore(session: Session, wallet: Wallet, entry: Entry, live: list[tuple[Lot, int]]) -> None:
+    for lot, back in live:
         _allocate(session, entry, lot, -back)
         _note_due(wallet, lot.expires_at)
+
+
+def _expire_held(
+    session: Session, wallet: Wallet, hold: Hold, late: int, now: dt.datetime, actor: str | None
+) -> None:
+    """Held points whose lots expired while they were held expire straight from the hold."""
+    if late:
+        _post(
+            session,
+            wallet,
+            kind="expiry",
+            points=-late,
+            held=-late,
+            counter_account="expiry",
+            reference=("hold", hold.id),
+            reason="Held points reached their expiry date before the hold ended",
+            actor=actor,
+            now=now,
+        )
 
 
 def _release(
     session: Session, wallet: Wallet, hold: Hold, status: str, now: dt.datetime, actor: str | None
 ) -> None:
-    entry = _post(
-        session,
-        wallet,
-        kind="release",
-        points=hold.points,
-        held=-hold.points,
-        available=hold.points,
-        reference=("hold", hold.id),
-        external_reference=hold.reference,
-        reason="Hold timed out" if status == "expired" else None,
-        actor=actor,
-        now=now,
-        repays_debt=True,
-    )
-    _restore(session, wallet, entry, hold.entry_id, hold.points)
-    _repay(session, wallet, entry)
+    live, late = _restoration(session, hold.entry_id, hold.points, now)
+    _expire_held(session, wallet, hold, late, now, actor)
+    back = hold.points - late
+    if back:
+        entry = _post(
+            session,
+            wallet,
+            kind="release",
+            points=back,
+            held=-back,
+            available=back,
+            reference=("hold", hold.id),
+            external_reference=hold.reference,
+            reason="Hold timed out" if status == "expired" else None,
+            actor=actor,
+            now=now,
+            repays_debt=True,
+        )
+        _restore(session, wallet, entry, live)
+        _repay(session, wallet, entry)
     hold.status = status
     hold.closed_at = now
 
@@ -1124,6 +1172,12 @@ def _touch(wallet: Wallet, settings: ProgramSettings, now: dt.datetime) -> None:
     wallet.last_activity_at = now
     if settings.expiry_policy == "inactivity":
         _note_due(wallet, rules.inactivity_deadline(now, settings.expiry_months))
+
+
+def _last_activity(wallet: Wallet) -> dt.datetime:
+    """When the member last earned or spent; a wallet only ever credited by hand counts from
+    its creation."""
+    return wallet.last_activity_at or wallet.created_at
 
 
 def _is_due(wallet: Wallet, settings: ProgramSettings, now: dt.datetime) -> bool:
@@ -1175,8 +1229,7 @@ def _settle(
             written += 1
     inactive = (
         settings.expiry_policy == "inactivity"
-        and wallet.last_activity_at is not None
-        and rules.inactivity_deadline(wallet.last_activity_at, settings.expiry_months) <= now
+        and rules.inactivity_deadline(_last_activity(wallet), settings.expiry_months) <= now
     )
     expiring = select(Lot).where(
         Lot.wallet_id == wallet.id,
@@ -1228,14 +1281,8 @@ def _next_due(session: Session, wallet: Wallet, settings: ProgramSettings) -> dt
             )
         ),
     ]
-    if (
-        settings.expiry_policy == "inactivity"
-        and wallet.last_activity_at is not None
-        and wallet.available + wallet.debt > 0
-    ):
-        candidates.append(
-            rules.inactivity_deadline(wallet.last_activity_at, settings.expiry_months)
-        )
+    if settings.expiry_policy == "inactivity" and wallet.available + wallet.debt > 0:
+        candidates.append(rules.inactivity_deadline(_last_activity(wallet), settings.expiry_months))
     moments = [_aware(m) for m in candidates if m is not None]
     return min(moments) if moments else None
 

@@ -344,6 +344,12 @@ def test_ledger_pages(api: Callable[..., Any], member_id: str) -> None:
     assert second["next_cursor"] is None
     bad = api("get", f"/v1/members/{member_id}/ledger?cursor=abc")
     assert_problem(bad, 422, "validation-failed")
+    import base64
+
+    huge = base64.urlsafe_b64encode(b'{"after":"99999999999999999999"}').decode().rstrip("=")
+    assert_problem(
+        api("get", f"/v1/members/{member_id}/ledger?cursor={huge}"), 422, "validation-failed"
+    )
 
 
 # --- Idempotency-Key --------------------------------------------------------------------------

@@ -599,3 +599,85 @@ def test_unbalanced_entries_are_refused_by_the_database(
                 ),
                 {"w": wallet_id, "m": m},
             )
+
+
+# --- found in review ----------------------------------------------------------------------------
+
+
+def test_points_held_while_their_lot_expires_expire_from_the_hold(
+    session: Session, member: Member, clock: FrozenClock
+) -> None:
+    settings(session, expiry_policy="rolling", expiry_months=1)
+    m = member()
+    service.adjust(session, member_id=m, points=100, reason="seed")  # expires 2026-04-11 00:00
+    clock.set(dt.datetime(2026, 4, 10, 23, 50, tzinfo=dt.UTC))
+    timed_out = service.place_hold(session, member_id=m, points=60)
+    clock.set(dt.datetime(2026, 4, 11, 0, 1, tzinfo=dt.UTC))
+    assert service.settle_due_batch(session) == 1  # the 40 points left in the lot expire
+    assert balance(session, m) == (0, 0, 60)
+    clock.set(dt.datetime(2026, 4, 11, 0, 6, tzinfo=dt.UTC))
+    assert service.settle_due_batch(session) == 1  # the hold times out: its 60 expire too
+    assert balance(session, m) == (0, 0, 0)
+    assert service.get_hold(session, timed_out.hold.id).status == "expired"
+    assert kinds(session, m)[-3:] == [("hold", -60), ("expiry", -40), ("expiry", -60)]
+
+
+def test_partial_capture_after_the_lot_expired(
+    session: Session, member: Member, clock: FrozenClock
+) -> None:
+    settings(session, expiry_policy="rolling", expiry_months=1)
+    m = member()
+    service.adjust(session, member_id=m, points=100, reason="seed")
+    clock.set(dt.datetime(2026, 4, 10, 23, 55, tzinfo=dt.UTC))
+    held = service.place_hold(session, member_id=m, points=60, expires_in=3600)
+    clock.set(dt.datetime(2026, 4, 11, 0, 5, tzinfo=dt.UTC))
+    captured = service.capture_hold(session, hold_id=held.hold.id, points=30)
+    assert captured.balance.as_dict() == {"available": 0, "pending": 0, "held": 0}
+    assert kinds(session, m)[-3:] == [("expiry", -40), ("expiry", -30), ("capture", -30)]
+
+
+def test_a_long_lived_job_session_does_not_act_on_stale_rows(
+    app: object, session: Session, member: Member, clock: FrozenClock
+) -> None:
+    from loyalty.db import get_database
+
+    m = member()
+    service.adjust(session, member_id=m, points=100, reason="seed")
+    service.place_hold(session, member_id=m, points=10, expires_in=60)
+    service.place_hold(session, member_id=m, points=20, expires_in=120)
+    job = get_database(app).sessionmaker()  # type: ignore[arg-type]
+    clock.advance(dt.timedelta(seconds=61))
+    assert service.settle_due_batch(job) == 1  # releases the first hold
+    cached = job.scalars(select(Lot)).all() + job.scalars(select(Entry)).all()  # kept alive
+    from loyalty.ledger.models import Wallet
+
+    cached_wallet = job.scalars(select(Wallet)).all()
+    service.redeem(session, member_id=m, points=50)  # another transaction changes the wallet
+    clock.advance(dt.timedelta(seconds=60))
+    assert service.settle_due_batch(job) == 1  # releases the second hold
+    assert cached and cached_wallet
+    job.close()
+    assert balance(session, m) == (50, 0, 0)
+
+
+def test_inactivity_applies_to_wallets_only_credited_by_hand(
+    session: Session, member: Member, clock: FrozenClock
+) -> None:
+    settings(session, expiry_policy="inactivity", expiry_months=6)
+    m = member()
+    service.adjust(session, member_id=m, points=10, reason="welcome")
+    clock.advance(190 * DAY)
+    assert service.settle_due_batch(session) == 1
+    assert balance(session, m) == (0, 0, 0)
+
+
+def test_orders_cannot_earn_beyond_the_ledgers_range(
+    session: Session, member: Member, clock: FrozenClock
+) -> None:
+    from decimal import Decimal
+
+    settings(session, earn_rate=Decimal(100_000))
+    m = member()
+    with pytest.raises(InvalidFieldError) as caught:
+        order(session, m, 10**15, currency="JPY")
+    assert caught.value.field == "total"

@@ -136,25 +136,37 @@ class Model:
         lot.activated = activates <= now
         self.lots.append(lot)
 
-    def restore(self, taken: list[tuple[int, int]], points: int) -> None:
+    def restore(self, taken: list[tuple[int, int]], points: int, now: dt.datetime) -> int:
+        """Give points back to the lots they came from; points whose lot expired meanwhile
+        are not given back: returns how many."""
+        late = 0
         for lot_id, took in reversed(taken):
             if not points:
                 break
             back = min(took, points)
-            self.lot(lot_id).remaining += back
+            lot = self.lot(lot_id)
+            if lot.expired or lot.expires_at <= now:
+                late += back
+            else:
+                lot.remaining += back
             points -= back
+        return late
 
-    def release(self, hold: ModelHold, status: str) -> None:
-        self.history.append(("release", hold.points))
+    def release(self, hold: ModelHold, status: str, now: dt.datetime) -> None:
+        late = self.restore(hold.taken, hold.points, now)
+        if late:
+            self.history.append(("expiry", -late))
+        back = hold.points - late
         self.held -= hold.points
-        self.restore(hold.taken, hold.points)
-        self.credit(hold.points)
+        if back:
+            self.history.append(("release", back))
+            self.credit(back)
         hold.status = status
 
     def settle(self, now: dt.datetime) -> None:
         for hold in sorted(self.holds.values(), key=lambda h: (h.expires_at, h.id)):
             if hold.status == "held" and hold.expires_at <= now:
-                self.release(hold, "expired")
+                self.release(hold, "expired", now)
         for lot in sorted(self.lots, key=lambda lot: (lot.activates_at, lot.id)):
             if not lot.activated and lot.activates_at <= now:
                 lot.activated = True
@@ -350,10 +362,12 @@ class LedgerMachine(RuleBasedStateMachine):
         assert hold.status == "held"
         captured = hold.points if points is None else points
         rest = hold.points - captured
+        late = model.restore(hold.taken, rest, now)
+        if late:
+            model.history.append(("expiry", -late))
         model.history.append(("capture", -captured))
         model.held -= hold.points
-        model.restore(hold.taken, rest)
-        model.credit(rest)
+        model.credit(rest - late)
         hold.status = "captured"
 
     @rule(hold_id=consumes(holds))
@@ -369,7 +383,7 @@ class LedgerMachine(RuleBasedStateMachine):
             assert hold.status != "held"
             return
         assert hold.status == "held"
-        self.model.release(hold, "released")
+        self.model.release(hold, "released", now)
 
     @rule(points=st.integers(-60, 60).filter(bool))
     def adjust(self, points: int) -> None:
