@@ -580,13 +580,7 @@ def redeem(
     Raises `InsufficientPointsError`, `MemberNotFoundError`, `MemberNotActiveError`.
     """
     with unit_of_work(session):
-        locked = _lock_wallet(session, member_id)
-        wallet, settings = locked.wallet, locked.settings
-        _require_active(locked.member)
-        now = clock.now()
-        _settle(session, wallet, settings, now, actor)
-        if points > wallet.available:
-            raise InsufficientPointsError(wallet.available, points)
+        wallet, settings, now = _ready_to_spend(session, member_id, points, actor)
         redemption_id = new_id("red")
         entry = _post(
             session,
@@ -635,13 +629,7 @@ def place_hold(
     Raises `InsufficientPointsError`, `MemberNotFoundError`, `MemberNotActiveError`.
     """
     with unit_of_work(session):
-        locked = _lock_wallet(session, member_id)
-        wallet, settings = locked.wallet, locked.settings
-        _require_active(locked.member)
-        now = clock.now()
-        _settle(session, wallet, settings, now, actor)
-        if points > wallet.available:
-            raise InsufficientPointsError(wallet.available, points)
+        wallet, settings, now = _ready_to_spend(session, member_id, points, actor)
         hold_id = new_id("hld")
         entry = _post(
             session,
@@ -925,6 +913,19 @@ def _lock_wallet(session: Session, member_id: str) -> _Locked:
         if row is None:  # no settings row: a database from before the defaults existed
             raise AssertionError("the program_settings row is missing; run loyalty db upgrade")
     return _Locked(*row)
+
+
+def _ready_to_spend(
+    session: Session, member_id: str, points: int, actor: str | None
+) -> tuple[Wallet, ProgramSettings, dt.datetime]:
+    """Lock an active member's wallet, settle what is due, and check it holds ``points``."""
+    locked = _lock_wallet(session, member_id)
+    _require_active(locked.member)
+    now = clock.now()
+    _settle(session, locked.wallet, locked.settings, now, actor)
+    if points > locked.wallet.available:
+        raise InsufficientPointsError(locked.wallet.available, points)
+    return locked.wallet, locked.settings, now
 
 
 def _lock_wallet_by_id(session: Session, wallet_id: str) -> Wallet:
