@@ -20,10 +20,14 @@ def create_app(config: Mapping[str, Any] | None = None, *, require_secret: bool 
     Raises `loyalty.config.ConfigError` when the configuration cannot run the service.
     """
     from loyalty import api, db, problems
+    from loyalty.audit import routes as audit_routes
     from loyalty.auth import routes as auth_routes
     from loyalty.config import load_config
+    from loyalty.earning import routes as earning_routes
     from loyalty.ledger import routes as ledger_routes
     from loyalty.members import routes as member_routes
+    from loyalty.rewards import routes as rewards_routes
+    from loyalty.tiers import routes as tiers_routes
 
     app = Flask(__name__, instance_path=os.environ.get("LOYALTY_INSTANCE_PATH") or None)
     load_config(app, config, require_secret=require_secret)
@@ -35,4 +39,8 @@ def create_app(config: Mapping[str, Any] | None = None, *, require_secret: bool 
     auth_routes.register(the_api)
     the_api.register_blueprint(member_routes.blp)
     the_api.register_blueprint(ledger_routes.blp)
+    the_api.register_blueprint(earning_routes.blp)
+    the_api.register_blueprint(tiers_routes.blp)
+    the_api.register_blueprint(rewards_routes.blp)
+    the_api.register_blueprint(audit_routes.blp)
     return app

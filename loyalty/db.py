@@ -74,6 +74,11 @@ def utcnow() -> dt.datetime:
     return clock.now()
 
 
+def one_of(column: str, values: tuple[str, ...]) -> str:
+    """SQL for a CHECK that ``column`` holds one of ``values``."""
+    return f"{column} IN (" + ", ".join(f"'{v}'" for v in values) + ")"
+
+
 def new_id(prefix: str) -> str:
     """A new opaque, time-ordered identifier such as ``mem_01JD3...``."""
     return f"{prefix}_{ULID()}"

@@ -281,9 +281,262 @@ class IdempotencyKeyInUseError(ConflictError):
         )
 
 
+class RedemptionNotFoundError(NotFoundError):
+    code = "redemption-not-found"
+    title = "Redemption not found"
+
+    def __init__(self, redemption_id: str) -> None:
+        super().__init__(f"No redemption {redemption_id!r}.", redemption_id=redemption_id)
+
+
+class RedemptionAlreadyReturnedError(ConflictError):
+    code = "redemption-already-returned"
+    title = "Redemption already returned"
+
+    def __init__(self, redemption_id: str) -> None:
+        super().__init__(
+            f"The points of redemption {redemption_id!r} were already given back.",
+            redemption_id=redemption_id,
+        )
+
+
 class LedgerBusyError(ServiceUnavailableError):
     code = "ledger-busy"
     title = "Ledger busy"
 
     def __init__(self) -> None:
         super().__init__("The member's ledger is busy; retry the request.")
+
+
+# --- configuration (earning, tiers, rewards) -------------------------------------------------
+
+
+class ConfigNotFoundError(NotFoundError):
+    """A configured thing (campaign, tier, perk, reward...) that does not exist."""
+
+    code = "not-found"
+    title = "Not found"
+
+    def __init__(self, kind: str, key: str) -> None:
+        super().__init__(f"No {kind} {key!r}.", **{kind.replace(" ", "_"): key})
+
+
+# --- earning (edit only this section for earning errors) ------------------------------------
+
+
+class CampaignNotFoundError(ConfigNotFoundError):
+    code = "campaign-not-found"
+    title = "Campaign not found"
+
+    def __init__(self, campaign_id: str) -> None:
+        super().__init__("campaign", campaign_id)
+
+
+class MultiplierNotFoundError(ConfigNotFoundError):
+    code = "multiplier-not-found"
+    title = "Product multiplier not found"
+
+    def __init__(self, multiplier_id: str) -> None:
+        super().__init__("multiplier", multiplier_id)
+
+
+class CampaignInUseError(ConflictError):
+    code = "campaign-in-use"
+    title = "Campaign has given points"
+
+    def __init__(self, campaign_id: str, spent: int) -> None:
+        super().__init__(
+            f"Campaign {campaign_id!r} has given {spent} points and cannot be deleted; pause "
+            "it (active: false) instead.",
+            campaign_id=campaign_id,
+            spent=spent,
+        )
+
+
+class MultiplierConflictError(ConflictError):
+    code = "multiplier-exists"
+    title = "Product multiplier already exists"
+
+    def __init__(self, scope: str, match: str) -> None:
+        super().__init__(
+            f"A multiplier for {scope} {match!r} already exists; change that one instead.",
+            scope=scope,
+            match=match,
+        )
+
+
+# --- tiers (edit only this section for tier errors) -----------------------------------------
+
+
+class TierNotFoundError(ConfigNotFoundError):
+    code = "tier-not-found"
+    title = "Tier not found"
+
+    def __init__(self, code: str) -> None:
+        super().__init__("tier", code)
+
+
+class TierExistsError(ConflictError):
+    code = "tier-exists"
+    title = "Tier already exists"
+
+    def __init__(self, code: str) -> None:
+        super().__init__(f"A tier with code {code!r} already exists.", tier=code)
+
+
+class TierRankTakenError(ConflictError):
+    code = "tier-rank-taken"
+    title = "Tier rank taken"
+
+    def __init__(self, rank: int, holder: str) -> None:
+        super().__init__(
+            f"Tier {holder!r} already has rank {rank}; each tier has its own rank.",
+            rank=rank,
+            tier=holder,
+        )
+
+
+class TierInUseError(ConflictError):
+    code = "tier-in-use"
+    title = "Tier in use"
+
+    def __init__(self, code: str, members: int) -> None:
+        super().__init__(
+            f"Tier {code!r} is held by {members} member(s) (computed or assigned by hand); "
+            "move them first, or change the tier instead of deleting it.",
+            tier=code,
+            members=members,
+        )
+
+
+class TierLadderOrderError(InvalidFieldError):
+    code = "tier-ladder-order"
+    title = "Tier thresholds out of order"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("threshold", detail)
+
+
+class NoManualTierError(ConflictError):
+    code = "no-manual-tier"
+    title = "No manual tier assignment"
+
+    def __init__(self, member_id: str) -> None:
+        super().__init__(
+            f"Member {member_id!r} has no tier assigned by hand to end.", member_id=member_id
+        )
+
+
+# --- rewards (edit only this section for perk, reward and claim errors) ---------------------
+
+
+class PerkNotFoundError(ConfigNotFoundError):
+    code = "perk-not-found"
+    title = "Perk not found"
+
+    def __init__(self, perk_id: str) -> None:
+        super().__init__("perk", perk_id)
+
+
+class RewardNotFoundError(ConfigNotFoundError):
+    code = "reward-not-found"
+    title = "Reward not found"
+
+    def __init__(self, reward_id: str) -> None:
+        super().__init__("reward", reward_id)
+
+
+class ClaimNotFoundError(NotFoundError):
+    code = "claim-not-found"
+    title = "Claim not found"
+
+    def __init__(self, claim_id: str) -> None:
+        super().__init__(f"No reward claim {claim_id!r}.", claim_id=claim_id)
+
+
+class UnknownTierCodeError(InvalidFieldError):
+    code = "unknown-tier"
+    title = "Unknown tier"
+
+    def __init__(self, codes: list[str]) -> None:
+        super().__init__(
+            "tier_codes", f"No tier with the code(s): {', '.join(codes)}.", tier_codes=codes
+        )
+
+
+class UnknownRewardError(InvalidFieldError):
+    code = "unknown-reward"
+    title = "Unknown reward"
+
+    def __init__(self, reward_id: str) -> None:
+        super().__init__("reward_id", f"No reward {reward_id!r}.", reward_id=reward_id)
+
+
+class PerkInUseError(ConflictError):
+    code = "perk-in-use"
+    title = "Perk in use"
+
+    def __init__(self, perk_id: str) -> None:
+        super().__init__(
+            f"Perk {perk_id!r} has been granted, so it stays for the record; set active to "
+            "false instead.",
+            perk_id=perk_id,
+        )
+
+
+class RewardInUseError(ConflictError):
+    code = "reward-in-use"
+    title = "Reward in use"
+
+    def __init__(self, reward_id: str) -> None:
+        super().__init__(
+            f"Reward {reward_id!r} has claims or is a perk's gift, so it stays; set active to "
+            "false instead.",
+            reward_id=reward_id,
+        )
+
+
+class RewardNotClaimableError(ConflictError):
+    """The reward cannot be claimed now: inactive, outside its window, or not for the member's
+    tier (``reason`` says which)."""
+
+    code = "reward-not-claimable"
+    title = "Reward not claimable"
+
+    def __init__(self, reward_id: str, reason: str, detail: str) -> None:
+        super().__init__(detail, reward_id=reward_id, reason=reason)
+
+
+class RewardOutOfStockError(ConflictError):
+    code = "out-of-stock"
+    title = "Reward out of stock"
+
+    def __init__(self, reward_id: str) -> None:
+        super().__init__(
+            f"Reward {reward_id!r} is out of stock.", reward_id=reward_id, reason="out_of_stock"
+        )
+
+
+class ClaimLimitReachedError(ConflictError):
+    code = "claim-limit-reached"
+    title = "Claim limit reached"
+
+    def __init__(self, reward_id: str, limit: int) -> None:
+        super().__init__(
+            f"The member has already claimed reward {reward_id!r} {limit} time(s), its limit.",
+            reward_id=reward_id,
+            limit=limit,
+            reason="limit_reached",
+        )
+
+
+class ClaimNotIssuedError(ConflictError):
+    code = "claim-not-issued"
+    title = "Claim is not issued"
+
+    def __init__(self, claim_id: str, status: str) -> None:
+        super().__init__(
+            f"Claim {claim_id!r} is {status}; only an issued claim can be used or cancelled.",
+            claim_id=claim_id,
+            claim_status=status,
+        )

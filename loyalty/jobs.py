@@ -1,33 +1,40 @@
 """The due work of ``loyalty jobs run``: batched, idempotent, resumable, shareable between
-several runners (each batch is its own short transaction that skips locked wallets)."""
+several runners (each batch is its own short transaction that skips locked rows)."""
 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import click
 from sqlalchemy.orm import Session
 
 from loyalty import idempotency
 from loyalty.ledger import service as ledger_service
+from loyalty.rewards import service as rewards_service
+from loyalty.tiers import service as tiers_service
 
 
 @dataclass
 class Report:
     wallets_settled: int = 0
     keys_purged: int = 0
+    # Labelled counts of the other areas' due work ("tier upgrades": 3, ...).
+    counts: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
-        return (
+        text = (
             f"Settled {self.wallets_settled} wallet(s) with due work; "
             f"purged {self.keys_purged} expired idempotency key(s)."
         )
+        done = [f"{label}: {count}" for label, count in self.counts.items() if count]
+        return text + (" " + "; ".join(done) + "." if done else "")
 
 
 def run_due(session: Session, *, batch_size: int = 50, progress: bool = False) -> Report:
-    """Do everything due now: settle due wallets (activations, expiries, hold timeouts) and
-    purge idempotency keys past their retention."""
+    """Do everything due now: settle due wallets (activations, expiries, hold timeouts), tier
+    reviews and re-evaluations, birthday gifts and claim expiry, and purge idempotency keys
+    past their retention."""
     report = Report()
     total = ledger_service.due_wallet_count(session)
     with click.progressbar(
@@ -39,5 +46,8 @@ def run_due(session: Session, *, batch_size: int = 50, progress: bool = False) -
                 break
             report.wallets_settled += settled
             bar.update(settled)
+    for area in (tiers_service, rewards_service):
+        for label, count in area.run_due(session, batch_size=batch_size).items():
+            report.counts[label] = report.counts.get(label, 0) + count
     report.keys_purged = idempotency.purge_expired_keys(session)
     return report

@@ -19,6 +19,10 @@ MODEL_MODULES = (
     "loyalty.members.models",
     "loyalty.ledger.models",
     "loyalty.idempotency",
+    "loyalty.audit.models",
+    "loyalty.earning.models",
+    "loyalty.tiers.models",
+    "loyalty.rewards.models",
 )
 
 

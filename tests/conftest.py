@@ -21,6 +21,7 @@ from loyalty import create_app, schema
 from loyalty.auth import service as auth_service
 from loyalty.auth.rules import SCOPES
 from loyalty.db import Base, get_database, make_engine
+from tests.support import new_session  # sessions on their own connections, for every area
 
 DEFAULT_TEST_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 TEST_SECRET_KEY = "test-secret-key-that-is-long-enough-for-hs256-0123456789"
@@ -152,7 +153,14 @@ def headers(make_headers: Callable[..., dict[str, str]]) -> dict[str, str]:
 
 
 # Rows the migrations create, kept when the tables are emptied after a concurrency test.
-SEEDED_TABLES = ("program_settings",)
+SEEDED_TABLES = ("program_settings", "earning_settings", "tier_settings")
+
+
+def _seeded(conn: Any) -> list[str]:
+    names = conn.execute(
+        text("SELECT table_name FROM information_schema.tables WHERE table_schema = 'test_seeds'")
+    ).scalars()
+    return [name for name in names if name in SEEDED_TABLES]
 
 
 def _truncate_all(engine: Engine) -> None:
@@ -160,7 +168,7 @@ def _truncate_all(engine: Engine) -> None:
     tables = ", ".join(t.name for t in Base.metadata.sorted_tables if t.name not in SEEDED_TABLES)
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {tables} CASCADE"))
-        for name in SEEDED_TABLES:
+        for name in _seeded(conn):
             conn.execute(text(f"DELETE FROM {name}"))
             conn.execute(text(f"INSERT INTO {name} SELECT * FROM test_seeds.{name}"))
 
@@ -169,7 +177,16 @@ def _snapshot_seeds(url: str) -> None:
     engine = make_engine(url)
     with engine.begin() as conn:
         conn.execute(text("CREATE SCHEMA test_seeds"))  # out of Alembic's sight
+        existing = set(
+            conn.execute(
+                text(
+                    "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+                )
+            ).scalars()
+        )
         for name in SEEDED_TABLES:
+            if name not in existing:
+                continue
             conn.execute(text(f"CREATE TABLE test_seeds.{name} AS SELECT * FROM {name}"))
     engine.dispose()
 

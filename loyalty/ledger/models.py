@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from loyalty.db import Base, JSONDocument, UTCDateTime, utcnow
+from loyalty.db import Base, JSONDocument, UTCDateTime, one_of, utcnow
 from loyalty.ledger.rules import (
     CALENDAR_PERIODS,
     EXPIRY_POLICIES,
@@ -51,10 +51,6 @@ ENTRY_KINDS = (
 COUNTER_ACCOUNTS = ("issuance", "redemption", "expiry", "adjustment")
 
 
-def _one_of(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN (" + ", ".join(f"'{v}'" for v in values) + ")"
-
-
 class ProgramSettings(Base):
     """The programme's core settings: one row, created by the migration with the defaults."""
 
@@ -62,12 +58,12 @@ class ProgramSettings(Base):
     __table_args__ = (
         CheckConstraint("id = 1", name="single_row"),
         CheckConstraint("earn_rate >= 0", name="earn_rate"),
-        CheckConstraint(_one_of("rounding", tuple(ROUNDING_MODES)), name="rounding"),
+        CheckConstraint(one_of("rounding", tuple(ROUNDING_MODES)), name="rounding"),
         CheckConstraint("pending_days BETWEEN 0 AND 365", name="pending_days"),
-        CheckConstraint(_one_of("expiry_policy", EXPIRY_POLICIES), name="expiry_policy"),
+        CheckConstraint(one_of("expiry_policy", EXPIRY_POLICIES), name="expiry_policy"),
         CheckConstraint("expiry_months BETWEEN 1 AND 1200", name="expiry_months"),
-        CheckConstraint(_one_of("expiry_period", CALENDAR_PERIODS), name="expiry_period"),
-        CheckConstraint(_one_of("refund_policy", REFUND_POLICIES), name="refund_policy"),
+        CheckConstraint(one_of("expiry_period", CALENDAR_PERIODS), name="expiry_period"),
+        CheckConstraint(one_of("refund_policy", REFUND_POLICIES), name="refund_policy"),
         CheckConstraint("hold_timeout_seconds BETWEEN 60 AND 604800", name="hold_timeout"),
     )
 
@@ -118,9 +114,9 @@ class Entry(Base):
 
     __tablename__ = "ledger_entries"
     __table_args__ = (
-        CheckConstraint(_one_of("kind", ENTRY_KINDS), name="kind"),
+        CheckConstraint(one_of("kind", ENTRY_KINDS), name="kind"),
         CheckConstraint(
-            "counter_account IS NULL OR " + _one_of("counter_account", COUNTER_ACCOUNTS),
+            "counter_account IS NULL OR " + one_of("counter_account", COUNTER_ACCOUNTS),
             name="counter_account",
         ),
         # Double entry: what the member's buckets gain, the counter-account loses.
@@ -209,7 +205,7 @@ class Hold(Base):
     __tablename__ = "holds"
     __table_args__ = (
         CheckConstraint("points > 0", name="points"),
-        CheckConstraint(_one_of("status", HOLD_STATUSES), name="status"),
+        CheckConstraint(one_of("status", HOLD_STATUSES), name="status"),
         CheckConstraint(
             "(status = 'captured') = (captured_points IS NOT NULL)", name="captured_points"
         ),
@@ -250,6 +246,8 @@ class Redemption(Base):
     reason: Mapped[str | None] = mapped_column(String(500))
     entry_id: Mapped[int] = mapped_column(ForeignKey("ledger_entries.id"))
     hold_id: Mapped[str | None] = mapped_column(ForeignKey("holds.id"))
+    # Set when the points were given back (a cancelled reward claim).
+    returned_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -280,6 +278,8 @@ class Order(Base):
     points_reversed: Mapped[int] = mapped_column(BigInteger, default=0)
     amount_refunded: Mapped[int] = mapped_column(BigInteger, default=0)
     activates_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    # The earning rules that produced the points: [{rule, kind, label, points}]
+    breakdown: Mapped[list[dict[str, Any]]] = mapped_column(JSONDocument, default=list)
     entry_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_entries.id"))
     request_hash: Mapped[str] = mapped_column(String(64))
     response: Mapped[dict[str, Any]] = mapped_column(JSONDocument)

@@ -90,6 +90,18 @@ class OrderCreateSchema(Schema):
             raise ValidationError("Must not be in the future.")
 
 
+class ComponentSchema(Schema):
+    rule = fields.String(
+        required=True,
+        metadata={"description": "base, product:<id>, tier:<code>, campaign:<id>, cap:daily..."},
+    )
+    kind = fields.String(
+        required=True, metadata={"description": "base, product, tier, campaign, cap"}
+    )
+    label = fields.String(required=True, metadata={"description": "e.g. Gold x1.25"})
+    points = fields.Integer(required=True)
+
+
 class OrderResultSchema(Schema):
     order_id = fields.String(required=True)
     member_id = fields.String(required=True)
@@ -99,6 +111,13 @@ class OrderResultSchema(Schema):
         required=True, metadata={"format": "date-time", "description": "When points activate"}
     )
     balance = fields.Nested(BalanceSchema, required=True)
+    breakdown = fields.List(
+        fields.Nested(ComponentSchema),
+        metadata={"description": "The earning rules that produced the points"},
+    )
+    description = fields.String(
+        metadata={"description": "The breakdown in words: base 120 + Gold x1.25 +30"}
+    )
 
 
 class RefundItemSchema(Schema):

@@ -21,7 +21,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from loyalty import clock
+from loyalty.audit import service as audit_service
 from loyalty.db import Page, new_id, retrying, unit_of_work
+from loyalty.earning import service as earning_service
 from loyalty.errors import (
     CaptureExceedsHoldError,
     HoldNotFoundError,
@@ -32,6 +34,8 @@ from loyalty.errors import (
     MemberNotActiveError,
     OrderConflictError,
     OrderNotFoundError,
+    RedemptionAlreadyReturnedError,
+    RedemptionNotFoundError,
     RefundConflictError,
     RefundExceedsOrderError,
 )
@@ -49,6 +53,7 @@ from loyalty.ledger.models import (
 )
 from loyalty.members import service as members_service
 from loyalty.members.models import Member
+from loyalty.tiers import service as tiers_service
 
 EXPIRING_WINDOW = dt.timedelta(days=90)
 # No single order earns more (it keeps every balance far inside 64-bit integers).
@@ -150,6 +155,7 @@ def update_settings(session: Session, *, changes: dict[str, Any], actor: str) ->
         if settings is None:
             settings = get_settings(session)
             session.add(settings)
+        before = {field: getattr(settings, field) for field in SETTINGS_FIELDS}
         for field in SETTINGS_FIELDS:
             if field in changes:
                 setattr(settings, field, changes[field])
@@ -160,6 +166,15 @@ def update_settings(session: Session, *, changes: dict[str, Any], actor: str) ->
             session.execute(
                 update(Wallet).where(Wallet.available > 0).values(next_due_at=clock.now())
             )
+        audit_service.record(
+            session,
+            actor=actor,
+            action="updated",
+            entity_type="program_settings",
+            entity_id="core",
+            before=before,
+            after={field: getattr(settings, field) for field in SETTINGS_FIELDS},
+        )
     return settings
 
 
@@ -232,6 +247,67 @@ def list_entries(
     return Page(items=entries, next_cursor=str(entries[-1].id) if more else None)
 
 
+@dataclass(frozen=True)
+class Activity:
+    """A member's earning activity over a period (for tiers, campaigns and badges)."""
+
+    points_earned: int  # points credited as earned (orders, bonuses) less those reversed
+    spend: int  # money of the orders placed, less refunds, in major units (all currencies)
+    orders: int  # orders placed and not wholly refunded
+
+
+def activity(
+    session: Session,
+    member_id: str,
+    *,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+) -> Activity:
+    """What the member earned and spent in ``[since, until)`` (open ends: all time). Points
+    count by when they were credited; spend and orders by when the orders were placed."""
+    points_query = select(func.coalesce(func.sum(Entry.earned_delta), 0)).where(
+        Entry.member_id == member_id
+    )
+    orders_query = (
+        select(
+            Order.currency,
+            func.coalesce(func.sum(Order.total - Order.amount_refunded), 0),
+            func.count(),
+        )
+        .where(Order.member_id == member_id, Order.amount_refunded < Order.total)
+        .group_by(Order.currency)
+    )
+    if since is not None:
+        points_query = points_query.where(Entry.created_at >= since)
+        orders_query = orders_query.where(Order.placed_at >= since)
+    if until is not None:
+        points_query = points_query.where(Entry.created_at < until)
+        orders_query = orders_query.where(Order.placed_at < until)
+    points = int(session.scalar(points_query) or 0)
+    spend = Decimal(0)
+    orders = 0
+    for currency, money, count in session.execute(orders_query):
+        spend += Decimal(int(money)) / (Decimal(10) ** (rules.currency_exponent(currency) or 0))
+        orders += int(count)
+    return Activity(points_earned=points, spend=int(spend), orders=orders)
+
+
+def order_points_since(session: Session, member_id: str, since: dt.datetime) -> int:
+    """Points the member's orders earned when reported at or after ``since`` (for caps)."""
+    points = session.scalar(
+        select(func.coalesce(func.sum(Order.points), 0)).where(
+            Order.member_id == member_id, Order.created_at >= since
+        )
+    )
+    return int(points or 0)
+
+
+def last_order_at(session: Session, member_id: str) -> dt.datetime | None:
+    """When the member last placed an order, if ever."""
+    moment = session.scalar(select(func.max(Order.placed_at)).where(Order.member_id == member_id))
+    return _aware(moment) if moment is not None else None
+
+
 def get_hold(session: Session, hold_id: str) -> Hold:
     hold = session.get(Hold, hold_id)
     if hold is None:
@@ -298,15 +374,23 @@ def accrue_order(
         _settle(session, wallet, settings, now, actor)
 
         placed = placed_at or now
-        points = rules.points_for_amount(total, exponent, settings.earn_rate, settings.rounding)
+        quote = earning_service.price_order(
+            session,
+            member=locked.member,
+            total=total,
+            currency=currency.upper(),
+            exponent=exponent,
+            items=items,
+            placed_at=placed,
+            now=now,
+            charge=True,
+        )
+        points = quote.points
         if points > MAX_ORDER_POINTS:
             raise InvalidFieldError(
                 "total", f"The order would earn {points} points, above {MAX_ORDER_POINTS}."
             )
-        line_points = rules.split_points(
-            points, [item["quantity"] * item["unit_price"] for item in items]
-        )
-        for item, share in zip(items, line_points, strict=True):
+        for item, share in zip(items, quote.line_points, strict=True):
             item["points"] = share
             item["refunded_quantity"] = 0
         activates_at = placed + dt.timedelta(days=settings.pending_days)
@@ -331,6 +415,7 @@ def accrue_order(
             placed_at=placed,
             points=points,
             activates_at=activates_at,
+            breakdown=[component.as_dict() for component in quote.components],
             request_hash=fingerprint,
         )
         entry = None
@@ -345,6 +430,7 @@ def accrue_order(
                 earned=points,
                 counter_account="issuance",
                 reference=("order", order_id),
+                reason=quote.describe()[:500],
                 actor=actor,
                 now=now,
                 repays_debt=not pending,
@@ -357,6 +443,8 @@ def accrue_order(
             "status": "pending" if pending else "active",
             "activates_at": _timestamp(activates_at),
             "balance": Balance.of(wallet).as_dict(),
+            "breakdown": order.breakdown,
+            "description": quote.describe(),
         }
         session.add(order)
         if entry is not None:
@@ -375,6 +463,7 @@ def accrue_order(
                 )
             )
             _repay(session, wallet, entry)
+            tiers_service.after_accrual(session, member_id=member_id, now=now, actor=actor)
     return Replayable(order.response, created=True)
 
 
@@ -580,36 +669,152 @@ def redeem(
     Raises `InsufficientPointsError`, `MemberNotFoundError`, `MemberNotActiveError`.
     """
     with unit_of_work(session):
-        wallet, settings, now = _ready_to_spend(session, member_id, points, actor)
-        redemption_id = new_id("red")
+        return spend_points(
+            session,
+            member_id=member_id,
+            points=points,
+            reference=reference,
+            reason=reason,
+            client_id=client_id,
+            actor=actor,
+        )
+
+
+# --- within another area's unit of work ------------------------------------------------------
+# Other areas (rewards, tiers, referrals, community) move points through these. They neither
+# open nor commit a transaction: the caller's unit of work does, so the points and the
+# caller's own rows are written together or not at all.
+
+
+def lock_member(session: Session, member_id: str) -> Member:
+    """Lock the member's wallet (creating it on first use) for the caller's transaction and
+    return the member. Take it first: it orders locks so that operations on one member queue
+    rather than deadlock. Raises `MemberNotFoundError`."""
+    return _lock_wallet(session, member_id).member
+
+
+def spend_points(
+    session: Session,
+    *,
+    member_id: str,
+    points: int,
+    reference: str | None = None,
+    reason: str | None = None,
+    client_id: str | None = None,
+    actor: str | None = None,
+) -> PointsMove:
+    """Redeem ``points`` inside the caller's unit of work (see `redeem`); returns the
+    redemption. Raises `InsufficientPointsError`, `MemberNotFoundError`,
+    `MemberNotActiveError`."""
+    wallet, settings, now = _ready_to_spend(session, member_id, points, actor)
+    redemption_id = new_id("red")
+    entry = _post(
+        session,
+        wallet,
+        kind="redemption",
+        points=-points,
+        available=-points,
+        counter_account="redemption",
+        reference=("redemption", redemption_id),
+        external_reference=reference,
+        reason=reason,
+        actor=actor,
+        now=now,
+    )
+    _consume(session, wallet, entry, points)
+    session.add(
+        Redemption(
+            id=redemption_id,
+            wallet_id=wallet.id,
+            member_id=member_id,
+            client_id=client_id,
+            points=points,
+            reference=reference,
+            reason=reason,
+            entry_id=entry.id,
+        )
+    )
+    _touch(wallet, settings, now)
+    return PointsMove(redemption_id, points, Balance.of(wallet))
+
+
+def return_redemption(
+    session: Session, *, redemption_id: str, reason: str | None = None, actor: str | None = None
+) -> PointsMove:
+    """Give a redemption's points back, inside the caller's unit of work, to exactly the lots
+    they came from (with their original expiry). Points whose lot expired meanwhile are not
+    given back. Returns the points given back (``points``) and the balance. A redemption is
+    returned at most once: a second call raises `RedemptionAlreadyReturnedError`."""
+    redemption = session.get(Redemption, redemption_id)
+    if redemption is None:
+        raise RedemptionNotFoundError(redemption_id)
+    wallet = _lock_wallet_by_id(session, redemption.wallet_id)
+    session.refresh(redemption)
+    if redemption.returned_at is not None:
+        raise RedemptionAlreadyReturnedError(redemption_id)
+    settings = get_settings(session)
+    now = clock.now()
+    _settle(session, wallet, settings, now, actor)
+    live, _late = _restoration(session, redemption.entry_id, redemption.points, now)
+    back = sum(points for _, points in live)
+    if back:
         entry = _post(
             session,
             wallet,
-            kind="redemption",
-            points=-points,
-            available=-points,
+            kind="reversal",
+            points=back,
+            available=back,
             counter_account="redemption",
-            reference=("redemption", redemption_id),
-            external_reference=reference,
+            reference=("redemption", redemption.id),
             reason=reason,
             actor=actor,
             now=now,
+            repays_debt=True,
         )
-        _consume(session, wallet, entry, points)
-        session.add(
-            Redemption(
-                id=redemption_id,
-                wallet_id=wallet.id,
-                member_id=member_id,
-                client_id=client_id,
-                points=points,
-                reference=reference,
-                reason=reason,
-                entry_id=entry.id,
-            )
-        )
-        _touch(wallet, settings, now)
-    return PointsMove(redemption_id, points, Balance.of(wallet))
+        _restore(session, wallet, entry, live)
+        _repay(session, wallet, entry)
+    redemption.returned_at = now
+    return PointsMove(redemption.id, back, Balance.of(wallet))
+
+
+def credit_bonus(
+    session: Session,
+    *,
+    member_id: str,
+    points: int,
+    reason: str,
+    reference: tuple[str, str] | None = None,
+    actor: str | None = None,
+) -> PointsMove:
+    """Credit bonus points (a birthday gift, a badge, a referral reward) inside the caller's
+    unit of work: active at once, expiring under the programme's policy, counted as earned.
+    ``reference`` is ``(type, id)`` of what earned them. Locks the member's wallet. Raises
+    `MemberNotFoundError`, `MemberNotActiveError`."""
+    if points <= 0:
+        raise ValueError("a bonus credits at least one point")
+    locked = _lock_wallet(session, member_id)
+    wallet, settings = locked.wallet, locked.settings
+    _require_active(locked.member)
+    now = clock.now()
+    _settle(session, wallet, settings, now, actor)
+    entry = _post(
+        session,
+        wallet,
+        kind="bonus",
+        points=points,
+        available=points,
+        earned=points,
+        counter_account="issuance",
+        reference=reference,
+        reason=reason,
+        actor=actor,
+        now=now,
+        repays_debt=True,
+    )
+    _active_lot(session, wallet, settings, entry, points, now)
+    _repay(session, wallet, entry)
+    _touch(wallet, settings, now)
+    return PointsMove(entry_public_id(entry), points, Balance.of(wallet))
 
 
 @retrying
@@ -782,19 +987,7 @@ def adjust(
             repays_debt=points > 0,
         )
         if points > 0:
-            _new_lot(
-                session,
-                wallet,
-                entry,
-                points,
-                activates_at=now,
-                active=True,
-                expires_at=rules.expiry_for(
-                    now, settings.expiry_policy, settings.expiry_months, settings.expiry_period
-                ),
-                order=None,
-                now=now,
-            )
+            _active_lot(session, wallet, settings, entry, points, now)
             _repay(session, wallet, entry)
             if settings.expiry_policy == "inactivity":
                 _note_due(
@@ -1044,6 +1237,30 @@ def _new_lot(
     session.flush()
     _note_due(wallet, expires_at if active else activates_at)
     return lot
+
+
+def _active_lot(
+    session: Session,
+    wallet: Wallet,
+    settings: ProgramSettings,
+    entry: Entry,
+    points: int,
+    now: dt.datetime,
+) -> Lot:
+    """A lot of points spendable at once (an adjustment, a bonus), expiring by the policy."""
+    return _new_lot(
+        session,
+        wallet,
+        entry,
+        points,
+        activates_at=now,
+        active=True,
+        expires_at=rules.expiry_for(
+            now, settings.expiry_policy, settings.expiry_months, settings.expiry_period
+        ),
+        order=None,
+        now=now,
+    )
 
 
 def _note_due(wallet: Wallet, moment: dt.datetime | None) -> None:

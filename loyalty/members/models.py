@@ -57,5 +57,10 @@ class Member(Base):
 
     @property
     def tier(self) -> dict[str, str] | None:
-        """The member's tier as ``{code, name}``; none until a tier ladder exists."""
-        return None
+        """The member's tier as ``{code, name}``, as attached by `loyalty.members.service`
+        from the tiers; None when the member has no tier (or no ladder exists)."""
+        tier: dict[str, str] | None = self.__dict__.get("_tier")
+        return tier
+
+    def attach_tier(self, tier: dict[str, str] | None) -> None:
+        self.__dict__["_tier"] = tier

@@ -14,6 +14,7 @@ from loyalty.errors import InvalidFieldError, MemberClosedError, MemberNotFoundE
 from loyalty.ledger import service as ledger_service
 from loyalty.members import rules
 from loyalty.members.models import Member, PointsSummary
+from loyalty.tiers import service as tiers_service
 
 # A clash of random referral codes is rare (see rules); this many tries make failure absurd.
 REFERRAL_CODE_ATTEMPTS = 5
@@ -94,9 +95,14 @@ def get_member_with_points(session: Session, member_id: str) -> Member:
 
 
 def _with_points(session: Session, members: list[Member]) -> list[Member]:
-    """Attach each member's balances, read from the ledger in one query."""
-    wallets = ledger_service.points_summaries(session, [m.id for m in members])
+    """Attach each member's balances and tier, read from the ledger and the tiers in one
+    query each."""
+    ids = [m.id for m in members]
+    wallets = ledger_service.points_summaries(session, ids)
+    tiers = tiers_service.current_tiers(session, ids)
     for member in members:
+        tier = tiers.get(member.id)
+        member.attach_tier({"code": tier.code, "name": tier.name} if tier else None)
         wallet = wallets.get(member.id)
         if wallet is not None:
             member.attach_points(

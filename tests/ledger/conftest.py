@@ -3,43 +3,17 @@ after every test."""
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from flask import Flask
 from sqlalchemy.orm import Session
 
-from loyalty.clock import FrozenClock, use_clock
-from loyalty.db import get_database
 from loyalty.ledger import service
-from loyalty.ledger.invariants import verify
 from loyalty.members import service as members_service
+from tests.support import START, _invariants_hold, clock
 
-START = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC)
 CLIENT = "cli_test"
-
-
-@pytest.fixture
-def clock(app: Flask) -> Iterator[FrozenClock]:
-    frozen = FrozenClock(START)
-    use_clock(app, frozen)
-    yield frozen
-    use_clock(app, None)
-
-
-@pytest.fixture(autouse=True)
-def _invariants_hold(app: Flask) -> Iterator[None]:
-    """After every ledger test, whatever it did, the ledger's invariants hold."""
-    yield
-    with app.app_context():
-        session = get_database(app).sessionmaker()
-        try:
-            violations = verify(session)
-        finally:
-            session.close()
-    assert violations == [], "\n".join(str(v) for v in violations)
 
 
 @pytest.fixture

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pytest
@@ -23,44 +21,11 @@ from loyalty.ledger import service
 from loyalty.ledger.models import Entry, Order, Refund
 from loyalty.members import service as members_service
 from tests.ledger.conftest import CLIENT
+from tests.support import race
 
 pytestmark = pytest.mark.concurrency
 T = TypeVar("T")
 WORKERS = 12
-
-
-@pytest.fixture
-def new_session(app: Flask) -> Iterator[Callable[[], Session]]:
-    opened: list[Session] = []
-
-    def make() -> Session:
-        session = get_database(app).sessionmaker()
-        opened.append(session)
-        return session
-
-    with app.app_context():
-        yield make
-    for session in opened:
-        session.close()
-
-
-def race(app: Flask, count: int, work: Callable[[int, Session], T]) -> list[T | Exception]:
-    """Run ``work`` in ``count`` threads released together, each with its own session."""
-    barrier = threading.Barrier(count)
-
-    def run(index: int) -> T | Exception:
-        with app.app_context():
-            session = get_database(app).sessionmaker()
-            try:
-                barrier.wait()
-                return work(index, session)
-            except Exception as error:  # noqa: BLE001 - the test inspects what each got
-                return error
-            finally:
-                session.close()
-
-    with ThreadPoolExecutor(count) as pool:
-        return list(pool.map(run, range(count)))
 
 
 @pytest.fixture

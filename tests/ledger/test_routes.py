@@ -54,6 +54,8 @@ def test_order_refund_balance_and_history(api: Callable[..., Any], member_id: st
         "status": "pending",
         "activates_at": "2026-03-24T12:00:00Z",
         "balance": {"available": 0, "pending": 123, "held": 0},
+        "breakdown": [{"rule": "base", "kind": "base", "label": "base", "points": 123}],
+        "description": "base 123",
     }
     replay = api("post", "/v1/orders", body)
     assert (replay.status_code, replay.json) == (200, created.json)

@@ -1,0 +1,586 @@
+"""Earning rules: the programme's earning limits, product multipliers and campaigns, and
+pricing an order (what it earns and why) for the ledger and for previews.
+
+Configuration changes are units of work of their own, audited. `price_order` runs inside
+the ledger's accrual (it never commits): there it locks budgeted campaigns after the member's
+wallet and charges their budgets, so a budget is never overspent under concurrent orders.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Select, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from loyalty import clock
+from loyalty.audit import service as audit_service
+from loyalty.db import Page, constraint_name, new_id, retrying, unit_of_work
+from loyalty.earning import rules
+from loyalty.earning.models import Campaign, EarningSettings, ProductMultiplier
+from loyalty.errors import (
+    CampaignInUseError,
+    CampaignNotFoundError,
+    InvalidFieldError,
+    MultiplierConflictError,
+    MultiplierNotFoundError,
+)
+from loyalty.ledger import rules as ledger_rules
+from loyalty.ledger import service as ledger_service
+from loyalty.members import rules as member_rules
+from loyalty.members import service as members_service
+from loyalty.members.models import Member
+from loyalty.tiers import service as tiers_service
+
+EARNING_FIELDS = (
+    "minimum_order_total",
+    "minimum_order_currency",
+    "excluded_categories",
+    "daily_cap",
+    "monthly_cap",
+)
+MULTIPLIER_FIELDS = ("scope", "match", "multiplier", "label")
+CAMPAIGN_FIELDS = (
+    "name",
+    "description",
+    "starts_at",
+    "ends_at",
+    "target",
+    "target_values",
+    "multiplier",
+    "bonus_points",
+    "budget",
+    "active",
+)
+
+
+FACTOR = Decimal("0.0001")
+
+
+def _factor(value: Decimal | int | str | None) -> Decimal | None:
+    """Multipliers are kept to 4 decimal places (the column's scale)."""
+    return None if value is None else Decimal(value).quantize(FACTOR)
+
+
+# --- earning settings ----------------------------------------------------------------------
+
+
+def get_earning_settings(session: Session) -> EarningSettings:
+    """Minimum order, excluded categories and caps (none until a manager sets them)."""
+    settings = session.get(EarningSettings, 1)
+    if settings is None:  # a database from before the row existed; never expected
+        settings = EarningSettings(id=1, excluded_categories=[], updated_at=clock.now())
+    return settings
+
+
+@retrying
+def update_earning_settings(
+    session: Session, *, changes: dict[str, Any], actor: str
+) -> EarningSettings:
+    """Change the earning limits; they apply to orders reported from now on. Audited.
+    Raises `InvalidFieldError` when a minimum total comes without its currency."""
+    with unit_of_work(session):
+        settings = session.get(EarningSettings, 1, with_for_update=True)
+        if settings is None:
+            settings = get_earning_settings(session)
+            session.add(settings)
+        before = audit_service.snapshot_of(settings, EARNING_FIELDS)
+        for name in EARNING_FIELDS:
+            if name in changes:
+                value = changes[name]
+                if name == "minimum_order_currency" and value:
+                    value = value.upper()
+                if name == "excluded_categories":
+                    value = sorted(set(value or []))
+                setattr(settings, name, value)
+        if (settings.minimum_order_total is None) != (settings.minimum_order_currency is None):
+            raise InvalidFieldError(
+                "minimum_order_currency",
+                "Give minimum_order_total and minimum_order_currency together (null both to "
+                "remove the minimum).",
+            )
+        if (
+            settings.minimum_order_currency
+            and ledger_rules.currency_exponent(settings.minimum_order_currency) is None
+        ):
+            raise InvalidFieldError(
+                "minimum_order_currency",
+                f"{settings.minimum_order_currency!r} is not an ISO 4217 currency code.",
+            )
+        settings.updated_at = clock.now()
+        settings.updated_by = actor
+        audit_service.record(
+            session,
+            actor=actor,
+            action="updated",
+            entity_type="earning_settings",
+            entity_id="earning",
+            before=before,
+            after=audit_service.snapshot_of(settings, EARNING_FIELDS),
+        )
+    return settings
+
+
+# --- product multipliers -------------------------------------------------------------------
+
+
+def list_multipliers(session: Session) -> list[ProductMultiplier]:
+    """Every product multiplier, categories first, then SKUs, alphabetically."""
+    return list(
+        session.scalars(
+            select(ProductMultiplier).order_by(ProductMultiplier.scope, ProductMultiplier.match)
+        )
+    )
+
+
+def get_multiplier(session: Session, multiplier_id: str) -> ProductMultiplier:
+    multiplier = session.get(ProductMultiplier, multiplier_id)
+    if multiplier is None:
+        raise MultiplierNotFoundError(multiplier_id)
+    return multiplier
+
+
+def create_multiplier(
+    session: Session,
+    *,
+    scope: str,
+    match: str,
+    multiplier: Decimal,
+    label: str | None = None,
+    actor: str,
+) -> ProductMultiplier:
+    """Make items of a category (or one SKU) earn ``multiplier`` times the base rate.
+    Raises `MultiplierConflictError` when that category or SKU already has one."""
+    with unit_of_work(session):
+        now = clock.now()
+        row = ProductMultiplier(
+            id=new_id("mul"),
+            scope=scope,
+            match=match,
+            multiplier=_factor(multiplier),
+            label=label,
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            with session.begin_nested():
+                session.add(row)
+        except IntegrityError as error:
+            if constraint_name(error) == "uq_product_multipliers_scope_match":
+                raise MultiplierConflictError(scope, match) from None
+            raise
+        audit_service.record(
+            session,
+            actor=actor,
+            action="created",
+            entity_type="multiplier",
+            entity_id=row.id,
+            after=audit_service.snapshot_of(row, MULTIPLIER_FIELDS),
+        )
+    return row
+
+
+def update_multiplier(
+    session: Session, *, multiplier_id: str, changes: dict[str, Any], actor: str
+) -> ProductMultiplier:
+    """Change a multiplier's factor or label. Raises `MultiplierNotFoundError`."""
+    with unit_of_work(session):
+        row = session.get(ProductMultiplier, multiplier_id, with_for_update=True)
+        if row is None:
+            raise MultiplierNotFoundError(multiplier_id)
+        before = audit_service.snapshot_of(row, MULTIPLIER_FIELDS)
+        if changes.get("multiplier") is not None:
+            row.multiplier = _factor(changes["multiplier"])  # type: ignore[assignment]
+        if "label" in changes:
+            row.label = changes["label"]
+        row.updated_at = clock.now()
+        audit_service.record(
+            session,
+            actor=actor,
+            action="updated",
+            entity_type="multiplier",
+            entity_id=row.id,
+            before=before,
+            after=audit_service.snapshot_of(row, MULTIPLIER_FIELDS),
+        )
+    return row
+
+
+def delete_multiplier(session: Session, *, multiplier_id: str, actor: str) -> None:
+    """Remove a multiplier; orders already reported keep their points. Audited."""
+    with unit_of_work(session):
+        row = session.get(ProductMultiplier, multiplier_id, with_for_update=True)
+        if row is None:
+            raise MultiplierNotFoundError(multiplier_id)
+        audit_service.record(
+            session,
+            actor=actor,
+            action="deleted",
+            entity_type="multiplier",
+            entity_id=row.id,
+            before=audit_service.snapshot_of(row, MULTIPLIER_FIELDS),
+        )
+        session.delete(row)
+
+
+# --- campaigns -----------------------------------------------------------------------------
+
+
+def campaign_status(campaign: Campaign, now: dt.datetime) -> str:
+    """paused, scheduled, running, exhausted (budget spent) or ended."""
+    if not campaign.active:
+        return "paused"
+    if now < campaign.starts_at:
+        return "scheduled"
+    if now >= campaign.ends_at:
+        return "ended"
+    if campaign.budget is not None and campaign.spent >= campaign.budget:
+        return "exhausted"
+    return "running"
+
+
+def list_campaigns(
+    session: Session, *, status: str | None = None, limit: int = 50, cursor: str | None = None
+) -> Page[Campaign]:
+    """Campaigns, newest first by start, filtered by status, a page at a time."""
+    query: Select[Campaign] = select(Campaign).order_by(Campaign.id.desc())
+    if cursor is not None:
+        query = query.where(Campaign.id < cursor)
+    now = clock.now()
+    items: list[Campaign] = []
+    more = False
+    # Status depends on the clock and the budget, so filter after reading (campaigns are few).
+    for campaign in session.scalars(query):
+        if status is not None and campaign_status(campaign, now) != status:
+            continue
+        if len(items) == limit:
+            more = True
+            break
+        items.append(campaign)
+    return Page(items=items, next_cursor=items[-1].id if more else None)
+
+
+def get_campaign(session: Session, campaign_id: str) -> Campaign:
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None:
+        raise CampaignNotFoundError(campaign_id)
+    return campaign
+
+
+def _check_campaign(session: Session, campaign: Campaign) -> None:
+    campaign.multiplier = _factor(campaign.multiplier)
+    if campaign.ends_at <= campaign.starts_at:
+        raise InvalidFieldError("ends_at", "ends_at must be after starts_at.")
+    if campaign.multiplier is None and not campaign.bonus_points:
+        raise InvalidFieldError("multiplier", "Give a multiplier, a bonus_points, or both.")
+    values = list(campaign.target_values or [])
+    if campaign.target == "all":
+        if values:
+            raise InvalidFieldError("target_values", "A campaign for all members takes no values.")
+    elif not values:
+        raise InvalidFieldError(
+            "target_values", f"Name the {campaign.target} the campaign targets."
+        )
+    if campaign.target == "tiers":
+        unknown = sorted(set(values) - set(tiers_service.ladder(session)))
+        if unknown:
+            raise InvalidFieldError("target_values", f"No tier(s) {', '.join(unknown)}.")
+    if campaign.target == "stages":
+        unknown = sorted(set(values) - set(member_rules.STAGES))
+        if unknown:
+            raise InvalidFieldError(
+                "target_values",
+                f"Unknown stage(s) {', '.join(unknown)}; use {', '.join(member_rules.STAGES)}.",
+            )
+    if campaign.target == "members":
+        found = set(session.scalars(select(Member.id).where(Member.id.in_(values))))
+        unknown = sorted(set(values) - found)
+        if unknown:
+            raise InvalidFieldError("target_values", f"No member(s) {', '.join(unknown[:10])}.")
+    if campaign.budget is not None and campaign.spent > campaign.budget:
+        raise InvalidFieldError(
+            "budget", f"The campaign has already given {campaign.spent} points."
+        )
+    campaign.target_values = sorted(set(values))
+
+
+def create_campaign(session: Session, *, actor: str, **values: Any) -> Campaign:
+    """Create a campaign (see `loyalty.earning.rules` for how it adds points). Audited.
+    Raises `InvalidFieldError` for a bad window, target or reward."""
+    with unit_of_work(session):
+        now = clock.now()
+        campaign = Campaign(id=new_id("cmp"), spent=0, created_at=now, updated_at=now)
+        campaign.target = "all"
+        campaign.target_values = []
+        campaign.active = True
+        for name in CAMPAIGN_FIELDS:
+            if name in values:
+                setattr(campaign, name, values[name])
+        _check_campaign(session, campaign)
+        session.add(campaign)
+        audit_service.record(
+            session,
+            actor=actor,
+            action="created",
+            entity_type="campaign",
+            entity_id=campaign.id,
+            after=audit_service.snapshot_of(campaign, CAMPAIGN_FIELDS),
+        )
+    return campaign
+
+
+@retrying
+def update_campaign(
+    session: Session, *, campaign_id: str, changes: dict[str, Any], actor: str
+) -> Campaign:
+    """Change a campaign (pause it with ``active: false``). Points already given stay.
+    Locks the campaign. Raises `CampaignNotFoundError`, `InvalidFieldError`."""
+    with unit_of_work(session):
+        campaign = session.get(Campaign, campaign_id, with_for_update=True)
+        if campaign is None:
+            raise CampaignNotFoundError(campaign_id)
+        before = audit_service.snapshot_of(campaign, CAMPAIGN_FIELDS)
+        for name in CAMPAIGN_FIELDS:
+            if name in changes:
+                setattr(campaign, name, changes[name])
+        if changes.get("target") == "all" and "target_values" not in changes:
+            campaign.target_values = []
+        _check_campaign(session, campaign)
+        campaign.updated_at = clock.now()
+        audit_service.record(
+            session,
+            actor=actor,
+            action="updated",
+            entity_type="campaign",
+            entity_id=campaign.id,
+            before=before,
+            after=audit_service.snapshot_of(campaign, CAMPAIGN_FIELDS),
+        )
+    return campaign
+
+
+def delete_campaign(session: Session, *, campaign_id: str, actor: str) -> None:
+    """Delete a campaign that never gave points; one that did can only be paused (its
+    points stay on the orders that earned them). Raises `CampaignNotFoundError` and
+    `CampaignInUseError`."""
+    with unit_of_work(session):
+        campaign = session.get(Campaign, campaign_id, with_for_update=True)
+        if campaign is None:
+            raise CampaignNotFoundError(campaign_id)
+        if campaign.spent:
+            raise CampaignInUseError(campaign_id, campaign.spent)
+        audit_service.record(
+            session,
+            actor=actor,
+            action="deleted",
+            entity_type="campaign",
+            entity_id=campaign.id,
+            before=audit_service.snapshot_of(campaign, CAMPAIGN_FIELDS),
+        )
+        session.delete(campaign)
+
+
+# --- pricing orders ------------------------------------------------------------------------
+
+
+def _period_starts(member: Member, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    """The start of today and of this month in the member's time zone, as UTC instants."""
+    try:
+        zone = zoneinfo.ZoneInfo(member.timezone or "UTC")
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        zone = zoneinfo.ZoneInfo("UTC")
+    local = now.astimezone(zone)
+    day = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    month = day.replace(day=1)
+    return day.astimezone(dt.UTC), month.astimezone(dt.UTC)
+
+
+def price_order(
+    session: Session,
+    *,
+    member: Member,
+    total: int,
+    currency: str,
+    exponent: int,
+    items: list[dict[str, Any]],
+    placed_at: dt.datetime,
+    now: dt.datetime,
+    charge: bool,
+) -> rules.Quote:
+    """What the order earns for this member now, and why.
+
+    With ``charge`` (inside the accrual, the member's wallet locked), budgeted campaigns are
+    locked (after the wallet, in id order) and charged the points they give; without it
+    (previews) nothing is locked or written.
+    """
+    settings = ledger_service.get_settings(session)
+    earning = get_earning_settings(session)
+    lines = [
+        rules.Line(
+            sku=item["sku"],
+            category=item.get("category"),
+            amount=item["quantity"] * item["unit_price"],
+        )
+        for item in items
+    ]
+    products: list[rules.ProductRule] = []
+    if lines:
+        skus = {line.sku for line in lines}
+        categories = {line.category for line in lines if line.category}
+        rows = session.scalars(
+            select(ProductMultiplier).where(
+                ((ProductMultiplier.scope == "sku") & ProductMultiplier.match.in_(skus))
+                | (
+                    (ProductMultiplier.scope == "category")
+                    & ProductMultiplier.match.in_(categories)
+                )
+            )
+        )
+        products = [
+            rules.ProductRule(row.id, row.scope, row.match, row.multiplier, row.label)
+            for row in rows
+        ]
+    tier_ref = tiers_service.current_tiers(session, [member.id]).get(member.id)
+    tier = (
+        rules.TierRule(tier_ref.code, tier_ref.name, tier_ref.points_multiplier)
+        if tier_ref is not None
+        else None
+    )
+    campaigns = _campaigns_for(
+        session, member, tier_ref.code if tier_ref else None, placed_at, now, charge
+    )
+    limits = rules.Limits(
+        minimum_total=earning.minimum_order_total,
+        minimum_currency=earning.minimum_order_currency,
+        excluded_categories=frozenset(earning.excluded_categories or []),
+    )
+    if earning.daily_cap is not None or earning.monthly_cap is not None:
+        day_start, month_start = _period_starts(member, now)
+        month_points = ledger_service.order_points_since(session, member.id, month_start)
+        day_points = ledger_service.order_points_since(session, member.id, day_start)
+        limits = rules.Limits(
+            minimum_total=limits.minimum_total,
+            minimum_currency=limits.minimum_currency,
+            excluded_categories=limits.excluded_categories,
+            daily_room=None if earning.daily_cap is None else earning.daily_cap - day_points,
+            monthly_room=None
+            if earning.monthly_cap is None
+            else earning.monthly_cap - month_points,
+        )
+    result = rules.quote(
+        total=total,
+        currency=currency,
+        exponent=exponent,
+        rate=settings.earn_rate,
+        rounding=settings.rounding,
+        lines=lines,
+        products=products,
+        tier=tier,
+        campaigns=[c for c, _ in campaigns],
+        limits=limits,
+    )
+    if charge:
+        for rule, row in campaigns:
+            given = result.campaign_points.get(rule.id, 0)
+            if given and row.budget is not None:
+                row.spent += given
+    return result
+
+
+def _campaigns_for(
+    session: Session,
+    member: Member,
+    tier_code: str | None,
+    placed_at: dt.datetime,
+    now: dt.datetime,
+    lock: bool,
+) -> list[tuple[rules.CampaignRule, Campaign]]:
+    """Active campaigns running when the order was placed that target this member."""
+    rows = list(
+        session.scalars(
+            select(Campaign)
+            .where(
+                Campaign.active.is_(True),
+                Campaign.starts_at <= placed_at,
+                Campaign.ends_at > placed_at,
+            )
+            .order_by(Campaign.starts_at, Campaign.id)
+        )
+    )
+    stage = None
+    if any(row.target == "stages" for row in rows):
+        stage = member_rules.lifecycle_stage(
+            member.enrolled_at, ledger_service.last_order_at(session, member.id), now
+        )
+    chosen = [
+        row
+        for row in rows
+        if rules.targets(
+            row.target, row.target_values, member_id=member.id, tier_code=tier_code, stage=stage
+        )
+    ]
+    budgeted = [row.id for row in chosen if row.budget is not None]
+    if lock and budgeted:
+        # Lock budgeted campaigns (after the wallet, in id order) and read their spend fresh.
+        locked = {
+            row.id: row
+            for row in session.scalars(
+                select(Campaign)
+                .where(Campaign.id.in_(budgeted))
+                .order_by(Campaign.id)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            )
+        }
+        chosen = [locked.get(row.id, row) for row in chosen]
+    return [
+        (
+            rules.CampaignRule(
+                id=row.id,
+                name=row.name,
+                multiplier=row.multiplier,
+                bonus_points=row.bonus_points,
+                budget_left=None if row.budget is None else row.budget - row.spent,
+            ),
+            row,
+        )
+        for row in chosen
+        if row.budget is None or row.spent < row.budget
+    ]
+
+
+def preview_order(
+    session: Session,
+    *,
+    member_id: str,
+    total: int,
+    currency: str,
+    items: list[dict[str, Any]] | None = None,
+    placed_at: dt.datetime | None = None,
+) -> rules.Quote:
+    """What an order would earn now, without writing anything (for carts and checkouts).
+    Raises `MemberNotFoundError` and `InvalidFieldError` (unknown currency, duplicate SKUs)."""
+    member = members_service.get_member(session, member_id)
+    exponent = ledger_rules.currency_exponent(currency)
+    if exponent is None:
+        raise InvalidFieldError("currency", f"{currency!r} is not an ISO 4217 currency code.")
+    items = items or []
+    skus = [item["sku"] for item in items]
+    if len(set(skus)) != len(skus):
+        raise InvalidFieldError("items", "Each SKU may appear once in an order.")
+    now = clock.now()
+    return price_order(
+        session,
+        member=member,
+        total=total,
+        currency=currency.upper(),
+        exponent=exponent,
+        items=items,
+        placed_at=placed_at or now,
+        now=now,
+        charge=False,
+    )

@@ -1,0 +1,920 @@
+"""Tier ladder, qualification, upgrades, downgrades, manual assignment and history.
+
+How a member's tier is decided (the pure parts are in `loyalty.tiers.rules`):
+
+- **Computed tier.** The metric of the policy (points earned, spend in major currency units,
+  or orders, as `loyalty.ledger.service.activity` counts them) measured over the policy's
+  window as of now. A member reaching a higher tier's threshold is upgraded at once, inside the
+  accrual that got them there (`after_accrual`), and the tier's qualification period starts
+  then. A member without a row (no accrual since the ladder existed) holds the lowest tier when
+  its threshold is 0, else no tier.
+- **Review.** A computed tier is reviewed ``grace_days`` after its period ends (1 January
+  00:00 UTC after the year it was reached or renewed in, for ``calendar_year``; twelve months
+  after it was reached or renewed, for ``rolling_12_months``; never, for ``lifetime``). What
+  "qualifies at review" measures: the larger of (a) the metric over the window that ends with
+  the period (the calendar year just ended; the twelve months of the period) and (b) the
+  metric over the policy's window as of the scheduled review moment (so activity in the grace
+  days counts), whenever the job actually runs. Reaching the tier's retain threshold (its
+  threshold when none is set) renews it for the next period, which starts at the old period's
+  end; otherwise the member goes down one rank (``one_step``; or to the tier the value still
+  qualifies for, when that is higher) or straight to the tier the value qualifies for
+  (``recompute``), and the new tier's period starts at the old period's end. A tier kept with
+  a metric of 0 is never reviewed.
+- **Manual assignment.** A tier assigned by hand, with a reason and an optional end, wins over
+  the computed tier until it ends (ended by `end_assignment`, or by the job once ``until`` has
+  passed; reads treat a passed ``until`` as ended at once). The computed tier goes on being
+  upgraded and reviewed underneath, and is what the member falls back to.
+- **Ladder and policy changes** never re-evaluate members in the request: they raise the
+  ladder version, and `run_due` re-evaluates every member in batches. Upgrades apply then;
+  nobody is downgraded except at a review, whose date is recomputed under the new policy (a
+  review date that the new policy puts in the past moves to the first period end still ahead).
+
+History rows of computed changes (upgrade, downgrade, renewal) name the computed tier before
+and after; those of manual assignments (manual, manual_ended) name the effective tier before
+and after.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Select, func, literal, or_, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from loyalty import clock
+from loyalty.audit import service as audit_service
+from loyalty.db import Page, UTCDateTime, retrying, unit_of_work
+from loyalty.errors import (
+    InvalidFieldError,
+    NoManualTierError,
+    TierExistsError,
+    TierInUseError,
+    TierLadderOrderError,
+    TierNotFoundError,
+    TierRankTakenError,
+)
+from loyalty.ledger import service as ledger_service
+from loyalty.members import service as members_service
+from loyalty.members.models import Member
+from loyalty.tiers import rules
+from loyalty.tiers.models import MemberTier, Tier, TierChange, TierSettings
+
+JOB_ACTOR = "jobs"
+TIER_FIELDS = (
+    "code",
+    "name",
+    "rank",
+    "threshold",
+    "retain_threshold",
+    "benefits",
+    "points_multiplier",
+)
+# Changing these moves members between tiers: the job re-evaluates everyone.
+QUALIFYING_FIELDS = ("rank", "threshold", "retain_threshold")
+POLICY_FIELDS = ("metric", "window", "grace_days", "downgrade")
+
+
+@dataclass(frozen=True)
+class TierRef:
+    """What other packages need to know of a member's tier."""
+
+    code: str
+    name: str
+    rank: int
+    points_multiplier: Decimal
+
+
+@dataclass(frozen=True)
+class MemberTierView:
+    """A member's effective tier, where it comes from, and progress to the next one."""
+
+    member_id: str
+    tier: Tier | None
+    source: str | None  # computed, manual, or None without a tier
+    since: dt.datetime | None
+    until: dt.datetime | None  # the review date (computed) or the assignment's end (manual)
+    reason: str | None  # a manual assignment's reason
+    metric: str
+    window: str
+    value: int
+    progress: rules.Progress | None
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def _tiers(session: Session) -> list[Tier]:
+    return list(session.scalars(select(Tier).order_by(Tier.rank)))
+
+
+def _rung(tier: Tier) -> rules.Rung:
+    return rules.Rung(tier.code, tier.name, tier.rank, tier.threshold, tier.retain_threshold)
+
+
+def _ref(tier: Tier) -> TierRef:
+    return TierRef(tier.code, tier.name, tier.rank, tier.points_multiplier)
+
+
+def ladder(session: Session) -> dict[str, TierRef]:
+    """The tier ladder by code, lowest rank first."""
+    return {tier.code: _ref(tier) for tier in _tiers(session)}
+
+
+def current_tiers(session: Session, member_ids: list[str]) -> dict[str, TierRef]:
+    """The effective tier of each member: an active manual assignment, else the computed
+    tier (the lowest tier, when its threshold is 0, for members the tiers have not seen yet).
+    Members without a tier are absent. Two queries, whatever the number of members."""
+    if not member_ids:
+        return {}
+    tiers = _tiers(session)
+    if not tiers:
+        return {}
+    by_code = {tier.code: tier for tier in tiers}
+    base = tiers[0] if tiers[0].threshold == 0 else None
+    rows = {
+        row.member_id: row
+        for row in session.scalars(select(MemberTier).where(MemberTier.member_id.in_(member_ids)))
+    }
+    now = clock.now()
+    result = {}
+    for member_id in member_ids:
+        row = rows.get(member_id)
+        tier = base
+        if row is not None:
+            code = row.manual_code if _manual_active(row, now) else row.tier_code
+            tier = by_code.get(code) if code else base
+        if tier is not None:
+            result[member_id] = _ref(tier)
+    return result
+
+
+def list_tiers(session: Session) -> list[Tier]:
+    """The ladder, lowest rank first."""
+    return _tiers(session)
+
+
+def get_tier(session: Session, code: str) -> Tier:
+    """The tier with this code. Raises `TierNotFoundError`."""
+    tier = session.get(Tier, code)
+    if tier is None:
+        raise TierNotFoundError(code)
+    return tier
+
+
+def get_policy(session: Session) -> TierSettings:
+    """The qualification policy (metric, window, grace days, downgrade mode)."""
+    settings = session.get(TierSettings, 1)
+    if settings is None:  # a database migrated before the row existed; never expected
+        settings = TierSettings(
+            id=1,
+            metric="points",
+            window="lifetime",
+            grace_days=0,
+            downgrade="one_step",
+            ladder_version=1,
+        )
+    return settings
+
+
+def get_member_tier(session: Session, member_id: str) -> MemberTierView:
+    """The member's effective tier, its source and dates, the metric in the current window
+    and progress to the next tier. Raises `MemberNotFoundError`."""
+    members_service.get_member(session, member_id)
+    return _view(session, member_id)
+
+
+def list_history(
+    session: Session, member_id: str, *, limit: int = 50, cursor: str | None = None
+) -> Page[TierChange]:
+    """The member's tier changes, newest first. Raises `MemberNotFoundError`."""
+    members_service.get_member(session, member_id)
+    query: Select[TierChange] = (
+        select(TierChange).where(TierChange.member_id == member_id).order_by(TierChange.id.desc())
+    )
+    if cursor is not None:
+        if not (cursor.isdigit() and len(cursor) <= 18):
+            raise InvalidFieldError("cursor", "Not a valid cursor.")
+        query = query.where(TierChange.id < int(cursor))
+    changes = list(session.scalars(query.limit(limit + 1)))
+    more = len(changes) > limit
+    changes = changes[:limit]
+    return Page(items=changes, next_cursor=str(changes[-1].id) if more else None)
+
+
+# --- the ladder and the policy -------------------------------------------------------------
+
+
+@retrying
+def create_tier(
+    session: Session,
+    *,
+    code: str,
+    name: str,
+    rank: int,
+    threshold: int,
+    retain_threshold: int | None = None,
+    benefits: str | None = None,
+    points_multiplier: Decimal | str | int = Decimal(1),
+    actor: str,
+) -> Tier:
+    """Add a tier to the ladder. Members move into it when the job re-evaluates them (or at
+    their next qualifying accrual). Locks the policy row (ladder changes queue).
+
+    Raises `TierExistsError`, `TierRankTakenError`, `TierLadderOrderError` (thresholds must
+    rise with rank) and `InvalidFieldError` (a code that is not a slug, a multiplier below 1).
+    """
+    if not rules.is_code(code):
+        raise InvalidFieldError(
+            "code", "A tier code is a slug of at most 32 characters, e.g. 'gold' or 'vip-2'."
+        )
+    multiplier = _multiplier(points_multiplier)
+    with unit_of_work(session):
+        settings = _lock_policy(session)
+        if session.get(Tier, code) is not None:
+            raise TierExistsError(code)
+        _check_rank_free(session, rank, code)
+        now = clock.now()
+        tier = Tier(
+            code=code,
+            name=name,
+            rank=rank,
+            threshold=threshold,
+            retain_threshold=retain_threshold,
+            benefits=benefits,
+            points_multiplier=multiplier,
+            created_at=now,
+            updated_at=now,
+        )
+        _check_ladder(session, with_tier=tier)
+        session.add(tier)
+        session.flush()
+        _bump(settings, now, actor)
+        audit_service.record(
+            session,
+            actor=actor,
+            action="created",
+            entity_type="tier",
+            entity_id=code,
+            after=_tier_snapshot(tier),
+        )
+    return tier
+
+
+@retrying
+def update_tier(session: Session, *, code: str, changes: dict[str, Any], actor: str) -> Tier:
+    """Change a tier's name, rank, thresholds, benefits or multiplier (the code never changes).
+    A change of rank or threshold is applied to members by the job. Locks the policy row.
+
+    Raises `TierNotFoundError`, `TierRankTakenError`, `TierLadderOrderError` and
+    `InvalidFieldError`.
+    """
+    if "points_multiplier" in changes:
+        changes = {**changes, "points_multiplier": _multiplier(changes["points_multiplier"])}
+    with unit_of_work(session):
+        settings = _lock_policy(session)
+        tier = get_tier(session, code)
+        before = _tier_snapshot(tier)
+        if "rank" in changes and changes["rank"] != tier.rank:
+            _check_rank_free(session, changes["rank"], code)
+        for field in TIER_FIELDS[1:]:
+            if field in changes:
+                setattr(tier, field, changes[field])
+        after = _tier_snapshot(tier)
+        if after != before:
+            now = clock.now()
+            tier.updated_at = now
+            _check_ladder(session, with_tier=tier)
+            session.flush()
+            if any(before[f] != after[f] for f in QUALIFYING_FIELDS):
+                _bump(settings, now, actor)
+        audit_service.record(
+            session,
+            actor=actor,
+            action="updated",
+            entity_type="tier",
+            entity_id=code,
+            before=before,
+            after=after,
+        )
+    return tier
+
+
+@retrying
+def delete_tier(session: Session, *, code: str, actor: str) -> None:
+    """Remove a tier that nobody holds. Locks the policy row.
+
+    Raises `TierNotFoundError`, and `TierInUseError` when a member holds it: as computed or
+    manual tier (ended or not), or implicitly, being the lowest tier with threshold 0 that
+    members the tiers have not seen yet hold.
+    """
+    with unit_of_work(session):
+        settings = _lock_policy(session)
+        tier = get_tier(session, code)
+        holders = int(
+            session.scalar(
+                select(func.count())
+                .select_from(MemberTier)
+                .where(or_(MemberTier.tier_code == code, MemberTier.manual_code == code))
+            )
+            or 0
+        )
+        lowest = _tiers(session)[0]
+        if lowest.code == code and lowest.threshold == 0:
+            # Read-only look at members: those without a computed tier hold the base tier.
+            holders += int(
+                session.scalar(
+                    select(func.count())
+                    .select_from(Member)
+                    .outerjoin(MemberTier, MemberTier.member_id == Member.id)
+                    .where(MemberTier.tier_code.is_(None), MemberTier.manual_code.is_(None))
+                )
+                or 0
+            )
+        if holders:
+            raise TierInUseError(code, holders)
+        before = _tier_snapshot(tier)
+        session.delete(tier)
+        session.flush()
+        _bump(settings, clock.now(), actor)
+        audit_service.record(
+            session,
+            actor=actor,
+            action="deleted",
+            entity_type="tier",
+            entity_id=code,
+            before=before,
+        )
+
+
+@retrying
+def update_policy(session: Session, *, changes: dict[str, Any], actor: str) -> TierSettings:
+    """Change the qualification policy. Members are re-evaluated by the job, not here: under
+    the new policy upgrades apply at once and review dates are recomputed. Locks the policy
+    row."""
+    with unit_of_work(session):
+        settings = _lock_policy(session)
+        before = {field: getattr(settings, field) for field in POLICY_FIELDS}
+        for field in POLICY_FIELDS:
+            if field in changes:
+                setattr(settings, field, changes[field])
+        after = {field: getattr(settings, field) for field in POLICY_FIELDS}
+        if after != before:
+            _bump(settings, clock.now(), actor)
+        audit_service.record(
+            session,
+            actor=actor,
+            action="updated",
+            entity_type="tier_policy",
+            entity_id="tiers",
+            before=before,
+            after=after,
+        )
+    return settings
+
+
+# --- manual assignment ---------------------------------------------------------------------
+
+
+@retrying
+def assign_tier(
+    session: Session,
+    *,
+    member_id: str,
+    tier: str,
+    reason: str,
+    until: dt.datetime | None = None,
+    actor: str,
+) -> MemberTierView:
+    """Give the member ``tier`` by hand, until ``until`` (or until ended), replacing any
+    earlier assignment; it wins over the computed tier meanwhile. Recorded in the history and
+    the audit trail with the reason. Locks the member's tier row.
+
+    Raises `MemberNotFoundError`, and `InvalidFieldError` for an unknown tier or an ``until``
+    that is not in the future.
+    """
+    with unit_of_work(session):
+        members_service.get_member(session, member_id)
+        now = clock.now()
+        if session.get(Tier, tier) is None:
+            raise InvalidFieldError("tier", f"No tier {tier!r} on the ladder.", tier=tier)
+        if until is not None and until <= now:
+            raise InvalidFieldError("until", "Must be in the future.")
+        row = _lock_row(session, member_id)
+        ladder_ = [_rung(t) for t in _tiers(session)]
+        before = _effective_code(row, ladder_, now)
+        before_snapshot = _assignment_snapshot(row, now)
+        row.manual_code = tier
+        row.manual_since = now
+        row.manual_until = until
+        row.manual_reason = reason
+        row.manual_by = actor
+        row.updated_at = now
+        _set_due(row)
+        _log(session, row, "manual", before, tier, None, reason, now, actor)
+        audit_service.record(
+            session,
+            actor=actor,
+            action="assigned",
+            entity_type="member_tier",
+            entity_id=member_id,
+            before=before_snapshot,
+            after=_assignment_snapshot(row, now),
+            reason=reason,
+        )
+    return _view(session, member_id)
+
+
+@retrying
+def end_assignment(
+    session: Session, *, member_id: str, actor: str, reason: str | None = None
+) -> MemberTierView:
+    """End the member's manual tier now; the computed tier applies again. Locks the member's
+    tier row. Raises `MemberNotFoundError`, and `NoManualTierError` when no assignment is
+    active."""
+    with unit_of_work(session):
+        members_service.get_member(session, member_id)
+        now = clock.now()
+        row = session.scalar(_row_for_update(session, member_id))
+        if row is None or not _manual_active(row, now):
+            raise NoManualTierError(member_id)
+        before_snapshot = _assignment_snapshot(row, now)
+        _end_manual(session, row, [_rung(t) for t in _tiers(session)], now, actor, reason)
+        audit_service.record(
+            session,
+            actor=actor,
+            action="unassigned",
+            entity_type="member_tier",
+            entity_id=member_id,
+            before=before_snapshot,
+            after=None,
+            reason=reason,
+        )
+    return _view(session, member_id)
+
+
+# --- qualification: on accrual and in the job ----------------------------------------------
+
+
+def after_accrual(session: Session, *, member_id: str, now: dt.datetime, actor: str | None) -> None:
+    """Upgrade the member at once when activity now qualifies for a higher computed tier.
+
+    Called by the ledger inside the accrual's unit of work, after the order's entry is written
+    and with the member's wallet locked; never commits. Without a ladder it costs one query.
+    Locks the member's tier row only when there is an upgrade to write.
+    """
+    tiers = _tiers(session)
+    if not tiers:
+        return
+    ladder_ = [_rung(t) for t in tiers]
+    settings = get_policy(session)
+    value = _value_now(session, member_id, settings, now)
+    target = rules.qualified_tier(ladder_, value)
+    row = session.get(MemberTier, member_id)
+    current = _computed(row, ladder_)
+    if not rules.is_higher(target, current):
+        return
+    row = _lock_row(session, member_id)
+    if rules.is_higher(target, _computed(row, ladder_)):
+        assert target is not None
+        _upgrade(session, row, _computed(row, ladder_), target, settings, value, now, actor)
+
+
+def run_due(session: Session, *, batch_size: int = 200) -> dict[str, int]:
+    """Due tier work for ``loyalty jobs run``: end manual assignments whose time is up, review
+    computed tiers whose period (and grace) has ended, then re-evaluate members against a
+    changed ladder or policy. Batches of short transactions that skip rows locked by requests
+    or other runners (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so several runners share the
+    work and each change happens once; a second run finds nothing to do. Returns labelled
+    counts."""
+    counts: Counter[str] = Counter(
+        {"tier upgrades": 0, "tier downgrades": 0, "tier renewals": 0, "manual tiers ended": 0}
+    )
+    if session.scalar(select(Tier.code).limit(1)) is None:
+        return dict(counts)
+    _drain(session, _due_batch, batch_size, counts)
+    while _add_rows_batch(session, batch_size=batch_size):
+        pass
+    _drain(session, _reevaluate_batch, batch_size, counts)
+    return dict(counts)
+
+
+def _drain(
+    session: Session,
+    batch: Callable[..., tuple[int, Counter[str]]],
+    batch_size: int,
+    counts: Counter[str],
+) -> None:
+    """Run ``batch`` until it finds nothing to do, adding up what each batch did once it
+    committed (a batch retried after a deadlock counts once)."""
+    while True:
+        processed, done = batch(session, batch_size=batch_size)
+        counts.update(done)
+        if not processed:
+            return
+
+
+@retrying
+def _due_batch(session: Session, *, batch_size: int) -> tuple[int, Counter[str]]:
+    """One transaction: manual ends and reviews of up to ``batch_size`` due members; returns
+    how many members it took and what it did."""
+    counts: Counter[str] = Counter()
+    with unit_of_work(session):
+        now = clock.now()
+        query = (
+            select(MemberTier)
+            .where(MemberTier.due_at <= now)
+            .order_by(MemberTier.due_at, MemberTier.member_id)
+            .limit(batch_size)
+        )
+        rows = list(session.scalars(_skip_locked(session, query)))
+        if not rows:
+            return 0, counts
+        ladder_ = [_rung(t) for t in _tiers(session)]
+        settings = get_policy(session)
+        for row in rows:
+            if row.manual_until is not None and row.manual_until <= now:
+                _end_manual(session, row, ladder_, now, JOB_ACTOR, "assignment ended")
+                counts["manual tiers ended"] += 1
+            if row.review_at is not None and row.review_at <= now:
+                kind = _review(session, row, ladder_, settings, now)
+                if kind is not None:
+                    counts[f"tier {kind}s"] += 1
+            _set_due(row)
+    return len(rows), counts
+
+
+@retrying
+def _add_rows_batch(session: Session, *, batch_size: int) -> int:
+    """One transaction: give up to ``batch_size`` members the tiers have not seen yet a row
+    (ladder version 0, so that they are re-evaluated next)."""
+    with unit_of_work(session):
+        now = clock.now()
+        unseen = (
+            select(Member.id, literal(0), literal(now, UTCDateTime()))
+            .outerjoin(MemberTier, MemberTier.member_id == Member.id)
+            .where(MemberTier.member_id.is_(None))
+            .order_by(Member.id)
+            .limit(batch_size)
+        )
+        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        statement = (
+            insert(MemberTier)
+            .from_select(["member_id", "ladder_version", "updated_at"], unseen)
+            .on_conflict_do_nothing()
+            .returning(MemberTier.member_id)
+        )
+        added = len(session.execute(statement).all())
+    return added
+
+
+@retrying
+def _reevaluate_batch(session: Session, *, batch_size: int) -> tuple[int, Counter[str]]:
+    """One transaction: re-evaluate up to ``batch_size`` members against the current ladder
+    and policy (upgrades at once; review dates recomputed); returns how many members it took
+    and how many it upgraded."""
+    counts: Counter[str] = Counter()
+    with unit_of_work(session):
+        now = clock.now()
+        settings = get_policy(session)
+        query = (
+            select(MemberTier)
+            .where(MemberTier.ladder_version < settings.ladder_version)
+            .order_by(MemberTier.member_id)
+            .limit(batch_size)
+        )
+        rows = list(session.scalars(_skip_locked(session, query)))
+        if not rows:
+            return 0, counts
+        ladder_ = [_rung(t) for t in _tiers(session)]
+        for row in rows:
+            current = _computed(row, ladder_)
+            value = _value_now(session, row.member_id, settings, now)
+            target = rules.qualified_tier(ladder_, value)
+            if rules.is_higher(target, current):
+                assert target is not None
+                _upgrade(session, row, current, target, settings, value, now, JOB_ACTOR)
+                counts["tier upgrades"] += 1
+            elif row.tier_code is not None and not (
+                row.review_at is not None and row.review_at <= now
+            ):
+                # A review already due is left to the review; others follow the new policy.
+                row.since, row.review_at = rules.next_review(
+                    settings.window, row.since, settings.grace_days, current, now
+                )
+                _set_due(row)
+            row.ladder_version = settings.ladder_version
+            row.updated_at = now
+    return len(rows), counts
+
+
+# --- private helpers -----------------------------------------------------------------------
+
+
+def _manual_active(row: MemberTier, now: dt.datetime) -> bool:
+    return row.manual_code is not None and (row.manual_until is None or row.manual_until > now)
+
+
+def _computed(row: MemberTier | None, ladder_: list[rules.Rung]) -> rules.Rung | None:
+    """The member's computed tier; the base tier when it has none recorded."""
+    if row is not None and row.tier_code is not None:
+        return rules.rung(ladder_, row.tier_code)
+    return rules.base_tier(ladder_)
+
+
+def _effective_code(row: MemberTier, ladder_: list[rules.Rung], now: dt.datetime) -> str | None:
+    if _manual_active(row, now):
+        return row.manual_code
+    computed = _computed(row, ladder_)
+    return computed.code if computed else None
+
+
+def _measure(
+    session: Session,
+    member_id: str,
+    metric: str,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+) -> int:
+    activity = ledger_service.activity(session, member_id, since=since, until=until)
+    if metric == "points":
+        return activity.points_earned
+    if metric == "spend":
+        return activity.spend
+    return activity.orders
+
+
+def _value_now(session: Session, member_id: str, settings: TierSettings, now: dt.datetime) -> int:
+    """The metric over the policy's window as of ``now``."""
+    since = rules.window_start(settings.window, now)
+    return _measure(session, member_id, settings.metric, since, None)
+
+
+def _upgrade(
+    session: Session,
+    row: MemberTier,
+    current: rules.Rung | None,
+    target: rules.Rung,
+    settings: TierSettings,
+    value: int,
+    now: dt.datetime,
+    actor: str | None,
+) -> None:
+    """Move the computed tier up to ``target``; its qualification period starts now."""
+    row.tier_code = target.code
+    row.since = now
+    row.review_at = rules.review_date(settings.window, now, settings.grace_days, target)
+    row.updated_at = now
+    _set_due(row)
+    _log(
+        session,
+        row,
+        "upgrade",
+        current.code if current else None,
+        target.code,
+        value,
+        None,
+        now,
+        actor,
+    )
+
+
+def _review(
+    session: Session,
+    row: MemberTier,
+    ladder_: list[rules.Rung],
+    settings: TierSettings,
+    now: dt.datetime,
+) -> str | None:
+    """Review the computed tier whose period has ended (see the module's docstring for what
+    is measured); returns the kind of change (upgrade, downgrade, renewal) or None."""
+    current = rules.rung(ladder_, row.tier_code)
+    end = rules.period_end(settings.window, row.since) if row.since else None
+    review_moment = row.review_at
+    if current is None or end is None or review_moment is None:
+        row.review_at = None  # nothing to review under the policy now in force
+        return None
+    ended = _measure(
+        session, row.member_id, settings.metric, rules.window_ending(settings.window, end), end
+    )
+    at_review = _measure(
+        session,
+        row.member_id,
+        settings.metric,
+        rules.window_start(settings.window, review_moment),
+        review_moment,
+    )
+    value = max(ended, at_review)
+    outcome = rules.review_outcome(ladder_, current, value, settings.downgrade)
+    row.tier_code = outcome.tier.code if outcome.tier else None
+    row.since = end if outcome.tier else None
+    row.review_at = rules.review_date(settings.window, end, settings.grace_days, outcome.tier)
+    row.updated_at = now
+    new_code = outcome.tier.code if outcome.tier else None
+    if row.tier_code is None:
+        # A member with no tier recorded holds the base tier, if there is one.
+        base = rules.base_tier(ladder_)
+        new_code = base.code if base else None
+    _log(session, row, outcome.kind, current.code, new_code, value, None, now, JOB_ACTOR)
+    return outcome.kind
+
+
+def _end_manual(
+    session: Session,
+    row: MemberTier,
+    ladder_: list[rules.Rung],
+    now: dt.datetime,
+    actor: str,
+    reason: str | None,
+) -> None:
+    before = row.manual_code
+    row.manual_code = None
+    row.manual_since = None
+    row.manual_until = None
+    row.manual_reason = None
+    row.manual_by = None
+    row.updated_at = now
+    _set_due(row)
+    after = _computed(row, ladder_)
+    _log(
+        session,
+        row,
+        "manual_ended",
+        before,
+        after.code if after else None,
+        None,
+        reason,
+        now,
+        actor,
+    )
+
+
+def _set_due(row: MemberTier) -> None:
+    moments = [m for m in (row.review_at, row.manual_until) if m is not None]
+    row.due_at = min(moments) if moments else None
+
+
+def _log(
+    session: Session,
+    row: MemberTier,
+    kind: str,
+    from_code: str | None,
+    to_code: str | None,
+    value: int | None,
+    reason: str | None,
+    now: dt.datetime,
+    actor: str | None,
+) -> None:
+    session.add(
+        TierChange(
+            member_id=row.member_id,
+            kind=kind,
+            from_code=from_code,
+            to_code=to_code,
+            metric_value=value,
+            reason=reason,
+            at=now,
+            actor=actor,
+        )
+    )
+
+
+def _row_for_update(session: Session, member_id: str) -> Select[MemberTier]:
+    return (
+        select(MemberTier)
+        .where(MemberTier.member_id == member_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+
+
+def _lock_row(session: Session, member_id: str) -> MemberTier:
+    """Lock the member's tier row for this transaction, creating it on first use."""
+    row = session.scalar(_row_for_update(session, member_id))
+    if row is None:
+        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        session.execute(
+            insert(MemberTier)
+            .values(member_id=member_id, ladder_version=0, updated_at=clock.now())
+            .on_conflict_do_nothing()
+        )
+        row = session.scalar(_row_for_update(session, member_id))
+        assert row is not None
+    return row
+
+
+def _skip_locked(session: Session, query: Select[MemberTier]) -> Select[MemberTier]:
+    query = query.execution_options(populate_existing=True)
+    if session.get_bind().dialect.name == "postgresql":
+        return query.with_for_update(skip_locked=True)
+    return query  # SQLite: the unit of work's BEGIN IMMEDIATE serialises runners
+
+
+def _lock_policy(session: Session) -> TierSettings:
+    settings = session.get(TierSettings, 1, with_for_update=True, populate_existing=True)
+    if settings is None:
+        settings = get_policy(session)
+        session.add(settings)
+    return settings
+
+
+def _bump(settings: TierSettings, now: dt.datetime, actor: str) -> None:
+    settings.ladder_version = (settings.ladder_version or 1) + 1
+    settings.updated_at = now
+    settings.updated_by = actor
+
+
+def _check_rank_free(session: Session, rank: int, code: str) -> None:
+    holder = session.scalar(select(Tier.code).where(Tier.rank == rank, Tier.code != code))
+    if holder is not None:
+        raise TierRankTakenError(rank, holder)
+
+
+def _check_ladder(session: Session, *, with_tier: Tier) -> None:
+    """Check the ladder as it would be with ``with_tier`` added or changed, before anything
+    is flushed (the database's CHECKs would otherwise answer first, less helpfully)."""
+    with session.no_autoflush:
+        others = [_rung(t) for t in _tiers(session) if t.code != with_tier.code]
+    problem = rules.ladder_problem([*others, _rung(with_tier)])
+    if problem is not None:
+        raise TierLadderOrderError(problem)
+
+
+def _multiplier(value: Decimal | str | int) -> Decimal:
+    try:
+        multiplier = Decimal(str(value))
+    except ArithmeticError:
+        multiplier = Decimal("NaN")
+    if not multiplier.is_finite() or not Decimal(1) <= multiplier < Decimal(100):
+        raise InvalidFieldError(
+            "points_multiplier", "The points multiplier is a decimal from 1 to below 100."
+        )
+    return multiplier.quantize(Decimal("0.0001"))
+
+
+def _tier_snapshot(tier: Tier) -> dict[str, Any]:
+    return {field: getattr(tier, field) for field in TIER_FIELDS}
+
+
+def _assignment_snapshot(row: MemberTier, now: dt.datetime) -> dict[str, Any] | None:
+    if not _manual_active(row, now):
+        return None
+    return {
+        "tier": row.manual_code,
+        "since": row.manual_since,
+        "until": row.manual_until,
+        "reason": row.manual_reason,
+    }
+
+
+def _view(session: Session, member_id: str) -> MemberTierView:
+    tiers = _tiers(session)
+    by_code = {tier.code: tier for tier in tiers}
+    ladder_ = [_rung(t) for t in tiers]
+    settings = get_policy(session)
+    now = clock.now()
+    row = session.get(MemberTier, member_id, populate_existing=True)
+    tier: Tier | None
+    source: str | None
+    if row is not None and _manual_active(row, now):
+        tier = by_code.get(row.manual_code or "")
+        source, since, until, reason = (
+            "manual",
+            row.manual_since,
+            row.manual_until,
+            row.manual_reason,
+        )
+    else:
+        computed = _computed(row, ladder_)
+        tier = by_code.get(computed.code) if computed else None
+        source = "computed" if tier else None
+        since = row.since if row is not None and row.tier_code else None
+        until = row.review_at if row is not None and row.tier_code else None
+        reason = None
+    value = _value_now(session, member_id, settings, now)
+    held = rules.rung(ladder_, tier.code) if tier else None
+    progress = (
+        rules.progress(
+            ladder_, held, value, metric=settings.metric, window=settings.window, now=now
+        )
+        if ladder_
+        else None
+    )
+    return MemberTierView(
+        member_id=member_id,
+        tier=tier,
+        source=source,
+        since=since,
+        until=until,
+        reason=reason,
+        metric=settings.metric,
+        window=settings.window,
+        value=value,
+        progress=progress,
+    )

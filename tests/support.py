@@ -1,0 +1,80 @@
+"""Helpers shared by the area test packages: the test clock, the ledger invariants checked
+after each test of an area that moves points, and threads racing on real connections."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import pytest
+from flask import Flask
+from sqlalchemy.orm import Session
+
+from loyalty.clock import FrozenClock, use_clock
+from loyalty.db import get_database
+from loyalty.ledger.invariants import verify
+
+START = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC)
+T = TypeVar("T")
+
+
+@pytest.fixture
+def clock(app: Flask) -> Iterator[FrozenClock]:
+    """The app's clock, frozen at `START` and moved by the test."""
+    frozen = FrozenClock(START)
+    use_clock(app, frozen)
+    yield frozen
+    use_clock(app, None)
+
+
+@pytest.fixture(autouse=True)
+def _invariants_hold(app: Flask) -> Iterator[None]:
+    """After every test of the area, whatever it did, the ledger's invariants hold (import
+    this fixture into an area's conftest to check them there)."""
+    yield
+    with app.app_context():
+        session = get_database(app).sessionmaker()
+        try:
+            violations = verify(session)
+        finally:
+            session.close()
+    assert violations == [], "\n".join(str(v) for v in violations)
+
+
+@pytest.fixture
+def new_session(app: Flask) -> Iterator[Callable[[], Session]]:
+    """Sessions on connections of their own, committing for real (concurrency tests)."""
+    opened: list[Session] = []
+
+    def make() -> Session:
+        session = get_database(app).sessionmaker()
+        opened.append(session)
+        return session
+
+    with app.app_context():
+        yield make
+    for session in opened:
+        session.close()
+
+
+def race(app: Flask, count: int, work: Callable[[int, Session], T]) -> list[T | Exception]:
+    """Run ``work`` in ``count`` threads released together, each with its own session;
+    returns what each returned or raised."""
+    barrier = threading.Barrier(count)
+
+    def run(index: int) -> T | Exception:
+        with app.app_context():
+            session = get_database(app).sessionmaker()
+            try:
+                barrier.wait()
+                return work(index, session)
+            except Exception as error:  # noqa: BLE001 - the test inspects what each got
+                return error
+            finally:
+                session.close()
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(run, range(count)))
