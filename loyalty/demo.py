@@ -7,22 +7,27 @@ import json
 import os
 import random
 import secrets
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import click
+from dateutil.relativedelta import relativedelta
 from flask import Flask
 from sqlalchemy.orm import Session
 from werkzeug.serving import run_simple
 
-from loyalty import create_app, schema
+from loyalty import create_app, jobs, schema
 from loyalty.auth import service as auth_service
 from loyalty.auth.models import ApiClient
 from loyalty.auth.rules import SCOPES
 from loyalty.clock import FrozenClock, use_clock
 from loyalty.db import get_session
+from loyalty.earning import service as earning_service
 from loyalty.ledger import service as ledger_service
 from loyalty.members import service as member_service
+from loyalty.rewards import service as rewards_service
+from loyalty.tiers import service as tiers_service
 
 DEMO_CLIENT_NAME = "Demo storefront"
 
@@ -109,10 +114,10 @@ def run(*, host: str, port: int, serve: bool) -> None:
         schema.upgrade(schema.alembic_config(app.config["DATABASE_URL"]))
         session = get_session()
         credentials = _demo_client(session, instance / "demo-client.json")
+        seed_programme(session)
         seed_members(session)
         seed_history(app, session)
-        while ledger_service.settle_due_batch(session, batch_size=500):
-            pass
+        jobs.run_due(session, batch_size=500)  # and the tiers' and rewards' due work
 
     base = f"http://{host}:{port}"
     click.echo(f"Database:      {app.config['DATABASE_URL']}")
@@ -150,6 +155,135 @@ def _demo_client(session: Session, path: Path) -> dict[str, Any]:
     return credentials
 
 
+# (code, name, rank, lifetime points to qualify, multiplier, benefits)
+DEMO_TIERS = (
+    ("member", "Member", 1, 0, "1", "Points on every order, birthday gift"),
+    ("silver", "Silver", 2, 300, "1.1", "10% more points, free shipping"),
+    ("gold", "Gold", 3, 700, "1.25", "25% more points, free shipping, early access to sales"),
+    ("platinum", "Platinum", 4, 2000, "1.5", "50% more points, exclusive 15% discount"),
+)
+
+
+def seed_programme(session: Session) -> None:
+    """The demo programme's rules: a 4-tier ladder on lifetime points, category multipliers,
+    gift cards excluded, a campaign for Gold and Platinum members this month and a comeback
+    bonus for silent members. Runs once (when the ladder is empty)."""
+    if tiers_service.ladder(session):
+        return
+    tiers_service.update_policy(
+        session,
+        changes={"metric": "points", "window": "lifetime", "grace_days": 30},
+        actor="demo",
+    )
+    for code, name, rank, threshold, multiplier, benefits in DEMO_TIERS:
+        tiers_service.create_tier(
+            session,
+            code=code,
+            name=name,
+            rank=rank,
+            threshold=threshold,
+            points_multiplier=Decimal(multiplier),
+            benefits=benefits,
+            actor="demo",
+        )
+    earning_service.update_earning_settings(
+        session, changes={"excluded_categories": ["gift-cards"], "daily_cap": 5000}, actor="demo"
+    )
+    for category, multiplier in (("shoes", "2"), ("outdoor", "1.5")):
+        earning_service.create_multiplier(
+            session, scope="category", match=category, multiplier=Decimal(multiplier), actor="demo"
+        )
+    today = dt.datetime.now(dt.UTC)
+    month = dt.datetime(today.year, today.month, 1, tzinfo=dt.UTC)
+    earning_service.create_campaign(
+        session,
+        actor="demo",
+        name=f"Double Points {month:%B} for Gold and Platinum",
+        starts_at=month,
+        ends_at=month + relativedelta(months=1),
+        target="tiers",
+        target_values=["gold", "platinum"],
+        multiplier=Decimal(2),
+        budget=50_000,
+    )
+    earning_service.create_campaign(
+        session,
+        actor="demo",
+        name="We miss you",
+        description="A welcome-back bonus on the next order of silent and churned members",
+        starts_at=month - relativedelta(months=1),
+        ends_at=month + relativedelta(months=6),
+        target="stages",
+        target_values=["silent", "churned"],
+        bonus_points=100,
+        budget=10_000,
+    )
+    seed_rewards(session)
+
+
+def seed_rewards(session: Session) -> None:
+    """The demo's perks (per tier) and reward catalogue."""
+    coffee = rewards_service.create_reward(
+        session,
+        actor="demo",
+        kind="free_product",
+        name="Free coffee beans",
+        description="A 250 g bag of house roast",
+        points_cost=150,
+        sku="BEANS-250",
+        stock=200,
+        per_member_limit=2,
+    )
+    rewards_service.create_reward(
+        session,
+        actor="demo",
+        kind="fixed_discount",
+        name="5 off your next order",
+        points_cost=250,
+        amount=500,
+        currency="USD",
+    )
+    rewards_service.create_reward(
+        session,
+        actor="demo",
+        kind="percentage_discount",
+        name="20% off one order",
+        description="For Gold and Platinum members",
+        points_cost=600,
+        percent=20,
+        tier_codes=["gold", "platinum"],
+        per_member_limit=1,
+        coupon_valid_days=14,
+    )
+    rewards_service.create_reward(
+        session,
+        actor="demo",
+        kind="custom",
+        name="Meet the roaster",
+        description="A tasting evening for two; 10 seats",
+        points_cost=1500,
+        stock=10,
+        per_member_limit=1,
+        tier_codes=["platinum"],
+    )
+    all_tiers = [code for code, *_ in DEMO_TIERS]
+    perks: tuple[tuple[str, str, list[str], dict[str, Any]], ...] = (
+        (
+            "birthday_gift",
+            "Birthday gift",
+            all_tiers,
+            {"bonus_points": 100, "reward_id": coffee.id},
+        ),
+        ("free_shipping", "Free shipping", ["silver", "gold", "platinum"], {}),
+        ("early_access", "Early access to sales", ["gold", "platinum"], {}),
+        ("exclusive_discount", "15% members' discount", ["platinum"], {"percent": 15}),
+    )
+    for kind, name, tiers, values in perks:
+        rewards_service.create_perk(
+            session, actor="demo", kind=kind, name=name, tier_codes=tiers, **values
+        )
+
+
 def seed_members(session: Session) -> None:
     """Enrol the demo members (idempotent: enrolment is keyed on external_id)."""
     now = dt.datetime.now(dt.UTC)
@@ -172,6 +306,7 @@ def seed_members(session: Session) -> None:
 
 
 DEMO_ORDER_CLIENT = "demo-storefront"
+DEMO_CATEGORIES = ("apparel", "apparel", "shoes", "outdoor", "books", "gift-cards")
 
 
 def seed_history(app: Flask, session: Session) -> None:
@@ -182,6 +317,7 @@ def seed_history(app: Flask, session: Session) -> None:
     """
     now = dt.datetime.now(dt.UTC)
     rng = random.Random(20261122)
+    basket = random.Random(7)  # what the orders contain (a stream of its own)
     events: list[tuple[dt.datetime, int, str, dict[str, Any]]] = []
     members = member_service.list_members(session, limit=200).items
     by_external = {m.external_id: m for m in members}
@@ -204,6 +340,7 @@ def seed_history(app: Flask, session: Session) -> None:
                         "total": total,
                         "currency": rng.choice(["USD", "EUR", "GBP"]),
                         "refund": rng.random() < 0.15,
+                        "category": basket.choice(DEMO_CATEGORIES),
                     },
                 )
             )
@@ -237,6 +374,14 @@ def _replay_event(session: Session, kind: str, data: dict[str, Any], rng: random
             member_id=member_id,
             total=data["total"],
             currency=data["currency"],
+            items=[
+                {
+                    "sku": f"{data['category'].upper()}-{data['total']}",
+                    "category": data["category"],
+                    "quantity": 1,
+                    "unit_price": data["total"],
+                }
+            ],
             actor="demo",
         )
         if not result.created:

@@ -108,6 +108,11 @@ def test_readme_tour_runs_against_the_demo(
         capture,
         redemption,
         ledger,
+        preview,
+        tier,
+        perks,
+        claim,
+        used,
     ) = documents
     assert token_by_form["token_type"] == "Bearer"
     assert enrolled["external_id"] == "cust-2001"
@@ -121,6 +126,23 @@ def test_readme_tour_runs_against_the_demo(
     assert (capture["status"], capture["points"]) == ("captured", 80)
     assert redemption["points"] == 50
     assert [e["kind"] for e in ledger["items"][:3]] == ["redemption", "capture", "hold"]
+    # base 90 (the gift card earns nothing) + shoes x2 +90 + Platinum x1.5 +45 + campaign +90
+    assert preview["points"] == 315
+    assert [c["kind"] for c in preview["breakdown"]] == ["base", "product", "tier", "campaign"]
+    assert preview["items"] == [
+        {"sku": "trail-boot", "points": 315},
+        {"sku": "gift-25", "points": 0},
+    ]
+    assert tier["tier"]["code"] == "platinum"
+    assert {p["kind"] for p in perks["items"]} == {
+        "birthday_gift",
+        "free_shipping",
+        "early_access",
+        "exclusive_discount",
+    }
+    assert (claim["status"], claim["points"]) == ("issued", 150)
+    assert claim["balance"]["available"] == ledger["items"][0]["balance_after"]["available"] - 150
+    assert (used["id"], used["status"]) == (claim["id"], "used")
 
     verified = subprocess.run(
         ["loyalty", "ledger", "verify"], env=env, capture_output=True, text=True, timeout=60
