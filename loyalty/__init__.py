@@ -22,10 +22,12 @@ def create_app(config: Mapping[str, Any] | None = None, *, require_secret: bool 
     from loyalty import api, db, problems
     from loyalty.audit import routes as audit_routes
     from loyalty.auth import routes as auth_routes
+    from loyalty.community import routes as community_routes
     from loyalty.config import load_config
     from loyalty.earning import routes as earning_routes
     from loyalty.ledger import routes as ledger_routes
     from loyalty.members import routes as member_routes
+    from loyalty.referrals import routes as referrals_routes
     from loyalty.rewards import routes as rewards_routes
     from loyalty.tiers import routes as tiers_routes
 
@@ -42,5 +44,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, require_secret: bool 
     the_api.register_blueprint(earning_routes.blp)
     the_api.register_blueprint(tiers_routes.blp)
     the_api.register_blueprint(rewards_routes.blp)
+    the_api.register_blueprint(referrals_routes.blp)
+    the_api.register_blueprint(community_routes.blp)
     the_api.register_blueprint(audit_routes.blp)
     return app

@@ -540,3 +540,9 @@ class ClaimNotIssuedError(ConflictError):
             claim_id=claim_id,
             claim_status=status,
         )
+
+
+# --- referrals (edit only this section for referral errors) ---------------------------------
+
+
+# --- community (edit only this section for event, badge and streak errors) -----------------

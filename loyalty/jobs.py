@@ -10,7 +10,9 @@ import click
 from sqlalchemy.orm import Session
 
 from loyalty import idempotency
+from loyalty.community import service as community_service
 from loyalty.ledger import service as ledger_service
+from loyalty.referrals import service as referrals_service
 from loyalty.rewards import service as rewards_service
 from loyalty.tiers import service as tiers_service
 
@@ -46,7 +48,7 @@ def run_due(session: Session, *, batch_size: int = 50, progress: bool = False) -
                 break
             report.wallets_settled += settled
             bar.update(settled)
-    for area in (tiers_service, rewards_service):
+    for area in (tiers_service, rewards_service, referrals_service, community_service):
         for label, count in area.run_due(session, batch_size=batch_size).items():
             report.counts[label] = report.counts.get(label, 0) + count
     report.keys_purged = idempotency.purge_expired_keys(session)

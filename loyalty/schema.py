@@ -23,6 +23,8 @@ MODEL_MODULES = (
     "loyalty.earning.models",
     "loyalty.tiers.models",
     "loyalty.rewards.models",
+    "loyalty.referrals.models",
+    "loyalty.community.models",
 )
 
 

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from loyalty import clock
 from loyalty.audit import service as audit_service
+from loyalty.community import service as community_service
 from loyalty.db import Page, new_id, retrying, unit_of_work
 from loyalty.earning import service as earning_service
 from loyalty.errors import (
@@ -53,6 +54,7 @@ from loyalty.ledger.models import (
 )
 from loyalty.members import service as members_service
 from loyalty.members.models import Member
+from loyalty.referrals import service as referrals_service
 from loyalty.tiers import service as tiers_service
 
 EXPIRING_WINDOW = dt.timedelta(days=90)
@@ -262,9 +264,11 @@ def activity(
     *,
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
+    measures: tuple[str, ...] = ("points", "spend", "orders"),
 ) -> Activity:
     """What the member earned and spent in ``[since, until)`` (open ends: all time). Points
-    count by when they were credited; spend and orders by when the orders were placed."""
+    count by when they were credited; spend and orders by when the orders were placed. Only
+    the ``measures`` asked for are read (the others are 0)."""
     points_query = select(func.coalesce(func.sum(Entry.earned_delta), 0)).where(
         Entry.member_id == member_id
     )
@@ -283,10 +287,13 @@ def activity(
     if until is not None:
         points_query = points_query.where(Entry.created_at < until)
         orders_query = orders_query.where(Order.placed_at < until)
-    points = int(session.scalar(points_query) or 0)
+    points = int(session.scalar(points_query) or 0) if "points" in measures else 0
     spend = Decimal(0)
     orders = 0
-    for currency, money, count in session.execute(orders_query):
+    rows: list[Any] = []
+    if {"spend", "orders"} & set(measures):
+        rows = list(session.execute(orders_query))
+    for currency, money, count in rows:
         spend += Decimal(int(money)) / (Decimal(10) ** (rules.currency_exponent(currency) or 0))
         orders += int(count)
     return Activity(points_earned=points, spend=int(spend), orders=orders)
@@ -464,6 +471,11 @@ def accrue_order(
             )
             _repay(session, wallet, entry)
             tiers_service.after_accrual(session, member_id=member_id, now=now, actor=actor)
+        else:
+            session.flush()
+        community_service.after_order(
+            session, member_id=member_id, order_pk=order.id, now=now, actor=actor
+        )
     return Replayable(order.response, created=True)
 
 
@@ -532,6 +544,17 @@ def refund_order(
             "shortfall": refund.shortfall,
             "balance": Balance.of(wallet).as_dict(),
         }
+        session.flush()
+        for area in (referrals_service, community_service):
+            area.on_order_refunded(
+                session,
+                member_id=order.member_id,
+                order_pk=order.id,
+                refund_pk=refund.id,
+                now=now,
+                actor=actor,
+            )
+        refund.response["balance"] = Balance.of(wallet).as_dict()
     return Replayable(refund.response, created=True)
 
 
@@ -999,6 +1022,50 @@ def adjust(
     return PointsMove(entry_public_id(entry), points, Balance.of(wallet))
 
 
+def reverse_bonus(
+    session: Session,
+    *,
+    member_id: str,
+    points: int,
+    reason: str,
+    reference: tuple[str, str] | None = None,
+    actor: str | None = None,
+) -> PointsMove:
+    """Take back ``points`` of a bonus (a referral reward or a badge's points whose earning
+    order was refunded) inside the caller's unit of work, under the programme's refund
+    policy: from the available points, soonest-expiring first; what is missing is forgiven
+    (``within_balance``) or becomes debt (``allow_negative``). Returns the points actually
+    taken back (as ``points``, negative) and the balance. Locks the member's wallet."""
+    if points <= 0:
+        raise ValueError("a clawback takes at least one point")
+    locked = _lock_wallet(session, member_id)
+    wallet, settings = locked.wallet, locked.settings
+    now = clock.now()
+    _settle(session, wallet, settings, now, actor)
+    taken = min(points, max(wallet.available, 0))
+    debt = points - taken if settings.refund_policy == "allow_negative" else 0
+    if taken + debt == 0:
+        return PointsMove("", 0, Balance.of(wallet))
+    missing = points - taken - debt
+    entry = _post(
+        session,
+        wallet,
+        kind="reversal",
+        points=-(taken + debt),
+        available=-(taken + debt),
+        debt=debt,
+        earned=-min(points, wallet.lifetime_earned),
+        counter_account="issuance",
+        reference=reference,
+        reason=reason + (f"; {missing} points already spent" if missing else ""),
+        actor=actor,
+        now=now,
+    )
+    if taken:
+        _consume(session, wallet, entry, taken)
+    return PointsMove(entry_public_id(entry), -(taken + debt), Balance.of(wallet))
+
+
 # --- due work ------------------------------------------------------------------------------
 
 
@@ -1445,6 +1512,10 @@ def _settle(
             )
             _repay(session, wallet, entry)
             written += 1
+        if lot.order_pk is not None:
+            referrals_service.on_order_activated(
+                session, member_id=wallet.member_id, order_pk=lot.order_pk, now=now, actor=actor
+            )
     inactive = (
         settings.expiry_policy == "inactivity"
         and rules.inactivity_deadline(_last_activity(wallet), settings.expiry_months) <= now

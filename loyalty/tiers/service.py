@@ -642,7 +642,9 @@ def _measure(
     since: dt.datetime | None,
     until: dt.datetime | None,
 ) -> int:
-    activity = ledger_service.activity(session, member_id, since=since, until=until)
+    activity = ledger_service.activity(
+        session, member_id, since=since, until=until, measures=(metric,)
+    )
     if metric == "points":
         return activity.points_earned
     if metric == "spend":

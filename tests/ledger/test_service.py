@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from loyalty.clock import FrozenClock
+from loyalty.db import unit_of_work
 from loyalty.errors import (
     CaptureExceedsHoldError,
     HoldNotFoundError,
@@ -23,6 +24,7 @@ from loyalty.errors import (
     MemberNotFoundError,
     OrderConflictError,
     OrderNotFoundError,
+    RedemptionAlreadyReturnedError,
     RefundConflictError,
     RefundExceedsOrderError,
 )
@@ -681,3 +683,65 @@ def test_orders_cannot_earn_beyond_the_ledgers_range(
     with pytest.raises(InvalidFieldError) as caught:
         order(session, m, 10**15, currency="JPY")
     assert caught.value.field == "total"
+
+
+# --- helpers other areas call inside their own unit of work ----------------------------------
+
+
+def _bonus(session: Session, member_id: str, points: int) -> None:
+    with unit_of_work(session):
+        service.credit_bonus(
+            session, member_id=member_id, points=points, reason="badge", reference=("badge", "b1")
+        )
+
+
+def _claw(session: Session, member_id: str, points: int) -> service.PointsMove:
+    with unit_of_work(session):
+        return service.reverse_bonus(
+            session,
+            member_id=member_id,
+            points=points,
+            reason="refunded",
+            reference=("badge", "b1"),
+        )
+
+
+def test_bonus_then_clawback_within_balance(
+    session: Session, member: Callable[..., str], clock: FrozenClock
+) -> None:
+    mid = member()
+    _bonus(session, mid, 100)
+    assert balance(session, mid) == (100, 0, 0)
+    service.redeem(session, member_id=mid, points=70)
+    taken = _claw(session, mid, 100)
+    assert taken.points == -30  # 70 were already spent: forgiven
+    assert balance(session, mid) == (0, 0, 0)
+    assert _claw(session, mid, 5).points == 0  # nothing left to take
+
+
+def test_clawback_with_debt_allowed(
+    session: Session, member: Callable[..., str], clock: FrozenClock
+) -> None:
+    settings(session, refund_policy="allow_negative")
+    mid = member()
+    _bonus(session, mid, 100)
+    service.redeem(session, member_id=mid, points=70)
+    assert _claw(session, mid, 100).points == -100
+    assert balance(session, mid) == (-70, 0, 0)
+    _bonus(session, mid, 100)  # repays the debt first
+    assert balance(session, mid) == (30, 0, 0)
+
+
+def test_spend_and_return_a_redemption(
+    session: Session, member: Callable[..., str], clock: FrozenClock
+) -> None:
+    mid = member()
+    _bonus(session, mid, 100)
+    with unit_of_work(session):
+        spent = service.spend_points(session, member_id=mid, points=60)
+    with unit_of_work(session):
+        back = service.return_redemption(session, redemption_id=spent.id)
+    assert back.points == 60
+    assert balance(session, mid) == (100, 0, 0)
+    with pytest.raises(RedemptionAlreadyReturnedError), unit_of_work(session):
+        service.return_redemption(session, redemption_id=spent.id)

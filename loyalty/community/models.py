@@ -1,0 +1,3 @@
+"""Tables of loyalty.community."""
+
+from __future__ import annotations

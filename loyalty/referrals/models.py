@@ -1,0 +1,3 @@
+"""Tables of loyalty.referrals."""
+
+from __future__ import annotations
