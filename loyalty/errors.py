@@ -409,6 +409,33 @@ class TierInUseError(ConflictError):
         )
 
 
+class TierReferencedError(ConflictError):
+    code = "tier-referenced"
+    title = "Tier referenced by the programme"
+
+    def __init__(self, code: str, where: list[str]) -> None:
+        super().__init__(
+            f"Tier {code!r} is named by {', '.join(where)}; remove it from them first (or "
+            "keep the tier).",
+            tier=code,
+            referenced_by=where,
+        )
+
+
+class BaseTierHeldError(ConflictError):
+    code = "base-tier-held"
+    title = "Base tier held by members"
+
+    def __init__(self, code: str, members: int) -> None:
+        super().__init__(
+            f"Tier {code!r} has threshold 0: {members} member(s) hold it as their starting "
+            "tier, and raising its threshold would take it from them at once. Keep its "
+            "threshold at 0.",
+            tier=code,
+            members=members,
+        )
+
+
 class TierLadderOrderError(InvalidFieldError):
     code = "tier-ladder-order"
     title = "Tier thresholds out of order"
@@ -545,4 +572,126 @@ class ClaimNotIssuedError(ConflictError):
 # --- referrals (edit only this section for referral errors) ---------------------------------
 
 
+class ReferralNotFoundError(NotFoundError):
+    code = "referral-not-found"
+    title = "Referral not found"
+
+    def __init__(self, referral_id: str) -> None:
+        super().__init__(f"No referral with id {referral_id!r}.", referral_id=referral_id)
+
+
+class ReferralNotReviewableError(ConflictError):
+    """Only a held or rejected referral can be approved, and only a held or pending one
+    rejected."""
+
+    code = "referral-not-reviewable"
+    title = "Referral cannot be reviewed"
+
+    def __init__(self, referral_id: str, status: str, action: str) -> None:
+        super().__init__(
+            f"Referral {referral_id!r} is {status}; it cannot be {action}.",
+            referral_id=referral_id,
+            referral_status=status,
+        )
+
+
 # --- community (edit only this section for event, badge and streak errors) -----------------
+
+
+class EventTypeNotFoundError(ConfigNotFoundError):
+    code = "event-type-not-found"
+    title = "Event type not found"
+
+    def __init__(self, name: str) -> None:
+        super().__init__("event type", name)
+
+
+class EventRuleNotFoundError(ConfigNotFoundError):
+    code = "event-rule-not-found"
+    title = "Event rule not found"
+
+    def __init__(self, rule_id: str) -> None:
+        super().__init__("event rule", rule_id)
+
+
+class BadgeNotFoundError(ConfigNotFoundError):
+    code = "badge-not-found"
+    title = "Badge not found"
+
+    def __init__(self, badge_id: str) -> None:
+        super().__init__("badge", badge_id)
+
+
+class EventTypeExistsError(ConflictError):
+    code = "event-type-exists"
+    title = "Event type already exists"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"An event type {name!r} already exists.", event_type=name)
+
+
+class EventTypeInUseError(ConflictError):
+    code = "event-type-in-use"
+    title = "Event type in use"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"Event type {name!r} has events, a rule or badges, so it stays.", event_type=name
+        )
+
+
+class EventRuleExistsError(ConflictError):
+    code = "event-rule-exists"
+    title = "Event rule already exists"
+
+    def __init__(self, name: str, rule_id: str) -> None:
+        super().__init__(
+            f"Events of type {name!r} already have rule {rule_id!r}; change that one instead.",
+            event_type=name,
+            rule_id=rule_id,
+        )
+
+
+class BadgeInUseError(ConflictError):
+    code = "badge-in-use"
+    title = "Badge in use"
+
+    def __init__(self, badge_id: str) -> None:
+        super().__init__(
+            f"Badge {badge_id!r} has been awarded, so it stays; set active to false instead.",
+            badge_id=badge_id,
+        )
+
+
+class EventConflictError(ConflictError):
+    code = "event-conflict"
+    title = "Event already reported with other data"
+
+    def __init__(self, event_id: str) -> None:
+        super().__init__(
+            f"Event {event_id!r} was already reported with a different body.", event_id=event_id
+        )
+
+
+class UnknownEventTypeError(InvalidFieldError):
+    code = "unknown-event-type"
+    title = "Unknown event type"
+
+    def __init__(self, field: str, name: str) -> None:
+        super().__init__(field, f"No event type {name!r}; declare it first.", event_type=name)
+
+
+class InvalidEventPropertyError(InvalidFieldError):
+    """A property of an event (or named by a rule or badge) that its type does not allow;
+    ``field`` points at it (``properties/co2_kg``)."""
+
+    code = "invalid-event-property"
+    title = "Invalid event property"
+
+
+class EventInFutureError(InvalidFieldError):
+    code = "event-in-future"
+    title = "Event in the future"
+
+    def __init__(self) -> None:
+        super().__init__("occurred_at", "Must not be more than 5 minutes in the future.")

@@ -153,7 +153,13 @@ def headers(make_headers: Callable[..., dict[str, str]]) -> dict[str, str]:
 
 
 # Rows the migrations create, kept when the tables are emptied after a concurrency test.
-SEEDED_TABLES = ("program_settings", "earning_settings", "tier_settings")
+SEEDED_TABLES = (
+    "program_settings",
+    "earning_settings",
+    "tier_settings",
+    "referral_settings",
+    "community_settings",
+)
 
 
 def _seeded(conn: Any) -> list[str]:

@@ -271,14 +271,18 @@ def get_campaign(session: Session, campaign_id: str) -> Campaign:
     return campaign
 
 
-def _check_campaign(session: Session, campaign: Campaign) -> None:
+def _check_campaign(session: Session, campaign: Campaign, *, targets: bool = True) -> None:
+    """Validate a campaign; ``targets`` False skips the target values (unchanged by an update:
+    a tier or member that went away since must not stop a manager pausing the campaign)."""
     campaign.multiplier = _factor(campaign.multiplier)
     if campaign.ends_at <= campaign.starts_at:
         raise InvalidFieldError("ends_at", "ends_at must be after starts_at.")
     if campaign.multiplier is None and not campaign.bonus_points:
         raise InvalidFieldError("multiplier", "Give a multiplier, a bonus_points, or both.")
     values = list(campaign.target_values or [])
-    if campaign.target == "all":
+    if not targets:
+        values = []
+    elif campaign.target == "all":
         if values:
             raise InvalidFieldError("target_values", "A campaign for all members takes no values.")
     elif not values:
@@ -305,7 +309,14 @@ def _check_campaign(session: Session, campaign: Campaign) -> None:
         raise InvalidFieldError(
             "budget", f"The campaign has already given {campaign.spent} points."
         )
-    campaign.target_values = sorted(set(values))
+    if targets:
+        campaign.target_values = sorted(set(values))
+
+
+def tier_references(session: Session, code: str) -> int:
+    """How many campaigns target the tier ``code``."""
+    campaigns = session.scalars(select(Campaign).where(Campaign.target == "tiers"))
+    return sum(1 for campaign in campaigns if code in (campaign.target_values or []))
 
 
 def create_campaign(session: Session, *, actor: str, **values: Any) -> Campaign:
@@ -349,7 +360,9 @@ def update_campaign(
                 setattr(campaign, name, changes[name])
         if changes.get("target") == "all" and "target_values" not in changes:
             campaign.target_values = []
-        _check_campaign(session, campaign)
+        _check_campaign(
+            session, campaign, targets="target" in changes or "target_values" in changes
+        )
         campaign.updated_at = clock.now()
         audit_service.record(
             session,
@@ -536,7 +549,12 @@ def _campaigns_for(
                 .execution_options(populate_existing=True)
             )
         }
-        chosen = [locked.get(row.id, row) for row in chosen]
+        # A campaign paused or cut short meanwhile no longer applies.
+        chosen = [
+            row
+            for row in (locked.get(row.id, row) for row in chosen)
+            if row.active and row.starts_at <= placed_at < row.ends_at
+        ]
     return [
         (
             rules.CampaignRule(

@@ -300,9 +300,10 @@ def activity(
 
 
 def order_points_since(session: Session, member_id: str, since: dt.datetime) -> int:
-    """Points the member's orders earned when reported at or after ``since`` (for caps)."""
+    """Points the member's orders earned when reported at or after ``since``, less what
+    refunds took back (for caps)."""
     points = session.scalar(
-        select(func.coalesce(func.sum(Order.points), 0)).where(
+        select(func.coalesce(func.sum(Order.points - Order.points_reversed), 0)).where(
             Order.member_id == member_id, Order.created_at >= since
         )
     )
@@ -470,9 +471,10 @@ def accrue_order(
                 )
             )
             _repay(session, wallet, entry)
-            tiers_service.after_accrual(session, member_id=member_id, now=now, actor=actor)
         else:
             session.flush()
+        # Spend and order counts grow with every order, whatever it earned.
+        tiers_service.after_accrual(session, member_id=member_id, now=now, actor=actor)
         community_service.after_order(
             session, member_id=member_id, order_pk=order.id, now=now, actor=actor
         )
@@ -837,6 +839,7 @@ def credit_bonus(
     _active_lot(session, wallet, settings, entry, points, now)
     _repay(session, wallet, entry)
     _touch(wallet, settings, now)
+    tiers_service.after_accrual(session, member_id=member_id, now=now, actor=actor)
     return PointsMove(entry_public_id(entry), points, Balance.of(wallet))
 
 
@@ -1482,6 +1485,7 @@ def _settle(
     if not _is_due(wallet, settings, now):
         return 0
     written = 0
+    activated_orders: list[str] = []
     for hold in session.scalars(
         select(Hold)
         .where(Hold.wallet_id == wallet.id, Hold.status == "held", Hold.expires_at <= now)
@@ -1513,9 +1517,7 @@ def _settle(
             _repay(session, wallet, entry)
             written += 1
         if lot.order_pk is not None:
-            referrals_service.on_order_activated(
-                session, member_id=wallet.member_id, order_pk=lot.order_pk, now=now, actor=actor
-            )
+            activated_orders.append(lot.order_pk)
     inactive = (
         settings.expiry_policy == "inactivity"
         and rules.inactivity_deadline(_last_activity(wallet), settings.expiry_months) <= now
@@ -1546,6 +1548,12 @@ def _settle(
         lot.expired_at = now
         written += 1
     wallet.next_due_at = _next_due(session, wallet, settings)
+    # Other areas hear of activated orders once the wallet is settled: what they credit in
+    # return (a referral reward) settles nothing twice.
+    for order_pk in dict.fromkeys(activated_orders):
+        referrals_service.on_order_activated(
+            session, member_id=wallet.member_id, order_pk=order_pk, now=now, actor=actor
+        )
     return written
 
 

@@ -14,6 +14,7 @@ from loyalty.errors import InvalidFieldError, MemberClosedError, MemberNotFoundE
 from loyalty.ledger import service as ledger_service
 from loyalty.members import rules
 from loyalty.members.models import Member, PointsSummary
+from loyalty.referrals import service as referrals_service
 from loyalty.tiers import service as tiers_service
 
 # A clash of random referral codes is rare (see rules); this many tries make failure absurd.
@@ -77,7 +78,9 @@ def enroll_member(
                 if name_ != "uq_members_referral_code":
                     raise
                 continue
-            return member, True
+            if referrer_id is not None:
+                referrals_service.on_enrolled(session, member=member, now=utcnow(), actor=actor)
+            return _with_points(session, [member])[0], True
         raise RuntimeError("could not generate a unique referral code")
 
 

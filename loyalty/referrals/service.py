@@ -1,20 +1,357 @@
 """Referrals: codes, attribution, qualification, rewards, abuse limits and clawback.
 
-(Scaffold: the hooks the ledger calls; the referrals work fills them in.)
+A member's referrer is set at enrolment; `on_enrolled` attributes the referral there (final:
+one row per referee) and runs the abuse checks. The ledger calls `on_order_activated` and
+`on_order_refunded` inside its own units of work: a referral qualifies on the referee's
+first order at or above the minimum once that order's return window is over, and is clawed
+back when a refund takes the order below the minimum.
+
+Points move only through the ledger's helpers (`lock_member`, `credit_bonus`,
+`reverse_bonus`), inside the caller's unit of work. Locks are taken in one order: the
+referee's wallet, then the referral row, then the referrer's wallet. Referrals cannot loop,
+so two qualifications never wait on each other in a circle.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
 
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
+
+from loyalty import clock
+from loyalty.audit import service as audit
+from loyalty.community import service as community_service
+from loyalty.db import Page, new_id, retrying, unit_of_work
+from loyalty.errors import (
+    InvalidFieldError,
+    ReferralNotFoundError,
+    ReferralNotReviewableError,
+    UnknownRewardError,
+)
+from loyalty.ledger import service as ledger
+from loyalty.ledger.models import Order
+from loyalty.members import service as members_service
+from loyalty.members.models import Member
+from loyalty.referrals import rules
+from loyalty.referrals.models import Referral, ReferralSettings
+from loyalty.rewards import service as rewards_service
+from loyalty.rewards.models import Reward
+from loyalty.tiers import service as tiers_service
+
+SETTINGS_FIELDS = (
+    "enabled",
+    "min_order_total",
+    "min_order_currency",
+    "referrer_points",
+    "referrer_reward_id",
+    "referee_points",
+    "referee_reward_id",
+    "monthly_cap",
+    "total_cap",
+    "shared_tier_days",
+    "velocity_limit",
+    "link_template",
+)
+# How far up a chain of referrers the loop check looks (chains are short in practice).
+MAX_CHAIN = 100
+COUNTED_STATUSES = ("pending", "qualified", "held", "rejected", "clawed_back")
+
+
+@dataclass(frozen=True)
+class Referee:
+    """A referee as the referrer sees them: a first name or a masked email, never more."""
+
+    referral_id: str
+    name: str
+    status: str
+    enrolled_at: dt.datetime
+    qualified_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class MemberReferrals:
+    """A member's code, link, counts, rewards earned and a page of their referees."""
+
+    member_id: str
+    referral_code: str
+    link: str | None
+    counts: dict[str, int]
+    points_earned: int
+    items: list[Referee] = field(default_factory=list)
+    next_cursor: str | None = None
+
+
+# --- programme terms ------------------------------------------------------------------------
+
+
+def get_settings(session: Session) -> ReferralSettings:
+    """The referral programme's terms (the migration's defaults until a manager changes
+    them)."""
+    settings = session.get(ReferralSettings, 1)
+    if settings is None:  # a database migrated before the row existed; never expected
+        settings = ReferralSettings(
+            id=1, enabled=True, min_order_total=0, referrer_points=0, referee_points=0
+        )
+    return settings
+
+
+@retrying
+def update_settings(session: Session, *, changes: dict[str, Any], actor: str) -> ReferralSettings:
+    """Change the programme's terms (audited); fields absent from ``changes`` stay as they
+    are. Referrals already qualified keep their rewards. Locks the settings row. Raises
+    `UnknownRewardError` and `InvalidFieldError`."""
+    with unit_of_work(session):
+        settings = session.scalar(
+            select(ReferralSettings)
+            .where(ReferralSettings.id == 1)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        if settings is None:
+            raise AssertionError("the referral_settings row is missing; run loyalty db upgrade")
+        for name in ("referrer_reward_id", "referee_reward_id"):
+            reward_id = changes.get(name)
+            if reward_id is not None and session.get(Reward, reward_id) is None:
+                error = UnknownRewardError(reward_id)
+                error.field = name
+                raise error
+        template = changes.get("link_template")
+        if template is not None:
+            problem = rules.link_template_problem(template)
+            if problem:
+                raise InvalidFieldError("link_template", problem)
+        before = audit.snapshot_of(settings, SETTINGS_FIELDS)
+        for name in SETTINGS_FIELDS:
+            if name in changes:
+                setattr(settings, name, changes[name])
+        settings.updated_at = clock.now()
+        settings.updated_by = actor
+        audit.record(
+            session,
+            actor=actor,
+            action="updated",
+            entity_type="referral_settings",
+            entity_id="referrals",
+            before=before,
+            after=audit.snapshot_of(settings, SETTINGS_FIELDS),
+        )
+        return settings
+
+
+# --- reads ----------------------------------------------------------------------------------
+
+
+def get_referral(session: Session, referral_id: str) -> Referral:
+    """The referral with this id. Raises `ReferralNotFoundError`."""
+    referral = session.get(Referral, referral_id)
+    if referral is None:
+        raise ReferralNotFoundError(referral_id)
+    return referral
+
+
+def qualified_referrals(session: Session, member_id: str) -> int:
+    """How many of the member's referrals have qualified and not been clawed back (for the
+    community area's referral badges)."""
+    count = session.scalar(
+        select(func.count())
+        .select_from(Referral)
+        .where(Referral.referrer_id == member_id, Referral.status == "qualified")
+    )
+    return int(count or 0)
+
+
+def member_referrals(
+    session: Session, member_id: str, *, limit: int = 50, cursor: str | None = None
+) -> MemberReferrals:
+    """The member's referral code and shareable link, their referrals counted by status,
+    the points earned by referring (net of clawbacks), and a page of referees, newest
+    first. Raises `MemberNotFoundError`."""
+    member = members_service.get_member(session, member_id)
+    settings = get_settings(session)
+    by_status = dict(
+        session.execute(
+            select(Referral.status, func.count())
+            .where(Referral.referrer_id == member_id)
+            .group_by(Referral.status)
+        ).all()
+    )
+    counts = {status: int(by_status.get(status, 0)) for status in COUNTED_STATUSES}
+    counts = {"invited": sum(counts.values()), **counts}
+    earned = session.scalar(
+        select(
+            func.coalesce(
+                func.sum(Referral.referrer_points - Referral.referrer_points_clawed_back), 0
+            )
+        ).where(Referral.referrer_id == member_id)
+    )
+    query = (
+        select(Referral, Member)
+        .join(Member, Member.id == Referral.referee_id)
+        .where(Referral.referrer_id == member_id)
+        .order_by(Referral.id.desc())
+    )
+    if cursor is not None:
+        query = query.where(Referral.id < cursor)
+    rows = [(row[0], row[1]) for row in session.execute(query.limit(limit + 1))]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return MemberReferrals(
+        member_id=member.id,
+        referral_code=member.referral_code,
+        link=rules.link(settings.link_template, member.referral_code),
+        counts=counts,
+        points_earned=int(earned or 0),
+        items=[
+            Referee(
+                referral_id=referral.id,
+                name=rules.display_name(referee.name, referee.email),
+                status=referral.status,
+                enrolled_at=referee.enrolled_at,
+                qualified_at=referral.qualified_at,
+            )
+            for referral, referee in rows
+        ],
+        next_cursor=rows[-1][0].id if more else None,
+    )
+
+
+def list_reviews(session: Session, *, limit: int = 50, cursor: str | None = None) -> Page[Referral]:
+    """Referrals held for a manager's review, oldest first, a page at a time."""
+    query: Select[Referral] = (
+        select(Referral).where(Referral.status == "held").order_by(Referral.id)
+    )
+    if cursor is not None:
+        query = query.where(Referral.id > cursor)
+    rows = list(session.scalars(query.limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(items=rows, next_cursor=rows[-1].id if more else None)
+
+
+# --- review ---------------------------------------------------------------------------------
+
+
+@retrying
+def approve_referral(session: Session, *, referral_id: str, reason: str, actor: str) -> Referral:
+    """Approve a held (or rejected) referral: it becomes pending, and qualifies at once when
+    the referee's qualifying order has already activated. Audited with the reason. Locks
+    the referee's wallet, the referral, then (on qualification) the referrer's wallet.
+    Raises `ReferralNotFoundError`, `ReferralNotReviewableError`."""
+    with unit_of_work(session):
+        ledger.lock_member(session, get_referral(session, referral_id).referee_id)
+        referral = _lock(session, Referral.id == referral_id)
+        assert referral is not None
+        if referral.status not in ("held", "rejected"):
+            raise ReferralNotReviewableError(referral_id, referral.status, "approved")
+        now = clock.now()
+        before = _review_snapshot(referral)
+        referral.status = "pending"
+        referral.reviewed_at, referral.reviewed_by, referral.note = now, actor, reason
+        audit.record(
+            session,
+            actor=actor,
+            action="approved",
+            entity_type="referral",
+            entity_id=referral.id,
+            before=before,
+            after=_review_snapshot(referral),
+            reason=reason,
+        )
+        _qualify_if_due(session, referral, get_settings(session), now, actor)
+        return referral
+
+
+@retrying
+def reject_referral(session: Session, *, referral_id: str, reason: str, actor: str) -> Referral:
+    """Reject a held or pending referral: it will never qualify. Audited with the reason.
+    Locks the referral. Raises `ReferralNotFoundError`, `ReferralNotReviewableError`."""
+    with unit_of_work(session):
+        referral = _lock(session, Referral.id == referral_id)
+        if referral is None:
+            raise ReferralNotFoundError(referral_id)
+        if referral.status not in ("held", "pending"):
+            raise ReferralNotReviewableError(referral_id, referral.status, "rejected")
+        before = _review_snapshot(referral)
+        referral.status = "rejected"
+        referral.reason = "manual"  # the abuse reason, if any, stays in the audit record
+        referral.reviewed_at, referral.reviewed_by, referral.note = clock.now(), actor, reason
+        audit.record(
+            session,
+            actor=actor,
+            action="rejected",
+            entity_type="referral",
+            entity_id=referral.id,
+            before=before,
+            after=_review_snapshot(referral),
+            reason=reason,
+        )
+        return referral
+
+
+# --- hooks ----------------------------------------------------------------------------------
+
+
+def on_enrolled(
+    session: Session, *, member: Member, now: dt.datetime, actor: str | None
+) -> Referral | None:
+    """Attribute a new member to their referrer, inside the enrolment's unit of work.
+
+    Rejects a self-referral (same email, payment card hash or device id as the referrer) or
+    a loop; holds the referral for review when the referrer already had ``velocity_limit``
+    referrals in the last 24 hours. Locks the referrer's member row (no key update) so that
+    concurrent enrolments count each other.
+    """
+    if member.referrer_id is None or member.referrer_id == member.id:
+        return None
+    referrer = session.scalar(
+        select(Member)
+        .where(Member.id == member.referrer_id)
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)
+    )
+    assert referrer is not None
+    settings = get_settings(session)
+    recent = session.scalar(
+        select(func.count())
+        .select_from(Referral)
+        .where(
+            Referral.referrer_id == referrer.id,
+            Referral.created_at > now - rules.VELOCITY_WINDOW,
+        )
+    )
+    decision = rules.attribution(
+        _party(referrer),
+        _party(member),
+        loop=_is_ancestor(session, member.id, of=referrer),
+        recent=int(recent or 0),
+        velocity_limit=settings.velocity_limit,
+    )
+    referral = Referral(
+        id=new_id("ref"),
+        referrer_id=referrer.id,
+        referee_id=member.id,
+        status=decision.status,
+        reason=decision.reason,
+        created_at=now,
+    )
+    session.add(referral)
+    session.flush()
+    return referral
 
 
 def on_order_activated(
     session: Session, *, member_id: str, order_pk: str, now: dt.datetime, actor: str | None
 ) -> None:
     """Called by the ledger inside its unit of work, with the member's wallet locked, when an
-    order's points activate (its return window is over)."""
+    order's points activate (its return window is over): qualify the member's pending
+    referral when its qualifying order has activated. Idempotent."""
+    referral = _lock(session, Referral.referee_id == member_id)
+    if referral is None or referral.status != "pending":
+        return
+    _qualify_if_due(session, referral, get_settings(session), now, actor)
 
 
 def on_order_refunded(
@@ -27,9 +364,267 @@ def on_order_refunded(
     actor: str | None,
 ) -> None:
     """Called by the ledger inside the refund's unit of work, with the member's wallet
-    locked, after a refund of the order is written."""
+    locked, after a refund of the order is written. When the order qualified a referral and
+    is now below the minimum (or wholly refunded), both sides' reward points are taken back
+    under the programme's refund policy and the referral is clawed back. Coupons issued as
+    rewards are not revoked."""
+    referral = _lock(session, Referral.referee_id == member_id)
+    if referral is None or referral.status != "qualified" or referral.order_pk != order_pk:
+        return
+    order = session.get(Order, order_pk)
+    assert order is not None
+    settings = get_settings(session)
+    net = order.total - order.amount_refunded
+    if rules.qualifies(net, order.currency, settings.min_order_total, settings.min_order_currency):
+        return
+    reason = "Referral clawed back: the qualifying order was refunded"
+    reference = ("referral", referral.id)
+    if referral.referee_points:
+        move = ledger.reverse_bonus(
+            session,
+            member_id=referral.referee_id,
+            points=referral.referee_points,
+            reason=reason,
+            reference=reference,
+            actor=actor,
+        )
+        referral.referee_points_clawed_back = -move.points
+    if referral.referrer_points:
+        move = ledger.reverse_bonus(
+            session,
+            member_id=referral.referrer_id,
+            points=referral.referrer_points,
+            reason=reason,
+            reference=reference,
+            actor=actor,
+        )
+        referral.referrer_points_clawed_back = -move.points
+    referral.status = "clawed_back"
+    referral.clawed_back_at = now
+    session.flush()
 
 
 def run_due(session: Session, *, batch_size: int = 200) -> dict[str, int]:
-    """Due referral work for ``loyalty jobs run``; returns labelled counts."""
-    return {}
+    """Due referral work for ``loyalty jobs run``: qualify pending referrals whose
+    qualifying order is past its return window but gave no activation (an order reported
+    after its window, one that earned no points, or while the programme was off). One short
+    unit of work per referral. Returns labelled counts."""
+    qualified = 0
+    after = ""
+    while True:
+        ids = _due_referral_ids(session, after=after, batch_size=batch_size)
+        for referral_id, referee_id in ids:
+            if _qualify_due(session, referral_id=referral_id, referee_id=referee_id):
+                qualified += 1
+        if len(ids) < batch_size:
+            break
+        after = ids[-1][0]
+    return {"referrals qualified": qualified}
+
+
+# --- private helpers ------------------------------------------------------------------------
+
+
+def _due_referral_ids(session: Session, *, after: str, batch_size: int) -> list[tuple[str, str]]:
+    settings = get_settings(session)
+    if not settings.enabled:
+        return []
+    net = Order.total - Order.amount_refunded
+    conditions = [
+        Order.member_id == Referral.referee_id,
+        Order.activates_at <= clock.now(),
+        net > 0,
+        net >= settings.min_order_total,
+    ]
+    if settings.min_order_currency is not None:
+        conditions.append(Order.currency == settings.min_order_currency)
+    due_order = select(Order.id).where(*conditions).exists()
+    query = (
+        select(Referral.id, Referral.referee_id)
+        .where(Referral.status == "pending", Referral.id > after, due_order)
+        .order_by(Referral.id)
+        .limit(batch_size)
+    )
+    return [(str(a), str(b)) for a, b in session.execute(query).all()]
+
+
+@retrying
+def _qualify_due(session: Session, *, referral_id: str, referee_id: str) -> bool:
+    with unit_of_work(session):
+        ledger.lock_member(session, referee_id)
+        referral = _lock(session, Referral.id == referral_id)
+        if referral is None or referral.status != "pending":
+            return False
+        return _qualify_if_due(session, referral, get_settings(session), clock.now(), "jobs")
+
+
+def _qualify_if_due(
+    session: Session,
+    referral: Referral,
+    settings: ReferralSettings,
+    now: dt.datetime,
+    actor: str | None,
+) -> bool:
+    """Qualify the pending, locked ``referral`` when the referee's qualifying order has
+    activated: the first order by placement whose amount after refunds reaches the minimum
+    (an order refunded below it no longer counts, and the next one may). The referee's
+    wallet must be locked. Returns whether it qualified."""
+    if not settings.enabled or referral.status != "pending":
+        return False
+    order = _qualifying_order(session, referral.referee_id, settings)
+    if order is None or order.activates_at > now:
+        return False
+    _qualify(session, referral, order, settings, now, actor)
+    return True
+
+
+def _qualifying_order(session: Session, member_id: str, settings: ReferralSettings) -> Order | None:
+    net = Order.total - Order.amount_refunded
+    query = select(Order).where(
+        Order.member_id == member_id, net > 0, net >= settings.min_order_total
+    )
+    if settings.min_order_currency is not None:
+        query = query.where(Order.currency == settings.min_order_currency)
+    return session.scalar(query.order_by(Order.placed_at, Order.id).limit(1))
+
+
+def _qualify(
+    session: Session,
+    referral: Referral,
+    order: Order,
+    settings: ReferralSettings,
+    now: dt.datetime,
+    actor: str | None,
+) -> None:
+    """Mark the referral qualified on ``order`` and reward both sides: the referee always
+    (when active), the referrer within the monthly and total caps. Then the shared tier and
+    the community hook."""
+    referral.status = "qualified"
+    referral.order_pk = order.id
+    referral.qualified_at = now
+    reference = ("referral", referral.id)
+    referee = members_service.get_member(session, referral.referee_id)
+    if referee.status == "active":
+        if settings.referee_points:
+            ledger.credit_bonus(
+                session,
+                member_id=referee.id,
+                points=settings.referee_points,
+                reason="Referral: welcome reward for your first order",
+                reference=reference,
+                actor=actor,
+            )
+            referral.referee_points = settings.referee_points
+        if settings.referee_reward_id:
+            claim = rewards_service.grant_reward(
+                session,
+                member_id=referee.id,
+                reward_id=settings.referee_reward_id,
+                reference=f"referral:{referral.id}",
+                actor=actor,
+            )
+            referral.referee_claim_id = claim.id
+    # The referrer's wallet, after the referee's: caps are counted under this lock, so
+    # qualifications of one referrer's referees count each other.
+    referrer = ledger.lock_member(session, referral.referrer_id)
+    outcome = "referrer_inactive"
+    if referrer.status == "active":
+        outcome = rules.referrer_outcome(
+            monthly_cap=settings.monthly_cap,
+            total_cap=settings.total_cap,
+            rewarded_this_month=_rewarded(session, referrer.id, since=rules.month_start(now)),
+            rewarded_total=_rewarded(session, referrer.id),
+        )
+    if outcome == "rewarded" and not (settings.referrer_points or settings.referrer_reward_id):
+        outcome = "no_reward"
+    if outcome == "rewarded":
+        if settings.referrer_points:
+            ledger.credit_bonus(
+                session,
+                member_id=referrer.id,
+                points=settings.referrer_points,
+                reason="Referral: a friend you invited made their first order",
+                reference=reference,
+                actor=actor,
+            )
+            referral.referrer_points = settings.referrer_points
+        if settings.referrer_reward_id:
+            claim = rewards_service.grant_reward(
+                session,
+                member_id=referrer.id,
+                reward_id=settings.referrer_reward_id,
+                reference=f"referral:{referral.id}",
+                actor=actor,
+            )
+            referral.referrer_claim_id = claim.id
+    referral.referrer_outcome = outcome
+    session.flush()
+    if settings.shared_tier_days and referee.status == "active":
+        _share_tier(session, referral, settings.shared_tier_days, now, actor)
+    hook = getattr(community_service, "after_referral_qualified", None)
+    if hook is not None:
+        hook(session, member_id=referral.referrer_id, now=now, actor=actor)
+
+
+def _share_tier(
+    session: Session, referral: Referral, days: int, now: dt.datetime, actor: str | None
+) -> None:
+    """Give the referee the referrer's tier for ``days`` when it is above their own."""
+    tiers = tiers_service.current_tiers(session, [referral.referrer_id, referral.referee_id])
+    shared, own = tiers.get(referral.referrer_id), tiers.get(referral.referee_id)
+    if shared is None or (own is not None and own.rank >= shared.rank):
+        return
+    tiers_service.assign_within(
+        session,
+        member_id=referral.referee_id,
+        tier=shared.code,
+        reason=f"Referral {referral.id}: the referrer's tier for {days} days",
+        until=now + dt.timedelta(days=days),
+        actor=actor or "referrals",
+    )
+
+
+def _rewarded(session: Session, referrer_id: str, since: dt.datetime | None = None) -> int:
+    """Qualified referrals (not clawed back) for which the referrer was rewarded."""
+    query = (
+        select(func.count())
+        .select_from(Referral)
+        .where(
+            Referral.referrer_id == referrer_id,
+            Referral.status == "qualified",
+            Referral.referrer_outcome == "rewarded",
+        )
+    )
+    if since is not None:
+        query = query.where(Referral.qualified_at >= since)
+    return int(session.scalar(query) or 0)
+
+
+def _lock(session: Session, condition: Any) -> Referral | None:
+    return session.scalar(
+        select(Referral)
+        .where(condition)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+
+
+def _party(member: Member) -> rules.Party:
+    return rules.Party(member_id=member.id, email=member.email, metadata=member.metadata_ or {})
+
+
+def _is_ancestor(session: Session, member_id: str, *, of: Member) -> bool:
+    """Whether ``member_id`` referred ``of``, directly or through a chain of referrers."""
+    current, seen = of.referrer_id, {of.id}
+    for _ in range(MAX_CHAIN):
+        if current == member_id:
+            return True
+        if current is None or current in seen:
+            return False
+        seen.add(current)
+        current = session.scalar(select(Member.referrer_id).where(Member.id == current))
+    return False
+
+
+def _review_snapshot(referral: Referral) -> dict[str, Any]:
+    return audit.snapshot_of(referral, ("status", "reason", "note"))

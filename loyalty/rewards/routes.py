@@ -163,10 +163,18 @@ class Claims(MethodView):
     @blp.idempotent
     @blp.arguments(ClaimCreateSchema)
     @blp.response(201, ClaimResultSchema)
+    @blp.alt_response(
+        200,
+        schema=ClaimResultSchema,
+        description="The same reference again: the first claim",
+        success=True,
+    )
     @blp.errors(404)
-    def post(self, data: dict[str, Any], member_id: str, reward_id: str) -> service.ClaimResult:
+    def post(
+        self, data: dict[str, Any], member_id: str, reward_id: str
+    ) -> tuple[service.ClaimResult, int]:
         """Claim a reward for points and get its coupon code (409 when it cannot be had)."""
-        return service.claim_reward(
+        result = service.claim_reward(
             get_session(),
             member_id=member_id,
             reward_id=reward_id,
@@ -174,6 +182,7 @@ class Claims(MethodView):
             actor=_caller(),
             **data,
         )
+        return result, 201 if result.created else 200
 
 
 @blp.route("/members/<string:member_id>/claims")

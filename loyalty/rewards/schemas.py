@@ -240,7 +240,10 @@ class MemberPerkListSchema(Schema):
 class ClaimCreateSchema(Schema):
     reference = fields.String(
         validate=[validate.Length(min=1, max=200), _printable],
-        metadata={"description": "Your reference, e.g. the cart or session"},
+        metadata={
+            "description": "Your reference, e.g. the cart; the same reference again returns "
+            "the first claim (200) and spends nothing"
+        },
     )
 
 

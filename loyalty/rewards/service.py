@@ -35,7 +35,6 @@ from loyalty.errors import (
     UnknownTierCodeError,
 )
 from loyalty.ledger import service as ledger
-from loyalty.ledger.service import Balance
 from loyalty.members import service as members_service
 from loyalty.members.models import Member
 from loyalty.rewards import rules
@@ -119,8 +118,9 @@ class ClaimResult:
     gave back)."""
 
     claim: Claim
-    balance: Balance
+    balance: ledger.Balance
     points_returned: int | None = None
+    created: bool = True  # False: the claim already made with this reference
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -129,6 +129,12 @@ class ClaimResult:
 
 
 # --- rewards catalogue ----------------------------------------------------------------------
+
+
+def tier_references(session: Session, code: str) -> int:
+    """How many rewards and perks name the tier ``code``."""
+    rows = [*session.scalars(select(Reward.tier_codes)), *session.scalars(select(Perk.tier_codes))]
+    return sum(1 for codes in rows if code in (codes or []))
 
 
 def get_reward(session: Session, reward_id: str) -> Reward:
@@ -409,9 +415,27 @@ def claim_reward(
     Raises `MemberNotFoundError`, `RewardNotFoundError`, `MemberNotActiveError`,
     `RewardNotClaimableError` (inactive, outside its window, not for the member's tier),
     `ClaimLimitReachedError`, `RewardOutOfStockError`, `InsufficientPointsError`.
+
+    Idempotent on ``reference``: a claim of the same reward by the same member with the same
+    reference returns the first claim (``created`` False) and spends nothing.
     """
     with unit_of_work(session):
         member = ledger.lock_member(session, member_id)
+        if reference is not None:
+            # Under the wallet lock, so two retries of one claim cannot both pass.
+            earlier = session.scalar(
+                select(Claim).where(
+                    Claim.member_id == member_id,
+                    Claim.reward_id == reward_id,
+                    Claim.reference == reference,
+                    Claim.source == "purchase",
+                )
+            )
+            if earlier is not None:
+                balance = ledger.Balance.of(
+                    ledger.points_summaries(session, [member_id]).get(member_id)
+                )
+                return ClaimResult(earlier, balance, created=False)
         if member.status != "active":
             raise MemberNotActiveError(member.id, member.status)
         reward = _lock_reward(session, reward_id)
@@ -534,7 +558,7 @@ def cancel_claim(session: Session, *, claim_id: str, actor: str | None = None) -
         if claim.state != "issued":
             raise ClaimNotIssuedError(claim_id, claim.state)
         returned = 0
-        balance = Balance.of(ledger.points_summaries(session, [member_id]).get(member_id))
+        balance = ledger.Balance.of(ledger.points_summaries(session, [member_id]).get(member_id))
         if claim.redemption_id is not None:
             move = ledger.return_redemption(
                 session,
@@ -551,6 +575,17 @@ def cancel_claim(session: Session, *, claim_id: str, actor: str | None = None) -
         claim.cancelled_at = clock.now()
         claim.points_returned = returned
         return ClaimResult(claim, balance, returned)
+
+
+def grant_reward(
+    session: Session, *, member_id: str, reward_id: str, reference: str | None, actor: str | None
+) -> Claim:
+    """Give the member a free claim of a catalogue reward (a referral reward, like the
+    birthday gift's) inside the caller's unit of work: no points, no stock taken, no
+    per-member limit. Raises `RewardNotFoundError`."""
+    reward = get_reward(session, reward_id)
+    now = clock.now()
+    return _issue(session, reward, member_id, now, source="gift", points=0, reference=reference)
 
 
 # --- due work -------------------------------------------------------------------------------

@@ -51,7 +51,9 @@ from sqlalchemy.orm import Session
 from loyalty import clock
 from loyalty.audit import service as audit_service
 from loyalty.db import Page, UTCDateTime, retrying, unit_of_work
+from loyalty.earning import service as earning_service
 from loyalty.errors import (
+    BaseTierHeldError,
     InvalidFieldError,
     NoManualTierError,
     TierExistsError,
@@ -59,10 +61,12 @@ from loyalty.errors import (
     TierLadderOrderError,
     TierNotFoundError,
     TierRankTakenError,
+    TierReferencedError,
 )
 from loyalty.ledger import service as ledger_service
 from loyalty.members import service as members_service
 from loyalty.members.models import Member
+from loyalty.rewards import service as rewards_service
 from loyalty.tiers import rules
 from loyalty.tiers.models import MemberTier, Tier, TierChange, TierSettings
 
@@ -283,6 +287,10 @@ def update_tier(session: Session, *, code: str, changes: dict[str, Any], actor: 
         before = _tier_snapshot(tier)
         if "rank" in changes and changes["rank"] != tier.rank:
             _check_rank_free(session, changes["rank"], code)
+        if tier.threshold == 0 and changes.get("threshold", 0) > 0:
+            implicit = _implicit_base_holders(session, code)
+            if implicit:
+                raise BaseTierHeldError(code, implicit)
         for field in TIER_FIELDS[1:]:
             if field in changes:
                 setattr(tier, field, changes[field])
@@ -316,7 +324,26 @@ def delete_tier(session: Session, *, code: str, actor: str) -> None:
     """
     with unit_of_work(session):
         settings = _lock_policy(session)
-        tier = get_tier(session, code)
+        # Lock the tier: an accrual upgrading a member to it holds a key-share lock until it
+        # commits, so its member row is counted below (or the accrual sees the tier gone).
+        tier = session.scalar(
+            select(Tier)
+            .where(Tier.code == code)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        if tier is None:
+            raise TierNotFoundError(code)
+        where = [
+            what
+            for what, count in (
+                ("campaigns", earning_service.tier_references(session, code)),
+                ("rewards or perks", rewards_service.tier_references(session, code)),
+            )
+            if count
+        ]
+        if where:
+            raise TierReferencedError(code, where)
         holders = int(
             session.scalar(
                 select(func.count())
@@ -325,18 +352,7 @@ def delete_tier(session: Session, *, code: str, actor: str) -> None:
             )
             or 0
         )
-        lowest = _tiers(session)[0]
-        if lowest.code == code and lowest.threshold == 0:
-            # Read-only look at members: those without a computed tier hold the base tier.
-            holders += int(
-                session.scalar(
-                    select(func.count())
-                    .select_from(Member)
-                    .outerjoin(MemberTier, MemberTier.member_id == Member.id)
-                    .where(MemberTier.tier_code.is_(None), MemberTier.manual_code.is_(None))
-                )
-                or 0
-            )
+        holders += _implicit_base_holders(session, code)
         if holders:
             raise TierInUseError(code, holders)
         before = _tier_snapshot(tier)
@@ -400,35 +416,51 @@ def assign_tier(
     that is not in the future.
     """
     with unit_of_work(session):
-        members_service.get_member(session, member_id)
-        now = clock.now()
-        if session.get(Tier, tier) is None:
-            raise InvalidFieldError("tier", f"No tier {tier!r} on the ladder.", tier=tier)
-        if until is not None and until <= now:
-            raise InvalidFieldError("until", "Must be in the future.")
-        row = _lock_row(session, member_id)
-        ladder_ = [_rung(t) for t in _tiers(session)]
-        before = _effective_code(row, ladder_, now)
-        before_snapshot = _assignment_snapshot(row, now)
-        row.manual_code = tier
-        row.manual_since = now
-        row.manual_until = until
-        row.manual_reason = reason
-        row.manual_by = actor
-        row.updated_at = now
-        _set_due(row)
-        _log(session, row, "manual", before, tier, None, reason, now, actor)
-        audit_service.record(
-            session,
-            actor=actor,
-            action="assigned",
-            entity_type="member_tier",
-            entity_id=member_id,
-            before=before_snapshot,
-            after=_assignment_snapshot(row, now),
-            reason=reason,
+        assign_within(
+            session, member_id=member_id, tier=tier, reason=reason, until=until, actor=actor
         )
     return _view(session, member_id)
+
+
+def assign_within(
+    session: Session,
+    *,
+    member_id: str,
+    tier: str,
+    reason: str,
+    until: dt.datetime | None = None,
+    actor: str,
+) -> None:
+    """`assign_tier` inside the caller's unit of work (a referral's shared tier): the same
+    effects, checks and errors, but it neither opens nor commits a transaction."""
+    members_service.get_member(session, member_id)
+    now = clock.now()
+    if not _hold_tier(session, tier):
+        raise InvalidFieldError("tier", f"No tier {tier!r} on the ladder.", tier=tier)
+    if until is not None and until <= now:
+        raise InvalidFieldError("until", "Must be in the future.")
+    row = _lock_row(session, member_id)
+    ladder_ = [_rung(t) for t in _tiers(session)]
+    before = _effective_code(row, ladder_, now)
+    before_snapshot = _assignment_snapshot(row, now)
+    row.manual_code = tier
+    row.manual_since = now
+    row.manual_until = until
+    row.manual_reason = reason
+    row.manual_by = actor
+    row.updated_at = now
+    _set_due(row)
+    _log(session, row, "manual", before, tier, None, reason, now, actor)
+    audit_service.record(
+        session,
+        actor=actor,
+        action="assigned",
+        entity_type="member_tier",
+        entity_id=member_id,
+        before=before_snapshot,
+        after=_assignment_snapshot(row, now),
+        reason=reason,
+    )
 
 
 @retrying
@@ -472,17 +504,23 @@ def after_accrual(session: Session, *, member_id: str, now: dt.datetime, actor: 
     tiers = _tiers(session)
     if not tiers:
         return
-    ladder_ = [_rung(t) for t in tiers]
     settings = get_policy(session)
     value = _value_now(session, member_id, settings, now)
-    target = rules.qualified_tier(ladder_, value)
-    row = session.get(MemberTier, member_id)
-    current = _computed(row, ladder_)
-    if not rules.is_higher(target, current):
+    # The target tier is held (key share) until commit so a concurrent delete waits; if a
+    # delete got there first, read the ladder again and aim at what is left.
+    for _attempt in range(3):
+        ladder_ = [_rung(t) for t in tiers]
+        target = rules.qualified_tier(ladder_, value)
+        if not rules.is_higher(target, _computed(session.get(MemberTier, member_id), ladder_)):
+            return
+        assert target is not None
+        if _hold_tier(session, target.code):
+            break
+        tiers = _tiers(session)
+    else:
         return
     row = _lock_row(session, member_id)
     if rules.is_higher(target, _computed(row, ladder_)):
-        assert target is not None
         _upgrade(session, row, _computed(row, ladder_), target, settings, value, now, actor)
 
 
@@ -816,6 +854,32 @@ def _skip_locked(session: Session, query: Select[MemberTier]) -> Select[MemberTi
     if session.get_bind().dialect.name == "postgresql":
         return query.with_for_update(skip_locked=True)
     return query  # SQLite: the unit of work's BEGIN IMMEDIATE serialises runners
+
+
+def _implicit_base_holders(session: Session, code: str) -> int:
+    """How many members hold ``code`` without a row saying so: it is the lowest tier, with
+    threshold 0, and they have no computed or manual tier recorded."""
+    lowest = _tiers(session)[0]
+    if lowest.code != code or lowest.threshold != 0:
+        return 0
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(Member)
+            .outerjoin(MemberTier, MemberTier.member_id == Member.id)
+            .where(MemberTier.tier_code.is_(None), MemberTier.manual_code.is_(None))
+        )
+        or 0
+    )
+
+
+def _hold_tier(session: Session, code: str) -> bool:
+    """Whether the tier exists, keeping it so until this transaction ends (a key-share lock
+    that a concurrent delete waits for; SQLite serialises writers instead)."""
+    query = select(Tier.code).where(Tier.code == code)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(key_share=True)
+    return session.scalar(query) is not None
 
 
 def _lock_policy(session: Session) -> TierSettings:

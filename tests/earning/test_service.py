@@ -301,3 +301,16 @@ def test_configuration_is_validated_and_audited(session: Session, clock: FrozenC
     }
     assert records[1].after is not None and records[1].after["multiplier"] == "3.0000"
     assert records[0].after is None
+
+
+def test_a_refunded_order_frees_its_room_under_the_cap(
+    session: Session, member: Callable[..., str], clock: FrozenClock
+) -> None:
+    service.update_earning_settings(session, changes={"daily_cap": 100}, actor="manager")
+    mid = member()
+    assert order(session, mid, 10000, order_id="o-capped")["points"] == 100
+    assert order(session, mid, 10000)["points"] == 0
+    ledger_service.refund_order(
+        session, client_id="cli_test", order_id="o-capped", refund_id="r-1", amount=10000
+    )
+    assert order(session, mid, 10000)["points"] == 100

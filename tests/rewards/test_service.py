@@ -504,3 +504,18 @@ def test_an_inactive_birthday_perk_grants_nothing(
     make_perk(session, kind="birthday_gift", bonus_points=10, tier_codes=["silver"], active=False)
     member(birthday=dt.date(1990, 3, 5))
     assert service.run_due(session) == {"birthday gifts": 0, "claims expired": 0}
+
+
+def test_a_claim_retried_with_its_reference_is_made_once(
+    session: Session, member: Callable[..., str], reward: Callable[..., Reward]
+) -> None:
+    mid = member(points=500)
+    item = reward(points_cost=100, stock=5)
+    first = service.claim_reward(session, member_id=mid, reward_id=item.id, reference="cart-1")
+    again = service.claim_reward(session, member_id=mid, reward_id=item.id, reference="cart-1")
+    assert (first.created, again.created) == (True, False)
+    assert again.claim.id == first.claim.id
+    assert ledger.get_balance(session, mid).available == 400
+    other = service.claim_reward(session, member_id=mid, reward_id=item.id, reference="cart-2")
+    assert other.created and other.claim.id != first.claim.id
+    assert ledger.get_balance(session, mid).available == 300
