@@ -7,6 +7,7 @@ import json
 import os
 import random
 import secrets
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -17,15 +18,20 @@ from flask import Flask
 from sqlalchemy.orm import Session
 from werkzeug.serving import run_simple
 
+from loyalty import clock as loyalty_clock
 from loyalty import create_app, jobs, schema
 from loyalty.auth import service as auth_service
 from loyalty.auth.models import ApiClient
 from loyalty.auth.rules import SCOPES
 from loyalty.clock import FrozenClock, use_clock
+from loyalty.community import service as community_service
+from loyalty.community.models import EventType
 from loyalty.db import get_session
 from loyalty.earning import service as earning_service
 from loyalty.ledger import service as ledger_service
 from loyalty.members import service as member_service
+from loyalty.members.models import Member
+from loyalty.referrals import service as referrals_service
 from loyalty.rewards import service as rewards_service
 from loyalty.tiers import service as tiers_service
 
@@ -116,8 +122,11 @@ def run(*, host: str, port: int, serve: bool) -> None:
         credentials = _demo_client(session, instance / "demo-client.json")
         seed_programme(session)
         seed_members(session)
+        by_external = {m.external_id: m for m in member_service.list_members(session).items}
+        seed_referrals(session, by_external)
         seed_history(app, session)
         jobs.run_due(session, batch_size=500)  # and the tiers' and rewards' due work
+        seed_community(session, by_external)
 
     base = f"http://{host}:{port}"
     click.echo(f"Database:      {app.config['DATABASE_URL']}")
@@ -417,3 +426,183 @@ def _replay_event(session: Session, kind: str, data: dict[str, Any], rng: random
         )
         ledger_service.release_hold(session, hold_id=hold.hold.id, actor="demo")
     return True
+
+
+def seed_referrals(session: Session, members_by_external_id: Mapping[str, Any]) -> dict[str, Any]:
+    """The demo's referral terms: 500 points for the referrer and 250 for the friend on the
+    friend's first order of 25.00 USD or more, at most 5 rewarded referrals a month and 50 in
+    all, the referrer's tier shared for 30 days, more than 10 referrals a day held for review,
+    and a shareable link. Returns each referrer's code, link and counts, for the tour."""
+    referrals_service.update_settings(
+        session,
+        changes={
+            "enabled": True,
+            "min_order_total": 2500,
+            "min_order_currency": "USD",
+            "referrer_points": 500,
+            "referee_points": 250,
+            "monthly_cap": 5,
+            "total_cap": 50,
+            "shared_tier_days": 30,
+            "velocity_limit": 10,
+            "link_template": "https://shop.example/join?ref={code}",
+        },
+        actor="demo",
+    )
+    referrals_service.run_due(session)
+    summary: dict[str, Any] = {}
+    for external_id in ("cust-1001", "cust-1002", "cust-1005"):
+        member = members_by_external_id.get(external_id)
+        if member is None:
+            continue
+        member_id = member if isinstance(member, str) else member.id
+        view = referrals_service.member_referrals(session, member_id)
+        summary[external_id] = {
+            "referral_code": view.referral_code,
+            "link": view.link,
+            "counts": view.counts,
+            "points_earned": view.points_earned,
+        }
+    return summary
+
+
+DEMO_EVENT_CLIENT = "demo-storefront"
+# (external_id, days of daily check-ins up to today, reviews, recycling drop-offs in kg,
+#  leaderboard display name or None)
+DEMO_COMMUNITY: tuple[tuple[str, int, int, tuple[float, ...], str | None], ...] = (
+    ("cust-1001", 9, 4, (3.5, 2.0, 6.25), "Ada L."),
+    ("cust-1002", 31, 2, (1.5,), "Amazing Grace"),
+    ("cust-1003", 3, 6, (), None),
+    ("cust-1004", 7, 1, (4.0, 4.0), "KJ"),
+    ("cust-1005", 2, 3, (12.0,), "Hedy"),
+)
+
+
+def seed_community(session: Session, members_by_external_id: dict[str, Member]) -> None:
+    """Event types, event rules, badges (one a challenge for the current month) and some
+    events and check-ins for the demo members, so that points, streaks, badges and a
+    leaderboard show. Runs once: when the review.posted type exists, it is all there."""
+    if session.get(EventType, "review.posted") is not None:
+        return
+    now = loyalty_clock.now()
+    for name, description, properties in (
+        ("review.posted", "A product review was published", {"stars": {"type": "integer"}}),
+        ("check_in", "The member opened the app or visited the store", {}),
+        (
+            "recycling.dropped_off",
+            "Packaging returned to a store for recycling",
+            {"co2_kg": {"type": "number", "required": True}, "store": {"type": "string"}},
+        ),
+    ):
+        community_service.create_event_type(
+            session, name=name, description=description, properties=properties, actor="demo"
+        )
+    community_service.create_event_rule(
+        session, event_type="review.posted", points=10, cap=5, cap_period="month", actor="demo"
+    )
+    community_service.create_event_rule(
+        session, event_type="check_in", points=2, cap=1, cap_period="day", actor="demo"
+    )
+    community_service.create_event_rule(
+        session,
+        event_type="recycling.dropped_off",
+        points=5,
+        per_unit_property="co2_kg",
+        points_per_unit="2",
+        actor="demo",
+    )
+    community_service.update_settings(session, changes={"streak_grace_days": 1}, actor="demo")
+
+    month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    next_month = (month_start + dt.timedelta(days=32)).replace(day=1)
+    badges: list[dict[str, Any]] = [
+        {
+            "name": "Reviewer",
+            "description": "Share what you think of our products",
+            "rule": "event_count",
+            "event_type": "review.posted",
+            "levels": [
+                {"name": "Bronze", "threshold": 1, "bonus_points": 5},
+                {"name": "Silver", "threshold": 5, "bonus_points": 25},
+                {"name": "Gold", "threshold": 20, "bonus_points": 100},
+            ],
+        },
+        {
+            "name": "Regular",
+            "description": "Check in every day",
+            "rule": "streak",
+            "levels": [
+                {"name": "7-day streak", "threshold": 7, "bonus_points": 50},
+                {"name": "30-day streak", "threshold": 30, "bonus_points": 300},
+            ],
+        },
+        {
+            "name": "Planet saver",
+            "description": "CO2 saved by returning packaging",
+            "rule": "property_sum",
+            "event_type": "recycling.dropped_off",
+            "property": "co2_kg",
+            "levels": [
+                {"name": "Seedling", "threshold": 5, "bonus_points": 10},
+                {"name": "Tree", "threshold": 25, "bonus_points": 50},
+            ],
+        },
+        {
+            "name": "Big spender",
+            "rule": "spend",
+            "revoke_on_refund": True,
+            "levels": [{"name": "1,000 spent", "threshold": 1000, "bonus_points": 100}],
+        },
+        {
+            "name": f"Review challenge {month_start:%B %Y}",
+            "description": "Post 3 reviews this month",
+            "rule": "event_count",
+            "event_type": "review.posted",
+            "starts_at": month_start,
+            "ends_at": next_month,
+            "levels": [{"name": "Done", "threshold": 3, "bonus_points": 30}],
+        },
+    ]
+    for badge in badges:
+        community_service.create_badge(session, actor="demo", **badge)
+
+    for external_id, days, reviews, drop_offs, display_name in DEMO_COMMUNITY:
+        member = members_by_external_id.get(external_id)
+        if member is None:
+            continue
+        for back in range(days - 1, -1, -1):
+            community_service.check_in(
+                session,
+                client_id=DEMO_EVENT_CLIENT,
+                member_id=member.id,
+                event_id=f"DEMO-CHK-{external_id}-{back}",
+                occurred_at=now - dt.timedelta(days=back, minutes=5),
+                actor="demo",
+            )
+        for number in range(reviews):
+            moment = max(month_start, now - dt.timedelta(days=number + 1))
+            community_service.record_event(
+                session,
+                client_id=DEMO_EVENT_CLIENT,
+                event_id=f"DEMO-REV-{external_id}-{number}",
+                member_id=member.id,
+                type="review.posted",
+                occurred_at=min(moment, now),
+                properties={"stars": 3 + number % 3},
+                actor="demo",
+            )
+        for number, kg in enumerate(drop_offs):
+            community_service.record_event(
+                session,
+                client_id=DEMO_EVENT_CLIENT,
+                event_id=f"DEMO-RCY-{external_id}-{number}",
+                member_id=member.id,
+                type="recycling.dropped_off",
+                occurred_at=now - dt.timedelta(days=2 * number + 1),
+                properties={"co2_kg": kg, "store": "Main Street"},
+                actor="demo",
+            )
+        if display_name:
+            community_service.set_leaderboard_profile(
+                session, member_id=member.id, opted_in=True, display_name=display_name
+            )

@@ -113,6 +113,9 @@ def test_readme_tour_runs_against_the_demo(
         perks,
         claim,
         used,
+        event,
+        badges,
+        referrals,
     ) = documents
     assert token_by_form["token_type"] == "Bearer"
     assert enrolled["external_id"] == "cust-2001"
@@ -143,6 +146,12 @@ def test_readme_tour_runs_against_the_demo(
     assert (claim["status"], claim["points"]) == ("issued", 150)
     assert claim["balance"]["available"] == ledger["items"][0]["balance_after"]["available"] - 150
     assert (used["id"], used["status"]) == (claim["id"], "used")
+    assert (event["event_id"], event["type"]) == ("rev-77812", "review.posted")
+    assert event["points"] in (0, 10)  # 10 unless the demo's reviews reached this month's cap
+    assert any(b["name"] == "Reviewer" for b in badges["progress"])
+    assert badges["earned"]  # the demo gave her some
+    assert referrals["link"].endswith(referrals["referral_code"])
+    assert referrals["counts"]["invited"] == 2  # Grace and Alan
 
     verified = subprocess.run(
         ["loyalty", "ledger", "verify"], env=env, capture_output=True, text=True, timeout=60
