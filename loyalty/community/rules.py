@@ -28,6 +28,10 @@ CHECK_IN = "check_in"
 TYPE_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
 PROPERTY_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 MAX_STRING = 500
+# Numeric properties stay far inside what points and sums can hold (10^12 kg of CO2 is plenty).
+MAX_NUMBER = 10**12
+# No single event earns more than this (as no single order does).
+MAX_EVENT_POINTS = 10**9
 # An event may be reported this far ahead of the server's clock (clock skew), no further.
 FUTURE_TOLERANCE = dt.timedelta(minutes=5)
 MAX_GRACE_DAYS = 7
@@ -67,10 +71,14 @@ def _type_problem(kind: str, value: Any) -> str | None:
         return None if isinstance(value, bool) else "Must be a boolean."
     if isinstance(value, bool):
         return f"Must be {'an integer' if kind == 'integer' else 'a number'}."
-    if kind == "integer":
-        return None if isinstance(value, int) else "Must be an integer."
-    if not isinstance(value, int | float) or not math.isfinite(value):
+    if kind == "integer" and not isinstance(value, int):
+        return "Must be an integer."
+    if not isinstance(value, int | float) or (
+        isinstance(value, float) and not math.isfinite(value)
+    ):
         return "Must be a number."
+    if abs(value) > MAX_NUMBER:
+        return f"Must be between -{MAX_NUMBER} and {MAX_NUMBER}."
     return None
 
 
@@ -102,7 +110,7 @@ def event_points(terms: EventRuleTerms, properties: dict[str, Any], rewarded_in_
     points = Decimal(terms.points)
     if terms.per_unit_property and terms.points_per_unit:
         points += terms.points_per_unit * numeric(properties.get(terms.per_unit_property))
-    return max(int(points.to_integral_value(rounding="ROUND_FLOOR")), 0)
+    return min(max(int(points.to_integral_value(rounding="ROUND_FLOOR")), 0), MAX_EVENT_POINTS)
 
 
 def local_date(moment: dt.datetime, timezone: str) -> dt.date:

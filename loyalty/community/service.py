@@ -55,6 +55,7 @@ from loyalty.ledger import rules as ledger_rules
 from loyalty.ledger import service as ledger
 from loyalty.members import service as members_service
 from loyalty.members.models import Member
+from loyalty.referrals import service as referrals_service
 
 EVENT_TYPE_FIELDS = ("description", "properties")
 EVENT_RULE_FIELDS = (
@@ -635,7 +636,7 @@ def check_in(
         event_id=event_id or new_id("chk"),
         member_id=member_id,
         type_=rules.CHECK_IN,
-        occurred_at=occurred_at or clock.now(),
+        occurred_at=occurred_at,
         properties={},
         actor=actor,
     )
@@ -648,21 +649,23 @@ def _ingest(
     event_id: str,
     member_id: str,
     type_: str,
-    occurred_at: dt.datetime,
+    occurred_at: dt.datetime | None,
     properties: dict[str, Any] | None,
     actor: str | None,
 ) -> ledger.Replayable:
     properties = properties or {}
+    # The request as sent: a retry that left occurred_at out (now) is the same request.
     fingerprint = ledger_rules.request_fingerprint(
         "event",
         event_id,
         {
             "member_id": member_id,
             "type": type_,
-            "occurred_at": _timestamp(occurred_at),
+            "occurred_at": _timestamp(occurred_at) if occurred_at else None,
             "properties": properties,
         },
     )
+    occurred_at = occurred_at or clock.now()
     with unit_of_work(session):
         replay = _replay(session, client_id, event_id, fingerprint)
         if replay is not None:
@@ -776,45 +779,86 @@ def on_order_refunded(
     metrics, and revoke the levels that this order earned, of badges that say
     ``revoke_on_refund``, whose threshold the member no longer reaches; their bonus points
     are clawed back under the programme's refund policy."""
-    badges = {badge.id: badge for badge in _active_badges(session) if badge.rule in ORDER_RULES}
-    awards = list(
+    badges = [badge for badge in _active_badges(session) if badge.rule in ORDER_RULES]
+    earned_by_order = list(
         session.scalars(
-            select(BadgeAward).where(
+            select(BadgeAward.badge_id).where(
                 BadgeAward.order_pk == order_pk, BadgeAward.revoked_at.is_(None)
             )
         )
     )
-    if not badges and not awards:
+    if not badges and not earned_by_order:
         return
     member = members_service.get_member(session, member_id)
-    values = {}
-    for badge in badges.values():
-        values[badge.id] = _metric(session, badge, member, now)
-        _store_progress(session, badge.id, member_id, values[badge.id], now)
-    for award in awards:
-        owner = session.get(Badge, award.badge_id)
-        if owner is None or not owner.revoke_on_refund:
+    _revoke_unreached(
+        session,
+        member,
+        badges,
+        now,
+        actor,
+        also=earned_by_order,
+        reason="order refunded",
+    )
+
+
+def after_referral_clawed_back(
+    session: Session, *, member_id: str, now: dt.datetime, actor: str | None
+) -> None:
+    """Called by referrals inside its unit of work, with the referrer's wallet locked, when
+    one of ``member_id``'s referrals is clawed back: refresh the qualified-referral metric
+    and revoke the levels no longer reached of badges that say ``revoke_on_refund``."""
+    badges = [badge for badge in _active_badges(session) if badge.rule == "referrals"]
+    if badges:
+        member = members_service.get_member(session, member_id)
+        _revoke_unreached(session, member, badges, now, actor, reason="referral clawed back")
+
+
+def _revoke_unreached(
+    session: Session,
+    member: Member,
+    badges: list[Badge],
+    now: dt.datetime,
+    actor: str | None,
+    *,
+    reason: str,
+    also: list[str] | None = None,
+) -> None:
+    """Store the members' metric of ``badges`` (and of the badges ``also`` names) and
+    revoke every level, of those that say ``revoke_on_refund``, whose threshold it no
+    longer reaches; bonus points are clawed back under the programme's refund policy."""
+    by_id = {badge.id: badge for badge in badges}
+    for badge_id in also or []:
+        if badge_id not in by_id and (badge := session.get(Badge, badge_id)) is not None:
+            by_id[badge_id] = badge
+    for badge in by_id.values():
+        value = _metric(session, badge, member, now)
+        _store_progress(session, badge.id, member.id, value, now)
+        if not badge.revoke_on_refund:
             continue
-        badge = owner
-        value = values.get(badge.id)
-        if value is None:
-            value = _metric(session, badge, member, now)
         levels = {level.number: level for level in rules.levels_of(badge.levels)}
-        level = levels.get(award.level)
-        if level is not None and value >= level.threshold:
-            continue
-        award.revoked_at = now
-        award.points_clawed_back = 0
-        if award.points:
-            move = ledger.reverse_bonus(
-                session,
-                member_id=member_id,
-                points=award.points,
-                reason=f"Badge revoked (order refunded): {badge.name} {award.level_name}"[:500],
-                reference=("badge", award.id),
-                actor=actor,
+        awards = session.scalars(
+            select(BadgeAward).where(
+                BadgeAward.badge_id == badge.id,
+                BadgeAward.member_id == member.id,
+                BadgeAward.revoked_at.is_(None),
             )
-            award.points_clawed_back = -move.points
+        )
+        for award in awards:
+            level = levels.get(award.level)
+            if level is not None and value >= level.threshold:
+                continue
+            award.revoked_at = now
+            award.points_clawed_back = 0
+            if award.points:
+                move = ledger.reverse_bonus(
+                    session,
+                    member_id=member.id,
+                    points=award.points,
+                    reason=f"Badge revoked ({reason}): {badge.name} {award.level_name}"[:500],
+                    reference=("badge", award.id),
+                    actor=actor,
+                )
+                award.points_clawed_back = -move.points
 
 
 def after_referral_qualified(
@@ -864,6 +908,10 @@ def _evaluate(
         reached = rules.levels_reached(rules.levels_of(badge.levels), value)
         if not reached:
             continue
+        if badge.rule in ("streak", "referrals") and not rules.in_window(
+            now, badge.starts_at, badge.ends_at
+        ):
+            continue  # a challenge counts streaks and referrals only while it runs
         have = set(
             session.scalars(
                 select(BadgeAward.level).where(
@@ -958,19 +1006,17 @@ def _metric(
             session, member.id, since=badge.starts_at, until=badge.ends_at, measures=(measure,)
         )
         return Decimal(activity.spend if badge.rule == "spend" else activity.orders)
-    return Decimal(_qualified_referrals(session, member.id))
+    return Decimal(referrals_service.qualified_referrals(session, member.id))
 
 
-def _qualified_referrals(session: Session, member_id: str) -> int:
-    from loyalty.referrals import service as referrals_service
-
-    count = getattr(referrals_service, "qualified_referrals", None)
-    return int(count(session, member_id)) if count is not None else 0
+PROGRESS_LIMIT = Decimal(10) ** 15  # what the leaderboard column holds, with room to spare
 
 
 def _store_progress(
     session: Session, badge_id: str, member_id: str, value: Decimal, now: dt.datetime
 ) -> None:
+    # Kept to the column's scale and range (a sum of extreme values is shown as its limit).
+    value = max(min(value, PROGRESS_LIMIT), -PROGRESS_LIMIT).quantize(Decimal("0.0001"))
     row = session.get(BadgeProgress, (badge_id, member_id))
     if row is None:
         session.execute(

@@ -152,6 +152,12 @@ def get_referral(session: Session, referral_id: str) -> Referral:
     return referral
 
 
+def names_reward(session: Session, reward_id: str) -> bool:
+    """Whether the referral terms give this catalogue reward (to either side)."""
+    settings = get_settings(session)
+    return reward_id in (settings.referrer_reward_id, settings.referee_reward_id)
+
+
 def qualified_referrals(session: Session, member_id: str) -> int:
     """How many of the member's referrals have qualified and not been clawed back (for the
     community area's referral badges)."""
@@ -402,6 +408,11 @@ def on_order_refunded(
     referral.status = "clawed_back"
     referral.clawed_back_at = now
     session.flush()
+    # The referrer's qualified-referral badges follow (the referrer's wallet is locked by
+    # the clawback above, after the referee's).
+    community_service.after_referral_clawed_back(
+        session, member_id=referral.referrer_id, now=now, actor=actor
+    )
 
 
 def run_due(session: Session, *, batch_size: int = 200) -> dict[str, int]:
@@ -561,9 +572,9 @@ def _qualify(
     session.flush()
     if settings.shared_tier_days and referee.status == "active":
         _share_tier(session, referral, settings.shared_tier_days, now, actor)
-    hook = getattr(community_service, "after_referral_qualified", None)
-    if hook is not None:
-        hook(session, member_id=referral.referrer_id, now=now, actor=actor)
+    community_service.after_referral_qualified(
+        session, member_id=referral.referrer_id, now=now, actor=actor
+    )
 
 
 def _share_tier(

@@ -37,6 +37,7 @@ from loyalty.errors import (
 from loyalty.ledger import service as ledger
 from loyalty.members import service as members_service
 from loyalty.members.models import Member
+from loyalty.referrals import service as referrals_service
 from loyalty.rewards import rules
 from loyalty.rewards.models import Claim, Perk, PerkGrant, Reward
 from loyalty.tiers import service as tiers_service
@@ -209,13 +210,15 @@ def update_reward(
 
 @retrying
 def delete_reward(session: Session, *, reward_id: str, actor: str) -> None:
-    """Delete a reward nobody has claimed and no perk gives (audited); otherwise raise
-    `RewardInUseError` (deactivate it instead). Raises `RewardNotFoundError`."""
+    """Delete a reward nobody has claimed and no perk or referral reward gives (audited);
+    otherwise raise `RewardInUseError` (deactivate it instead). Raises
+    `RewardNotFoundError`."""
     with unit_of_work(session):
         reward = _lock_reward(session, reward_id)
         claimed = session.scalar(select(exists().where(Claim.reward_id == reward_id)))
         given = session.scalar(select(exists().where(Perk.reward_id == reward_id)))
-        if claimed or given:
+        named = referrals_service.names_reward(session, reward_id)
+        if claimed or given or named:
             raise RewardInUseError(reward_id)
         before = audit.snapshot_of(reward, REWARD_FIELDS)
         session.delete(reward)

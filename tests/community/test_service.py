@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from unittest import mock
 
 import pytest
 from sqlalchemy import select
@@ -14,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from loyalty.audit.models import AuditRecord
 from loyalty.clock import FrozenClock
-from loyalty.community import service
+from loyalty.community import rules, service
 from loyalty.community.models import BadgeAward, BadgeProgress
 from loyalty.errors import (
     BadgeInUseError,
@@ -32,6 +31,8 @@ from loyalty.errors import (
 )
 from loyalty.ledger import service as ledger
 from loyalty.ledger.models import Entry
+from loyalty.members import service as members_service
+from loyalty.referrals import service as referrals_service
 from tests.community.conftest import (
     DAY,
     START,
@@ -452,38 +453,44 @@ def test_spend_and_order_badges_and_revocation_on_refund(session: Session, membe
     assert available(session, member_id) == 7
 
 
-def test_referral_badges_read_qualified_referrals(session: Session, member: Member) -> None:
+def test_referral_badges_follow_qualified_and_clawed_back_referrals(
+    session: Session, member: Member, clock: FrozenClock
+) -> None:
+    """A real referral: the friend's order activates (the referral qualifies: the badge is
+    awarded in that transaction), then is refunded (clawback: the badge is revoked)."""
+    referrals_service.update_settings(
+        session,
+        changes={"enabled": True, "min_order_total": 5000, "referrer_points": 100},
+        actor="test",
+    )
     make_badge(
         session,
         name="Ambassador",
         rule="referrals",
         event_type=None,
-        levels=[{"name": "3", "threshold": 3, "bonus_points": 30}],
+        revoke_on_refund=True,
+        levels=[{"name": "first friend", "threshold": 1, "bonus_points": 30}],
     )
-    member_id = member()
-    from loyalty.referrals import service as referrals_service
+    ann = member()
+    code = members_service.get_member(session, ann).referral_code
+    bob = member(referral_code=code)
+    order(session, bob, "friend-1", 6000)
+    clock.advance(15 * DAY)
+    ledger.settle_wallet(session, wallet_id=_wallet_id(session, bob))
+    assert referrals_service.qualified_referrals(session, ann) == 1
+    assert available(session, ann) == 100 + 30
+    ledger.refund_order(
+        session, client_id="cli_test", order_id="friend-1", refund_id="r", amount=6000
+    )
+    assert referrals_service.qualified_referrals(session, ann) == 0
+    [award] = session.scalars(select(BadgeAward).execution_options(populate_existing=True))
+    assert award.revoked_at is not None and award.points_clawed_back == 30
+    assert available(session, ann) == 0
 
-    with mock.patch.object(referrals_service, "qualified_referrals", create=True, return_value=3):
-        with ledger_lock(session, member_id):
-            service.after_referral_qualified(session, member_id=member_id, now=START, actor="t")
-    assert available(session, member_id) == 30
 
-
-class ledger_lock:  # noqa: N801 - used as a context manager
-    """A unit of work holding the member's wallet, as the referrals engineer calls the hook."""
-
-    def __init__(self, session: Session, member_id: str) -> None:
-        from loyalty.db import unit_of_work
-
-        self.work = unit_of_work(session)
-        self.session, self.member_id = session, member_id
-
-    def __enter__(self) -> None:
-        self.work.__enter__()
-        ledger.lock_member(self.session, self.member_id)
-
-    def __exit__(self, *exc: object) -> None:
-        self.work.__exit__(*exc)  # type: ignore[arg-type]
+def _wallet_id(session: Session, member_id: str) -> str:
+    wallet = ledger.points_summaries(session, [member_id])[member_id]
+    return wallet.id
 
 
 def test_member_badges_lists_earned_and_progress(session: Session, member: Member) -> None:
@@ -542,3 +549,84 @@ def test_leaderboard_lists_opted_in_members_by_display_name(
 
 def test_run_due_has_nothing_to_do(session: Session) -> None:
     assert service.run_due(session) == {}
+
+
+# --- review findings ------------------------------------------------------------------------
+
+
+def test_extreme_numbers_are_refused_and_points_per_event_bounded(
+    session: Session, member: Member
+) -> None:
+    make_type(session, "recycling.dropped_off", co2_kg="number", bags="integer")
+    make_rule(
+        session,
+        "recycling.dropped_off",
+        points=0,
+        per_unit_property="bags",
+        points_per_unit="1000000",
+    )
+    member_id = member()
+    for value in (10**400, 10**13, -(10**13)):
+        with pytest.raises(InvalidEventPropertyError):
+            post_event(
+                session, member_id, f"big-{value}", "recycling.dropped_off", co2_kg=value, bags=1
+            )
+    result = post_event(
+        session, member_id, "many-bags", "recycling.dropped_off", co2_kg=1.5, bags=10**12
+    )
+    assert result["points"] == rules.MAX_EVENT_POINTS
+
+
+def test_a_check_in_retried_without_a_time_is_the_same_event(
+    session: Session, member: Member, clock: FrozenClock
+) -> None:
+    member_id = member()
+    first = service.check_in(session, client_id="cli_test", member_id=member_id, event_id="v-42")
+    clock.advance(dt.timedelta(seconds=2))
+    again = service.check_in(session, client_id="cli_test", member_id=member_id, event_id="v-42")
+    assert (first.created, again.created) == (True, False)
+    assert again.body == first.body
+
+
+def test_a_challenge_gives_streak_levels_only_while_it_runs(
+    session: Session, member: Member, clock: FrozenClock
+) -> None:
+    make_badge(
+        session,
+        name="February streak",
+        rule="streak",
+        event_type=None,
+        starts_at=START - 40 * DAY,
+        ends_at=START - 10 * DAY,
+        levels=[{"name": "3 days", "threshold": 3, "bonus_points": 30}],
+    )
+    member_id = member()
+    for day in range(3):
+        clock.set(START + day * DAY)
+        assert check_in(session, member_id, START + day * DAY)["badges"] == []
+    assert available(session, member_id) == 0
+
+
+def test_a_refund_revokes_every_level_no_longer_reached(session: Session, member: Member) -> None:
+    make_badge(
+        session,
+        name="Big spender",
+        rule="spend",
+        event_type=None,
+        revoke_on_refund=True,
+        levels=[
+            {"name": "100", "threshold": 100, "bonus_points": 50},
+            {"name": "200", "threshold": 200, "bonus_points": 70},
+        ],
+    )
+    member_id = member()
+    order(session, member_id, "a", 10000)
+    order(session, member_id, "b", 10000)
+    assert available(session, member_id) == 120
+    ledger.refund_order(session, client_id="cli_test", order_id="a", refund_id="ra", amount=10000)
+    levels = {
+        a.level: a.revoked_at is not None
+        for a in session.scalars(select(BadgeAward).execution_options(populate_existing=True))
+    }
+    assert levels == {1: False, 2: True}  # level 2 came with order b, but spend is 100 now
+    assert available(session, member_id) == 50

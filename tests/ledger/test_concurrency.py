@@ -233,5 +233,8 @@ def test_lock_waits_are_bounded(app: Flask, rich_member: str) -> None:
         holder.rollback()
         holder.close()
         waiter.close()
+        # The 200 ms timeout is set on this connection: keep it out of the pool, or later
+        # tests of this worker would inherit it.
+        connection.invalidate()
         connection.close()
     assert type(result).__name__ == "LedgerBusyError"

@@ -32,6 +32,7 @@ from loyalty.errors import (
 from loyalty.ledger import service as ledger
 from loyalty.ledger.models import Entry
 from loyalty.members import service as members_service
+from loyalty.referrals import service as referrals_service
 from loyalty.rewards import rules, service
 from loyalty.rewards.models import Claim, PerkGrant, Reward
 from tests.rewards.conftest import DAY, START, make_perk
@@ -519,3 +520,12 @@ def test_a_claim_retried_with_its_reference_is_made_once(
     other = service.claim_reward(session, member_id=mid, reward_id=item.id, reference="cart-2")
     assert other.created and other.claim.id != first.claim.id
     assert ledger.get_balance(session, mid).available == 300
+
+
+def test_a_reward_the_referral_terms_give_cannot_be_deleted(
+    session: Session, reward: Callable[..., Reward]
+) -> None:
+    gift = reward(points_cost=100)
+    referrals_service.update_settings(session, changes={"referee_reward_id": gift.id}, actor="test")
+    with pytest.raises(RewardInUseError):
+        service.delete_reward(session, reward_id=gift.id, actor="test")
