@@ -532,7 +532,9 @@ def leaderboard(session: Session, badge_id: str, *, limit: int = 10) -> list[Lea
     """The members who opted in, ranked by their metric on the badge (highest first, ties
     share a rank, the first to get there listed first), by display name only. Raises
     `BadgeNotFoundError`."""
-    get_badge(session, badge_id)
+    badge = get_badge(session, badge_id)
+    if badge.rule == "streak":
+        return _streak_leaderboard(session, limit)
     rows = session.execute(
         select(LeaderboardProfile.display_name, BadgeProgress.value)
         .join(LeaderboardProfile, LeaderboardProfile.member_id == BadgeProgress.member_id)
@@ -548,6 +550,29 @@ def leaderboard(session: Session, badge_id: str, *, limit: int = 10) -> list[Lea
     ).all()
     ranked = rules.rank([(str(name), rules.plain(Decimal(value))) for name, value in rows])
     return [LeaderboardEntry(position, name, value) for position, name, value in ranked]
+
+
+def _streak_leaderboard(session: Session, limit: int) -> list[LeaderboardEntry]:
+    """Streaks are ranked as of today in each member's time zone (a streak that lapsed since
+    the last check-in counts 0), longest first, the earliest to reach it first."""
+    grace = get_settings(session).streak_grace_days
+    now = clock.now()
+    rows = session.execute(
+        select(LeaderboardProfile.display_name, MemberStreak, Member.timezone)
+        .join(MemberStreak, MemberStreak.member_id == LeaderboardProfile.member_id)
+        .join(Member, Member.id == LeaderboardProfile.member_id)
+        .where(LeaderboardProfile.opted_in.is_(True), Member.status == "active")
+    ).all()
+    scored = []
+    for name, row, timezone in rows:
+        streak = rules.Streak(row.current, row.longest, row.last_date)
+        value = rules.streak_as_of(streak, rules.local_date(now, timezone), grace)
+        if value > 0:
+            # The streak reached its length on its last day; earlier is ahead on a tie.
+            scored.append((-value, row.last_date, str(name), value))
+    scored.sort()
+    ranked = rules.rank([(name, rules.plain(Decimal(value))) for *_, name, value in scored])
+    return [LeaderboardEntry(position, name, value) for position, name, value in ranked[:limit]]
 
 
 def get_leaderboard_profile(session: Session, member_id: str) -> LeaderboardProfile:

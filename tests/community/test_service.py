@@ -630,3 +630,27 @@ def test_a_refund_revokes_every_level_no_longer_reached(session: Session, member
     }
     assert levels == {1: False, 2: True}  # level 2 came with order b, but spend is 100 now
     assert available(session, member_id) == 50
+
+
+def test_streak_leaderboards_count_streaks_as_of_today(
+    session: Session, member: Member, clock: FrozenClock
+) -> None:
+    badge = make_badge(
+        session,
+        name="Regular",
+        rule="streak",
+        event_type=None,
+        levels=[{"name": "week", "threshold": 7}],
+    )
+    ann, bob = member(), member()
+    for who, name in ((ann, "Ann"), (bob, "Bob")):
+        service.set_leaderboard_profile(session, member_id=who, opted_in=True, display_name=name)
+    for day in range(5):
+        clock.set(START + day * DAY)
+        check_in(session, ann, START + day * DAY)
+    for day in range(5, 7):
+        clock.set(START + day * DAY)
+        check_in(session, bob, START + day * DAY)
+    # Day 6: Bob's streak is 2; Ann's lapsed on day 5 (no grace), so she is not ranked.
+    board = service.leaderboard(session, badge.id)
+    assert [(e.rank, e.display_name, e.value) for e in board] == [(1, "Bob", 2)]
