@@ -13,7 +13,8 @@ from functools import wraps
 from typing import Any, Generic, TypeVar
 
 from flask import Flask, current_app, g
-from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import JSON, DateTime, Engine, MetaData, Select, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -72,6 +73,25 @@ JSONDocument = JSON().with_variant(JSONB(), "postgresql")
 def utcnow() -> dt.datetime:
     """The current time, timezone-aware, in UTC, from the app's clock (see `loyalty.clock`)."""
     return clock.now()
+
+
+def dialect_insert(session: Session) -> Any:
+    """The dialect's INSERT construct (PostgreSQL's or SQLite's), for ON CONFLICT clauses."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert
+    return sqlite.insert
+
+
+def keyset_page(
+    session: Session, query: Select[Any], key: Any, limit: int, cursor: str | None
+) -> Page[Any]:
+    """One page of ``query`` (ordered by ``key``, an id column) after ``cursor``."""
+    if cursor is not None:
+        query = query.where(key > cursor)
+    rows = list(session.scalars(query.limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(items=rows, next_cursor=rows[-1].id if more else None)
 
 
 def one_of(column: str, values: tuple[str, ...]) -> str:

@@ -27,8 +27,6 @@ from sqlalchemy import (
     delete,
     select,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -37,6 +35,7 @@ from loyalty.db import (
     RETRIES,
     Base,
     UTCDateTime,
+    dialect_insert,
     get_session,
     is_busy,
     is_retryable,
@@ -167,7 +166,7 @@ def _claim(session: Session, client_id: str, key: str, fingerprint: str) -> Idem
         "request_hash": fingerprint,
         "created_at": clock.now(),
     }
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    insert = dialect_insert(session)
     try:
         session.execute(insert(IdempotencyRecord).values(**values).on_conflict_do_nothing())
     except OperationalError as error:

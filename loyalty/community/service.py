@@ -15,9 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, delete, exists, func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import delete, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -35,7 +33,15 @@ from loyalty.community.models import (
     LeaderboardProfile,
     MemberStreak,
 )
-from loyalty.db import Page, constraint_name, new_id, retrying, unit_of_work
+from loyalty.db import (
+    Page,
+    constraint_name,
+    dialect_insert,
+    keyset_page,
+    new_id,
+    retrying,
+    unit_of_work,
+)
 from loyalty.errors import (
     BadgeInUseError,
     BadgeNotFoundError,
@@ -318,7 +324,9 @@ def list_event_rules(
     session: Session, *, limit: int = 50, cursor: str | None = None
 ) -> Page[EventRule]:
     """Event rules in creation order, a page at a time."""
-    return _page(session, select(EventRule).order_by(EventRule.id), EventRule.id, limit, cursor)
+    return keyset_page(
+        session, select(EventRule).order_by(EventRule.id), EventRule.id, limit, cursor
+    )
 
 
 @retrying
@@ -430,7 +438,7 @@ def list_badges(
     query = select(Badge).order_by(Badge.id)
     if active is not None:
         query = query.where(Badge.active.is_(active))
-    return _page(session, query, Badge.id, limit, cursor)
+    return keyset_page(session, query, Badge.id, limit, cursor)
 
 
 @retrying
@@ -596,7 +604,7 @@ def set_leaderboard_profile(
         if opted_in and not display_name:
             raise InvalidFieldError("display_name", "A display name is needed to opt in.")
         values = {"opted_in": opted_in, "display_name": display_name, "updated_at": clock.now()}
-        insert = _insert(session)
+        insert = dialect_insert(session)
         session.execute(
             insert(LeaderboardProfile)
             .values(member_id=member_id, **values)
@@ -926,7 +934,7 @@ def _evaluate(
     outcome = _Outcome()
     if member.status != "active":
         return outcome
-    insert = _insert(session)
+    insert = dialect_insert(session)
     for badge in badges:
         value = _metric(session, badge, member, now, streak_now=streak_now)
         _store_progress(session, badge.id, member.id, value, now)
@@ -1045,7 +1053,7 @@ def _store_progress(
     row = session.get(BadgeProgress, (badge_id, member_id))
     if row is None:
         session.execute(
-            _insert(session)(BadgeProgress)
+            dialect_insert(session)(BadgeProgress)
             .values(badge_id=badge_id, member_id=member_id, value=value, updated_at=now)
             .on_conflict_do_update(
                 index_elements=["badge_id", "member_id"],
@@ -1242,20 +1250,5 @@ def _balance(session: Session, member_id: str) -> ledger.Balance:
     return ledger.Balance.of(ledger.points_summaries(session, [member_id]).get(member_id))
 
 
-def _insert(session: Session) -> Any:
-    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-
-
 def _timestamp(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-
-
-def _page(
-    session: Session, query: Select[Any], key: Any, limit: int, cursor: str | None
-) -> Page[Any]:
-    if cursor is not None:
-        query = query.where(key > cursor)
-    rows = list(session.scalars(query.limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page(items=rows, next_cursor=rows[-1].id if more else None)

@@ -16,14 +16,12 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Select, func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from loyalty import clock
 from loyalty.audit import service as audit_service
 from loyalty.community import service as community_service
-from loyalty.db import Page, new_id, retrying, unit_of_work
+from loyalty.db import Page, dialect_insert, new_id, retrying, unit_of_work
 from loyalty.earning import service as earning_service
 from loyalty.errors import (
     CaptureExceedsHoldError,
@@ -1170,7 +1168,7 @@ def _lock_wallet(session: Session, member_id: str) -> _Locked:
             "created_at": now,
             "updated_at": now,
         }
-        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        insert = dialect_insert(session)
         session.execute(insert(Wallet).values(**values).on_conflict_do_nothing())
         row = session.execute(query).first()
         if row is None:  # no settings row: a database from before the defaults existed

@@ -11,14 +11,12 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, and_, exists, extract, func, or_, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import and_, exists, extract, func, or_, select
 from sqlalchemy.orm import Session
 
 from loyalty import clock
 from loyalty.audit import service as audit
-from loyalty.db import Page, new_id, retrying, unit_of_work
+from loyalty.db import Page, dialect_insert, keyset_page, new_id, retrying, unit_of_work
 from loyalty.errors import (
     ClaimLimitReachedError,
     ClaimNotFoundError,
@@ -157,7 +155,7 @@ def list_rewards(
     query = select(Reward).order_by(Reward.id)
     if active is not None:
         query = query.where(Reward.active.is_(active))
-    return _page(session, query, Reward.id, limit, cursor)
+    return keyset_page(session, query, Reward.id, limit, cursor)
 
 
 @retrying
@@ -242,7 +240,7 @@ def member_rewards(
     points = ledger.get_balance(session, member_id).available
     member = members_service.get_member(session, member_id)
     query = select(Reward).where(Reward.active.is_(True)).order_by(Reward.id)
-    page = _page(session, query, Reward.id, limit, cursor)
+    page = keyset_page(session, query, Reward.id, limit, cursor)
     ids = [reward.id for reward in page.items]
     counts = dict(
         session.execute(
@@ -289,7 +287,7 @@ def list_perks(
     query = select(Perk).order_by(Perk.id)
     if kind is not None:
         query = query.where(Perk.kind == kind)
-    return _page(session, query, Perk.id, limit, cursor)
+    return keyset_page(session, query, Perk.id, limit, cursor)
 
 
 @retrying
@@ -682,7 +680,7 @@ def _grant(session: Session, perk: Perk, member_id: str, year: int, now: dt.date
     or another): the grant row is inserted first, and only the inserter gives the gift."""
     ledger.lock_member(session, member_id)
     grant_id = new_id("pgr")
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    insert = dialect_insert(session)
     inserted = session.execute(
         insert(PerkGrant)
         .values(id=grant_id, perk_id=perk.id, member_id=member_id, year=year, granted_at=now)
@@ -839,14 +837,3 @@ def _check_perk(
     reward_id = values.get("reward_id")
     if reward_id is not None and session.get(Reward, reward_id) is None:
         raise UnknownRewardError(reward_id)
-
-
-def _page(
-    session: Session, query: Select[Any], key: Any, limit: int, cursor: str | None
-) -> Page[Any]:
-    if cursor is not None:
-        query = query.where(key > cursor)
-    rows = list(session.scalars(query.limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page(items=rows, next_cursor=rows[-1].id if more else None)

@@ -44,13 +44,11 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Select, func, literal, or_, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from loyalty import clock
 from loyalty.audit import service as audit_service
-from loyalty.db import Page, UTCDateTime, retrying, unit_of_work
+from loyalty.db import Page, UTCDateTime, dialect_insert, retrying, unit_of_work
 from loyalty.earning import service as earning_service
 from loyalty.errors import (
     BaseTierHeldError,
@@ -601,7 +599,7 @@ def _add_rows_batch(session: Session, *, batch_size: int) -> int:
             .order_by(Member.id)
             .limit(batch_size)
         )
-        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        insert = dialect_insert(session)
         statement = (
             insert(MemberTier)
             .from_select(["member_id", "ladder_version", "updated_at"], unseen)
@@ -838,7 +836,7 @@ def _lock_row(session: Session, member_id: str) -> MemberTier:
     """Lock the member's tier row for this transaction, creating it on first use."""
     row = session.scalar(_row_for_update(session, member_id))
     if row is None:
-        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        insert = dialect_insert(session)
         session.execute(
             insert(MemberTier)
             .values(member_id=member_id, ladder_version=0, updated_at=clock.now())
