@@ -23,6 +23,8 @@ from werkzeug.exceptions import BadRequest, HTTPException, UnsupportedMediaType
 
 from loyalty import problems
 from loyalty.db import get_session
+from loyalty.idempotency import HEADER as IDEMPOTENCY_HEADER
+from loyalty.idempotency import idempotent
 from loyalty.jsonbody import StrictParser
 
 MAX_PAGE_SIZE = 200
@@ -30,6 +32,16 @@ DEFAULT_PAGE_SIZE = 50
 BEARER_SCHEME = "bearerAuth"
 MIN_YEAR, MAX_YEAR = 1900, 9998
 FORM_CONTENT_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+# Authenticated operations with these methods honour Idempotency-Key (see `Blueprint.requires`).
+STATE_CHANGING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+IDEMPOTENCY_KEY_PARAMETER = {
+    "in": "header",
+    "name": IDEMPOTENCY_HEADER,
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "description": "Retry safely: the same key and request get the stored response again "
+    "(header Idempotent-Replayed: true) and no second effect.",
+}
 
 
 class Api(flask_smorest.Api):
@@ -67,43 +79,33 @@ class Blueprint(flask_smorest.Blueprint):
 
     def requires(self, scope: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Require a bearer token carrying ``scope`` and a JSON body (if any); document the
-        security and the 400, 401, 403 and 415 answers."""
+        security and the 400, 401, 403 and 415 answers.
+
+        A state-changing operation (a MethodView's ``post``, ``put``, ``patch`` or ``delete``)
+        also honours ``Idempotency-Key`` once the caller is known: this is the one place
+        where it is applied, so no route can forget it."""
         from loyalty.auth.security import authenticate  # auth's routes use this module
 
         def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
-            @wraps(func)
+            # A MethodView's methods are named after the HTTP methods they answer.
+            state_changing = func.__name__.upper() in STATE_CHANGING_METHODS
+            view = idempotent(func) if state_changing else func
+
+            @wraps(view)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
                 authenticate(scope)
                 require_json_body()
-                return func(*args, **kwargs)
+                return view(*args, **kwargs)
 
             wrapper = self.doc(security=[{BEARER_SCHEME: [scope]}])(wrapper)
-            for status in (400, 401, 403, 415):
+            statuses = (400, 401, 403, 415) + ((409, 422) if state_changing else ())
+            for status in statuses:
                 wrapper = self.alt_response(status, response=http.HTTPStatus(status).name)(wrapper)
+            if state_changing:
+                wrapper = self.doc(parameters=[IDEMPOTENCY_KEY_PARAMETER])(wrapper)
             return wrapper
 
         return decorator
-
-    def idempotent(self, func: Callable[..., Any]) -> Callable[..., Any]:
-        """Honour an ``Idempotency-Key`` header (see `loyalty.idempotency`) and document it."""
-        from loyalty.idempotency import HEADER, idempotent
-
-        wrapper = idempotent(func)
-        wrapper = self.doc(
-            parameters=[
-                {
-                    "in": "header",
-                    "name": HEADER,
-                    "required": False,
-                    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-                    "description": "Retry safely: the same key and request get the stored "
-                    "response again (header Idempotent-Replayed: true) and no second effect.",
-                }
-            ]
-        )(wrapper)
-        for status in (409, 422):
-            wrapper = self.alt_response(status, response=http.HTTPStatus(status).name)(wrapper)
-        return wrapper
 
     def public(self, func: Callable[..., Any]) -> Callable[..., Any]:
         """Mark an operation as needing no token."""

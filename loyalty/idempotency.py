@@ -1,4 +1,6 @@
-"""``Idempotency-Key`` on state-changing POSTs, as Stripe does it and the IETF draft specifies.
+"""``Idempotency-Key`` on every state-changing call, as Stripe does it and the IETF draft
+specifies. `loyalty.api.Blueprint.requires` applies it to every authenticated POST, PUT, PATCH
+and DELETE; the token endpoint is the exception (it has no API client to scope a key to).
 
 The key is claimed in the same transaction as the request's effect, and the response (a
 business rejection such as insufficient points included) is stored with it. A retry with the
@@ -56,6 +58,8 @@ HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 # Keys are kept at least this long; the job deletes older ones.
 RETENTION = dt.timedelta(hours=48)
+# Set on views wrapped by `idempotent` (and copied onto the wrappers around them).
+_MARK = "honours_idempotency_key"
 
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -106,7 +110,13 @@ def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
                 raise LedgerBusyError() from error
         raise AssertionError("unreachable")
 
+    setattr(wrapper, _MARK, True)
     return wrapper
+
+
+def honours_idempotency_key(view: Callable[..., Any]) -> bool:
+    """Whether ``view`` (or a view it wraps) was made `idempotent`."""
+    return bool(getattr(view, _MARK, False))
 
 
 def _body() -> Any:

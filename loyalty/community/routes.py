@@ -79,7 +79,6 @@ class EventTypes(MethodView):
         return service.list_event_types(get_session(), **query)
 
     @blp.requires("program:write")
-    @blp.idempotent
     @blp.arguments(EventTypeCreateSchema)
     @blp.response(201, EventTypeSchema)
     @blp.errors(409)
@@ -123,7 +122,6 @@ class EventRules(MethodView):
         return service.list_event_rules(get_session(), **query)
 
     @blp.requires("program:write")
-    @blp.idempotent
     @blp.arguments(EventRuleCreateSchema)
     @blp.response(201, EventRuleSchema)
     @blp.errors(409)
@@ -169,7 +167,6 @@ class Badges(MethodView):
         return service.list_badges(get_session(), **query)
 
     @blp.requires("program:write")
-    @blp.idempotent
     @blp.arguments(BadgeCreateSchema)
     @blp.response(201, BadgeSchema)
     def post(self, data: dict[str, Any]) -> Badge:
@@ -221,7 +218,6 @@ class Leaderboard(MethodView):
 @blp.route("/events")
 class Events(MethodView):
     @blp.requires("points:accrue")
-    @blp.idempotent
     @blp.arguments(EventCreateSchema)
     @blp.response(201, EventResultSchema, description="Event recorded")
     @blp.alt_response(
@@ -240,7 +236,6 @@ class Events(MethodView):
 @blp.route("/members/<string:member_id>/check-ins")
 class CheckIns(MethodView):
     @blp.requires("points:accrue")
-    @blp.idempotent
     @blp.arguments(CheckInCreateSchema)
     @blp.response(201, EventResultSchema, description="Check-in recorded")
     @blp.alt_response(

@@ -53,7 +53,6 @@ def _hold_result(result: service.HoldResult, points: int | None = None) -> dict[
 @blp.route("/orders")
 class Orders(MethodView):
     @blp.requires("points:accrue")
-    @blp.idempotent
     @blp.arguments(OrderCreateSchema)
     @blp.response(201, OrderResultSchema, description="Points credited (pending or active)")
     @blp.alt_response(
@@ -72,7 +71,6 @@ class Orders(MethodView):
 @blp.route("/orders/<string:order_id>/refunds")
 class Refunds(MethodView):
     @blp.requires("points:accrue")
-    @blp.idempotent
     @blp.arguments(RefundCreateSchema)
     @blp.response(201, RefundResultSchema, description="Points reversed")
     @blp.alt_response(
@@ -93,7 +91,6 @@ class Refunds(MethodView):
 @blp.route("/members/<string:member_id>/redemptions")
 class Redemptions(MethodView):
     @blp.requires("points:redeem")
-    @blp.idempotent
     @blp.arguments(RedemptionCreateSchema)
     @blp.response(201, PointsMoveSchema)
     @blp.errors(404)
@@ -107,7 +104,6 @@ class Redemptions(MethodView):
 @blp.route("/members/<string:member_id>/holds")
 class Holds(MethodView):
     @blp.requires("points:redeem")
-    @blp.idempotent
     @blp.arguments(HoldCreateSchema)
     @blp.response(201, HoldResultSchema)
     @blp.errors(404)
@@ -132,7 +128,6 @@ class HoldById(MethodView):
 @blp.route("/holds/<string:hold_id>/capture")
 class Capture(MethodView):
     @blp.requires("points:redeem")
-    @blp.idempotent
     @blp.arguments(CaptureSchema)
     @blp.response(200, HoldResultSchema)
     @blp.errors(404)
@@ -147,7 +142,6 @@ class Capture(MethodView):
 @blp.route("/holds/<string:hold_id>/release")
 class Release(MethodView):
     @blp.requires("points:redeem")
-    @blp.idempotent
     @blp.response(200, HoldResultSchema)
     @blp.errors(404)
     def post(self, hold_id: str) -> dict[str, Any]:
@@ -179,7 +173,6 @@ class MemberLedger(MethodView):
 @blp.route("/members/<string:member_id>/adjustments")
 class Adjustments(MethodView):
     @blp.requires("points:adjust")
-    @blp.idempotent
     @blp.arguments(AdjustmentCreateSchema)
     @blp.response(201, PointsMoveSchema)
     @blp.errors(404)

@@ -25,7 +25,6 @@ blp = Blueprint("members", __name__, url_prefix="/v1/members", description="Memb
 @blp.route("")
 class Members(MethodView):
     @blp.requires("members:write")
-    @blp.idempotent
     @blp.arguments(MemberCreateSchema)
     @blp.response(201, MemberSchema, description="The member was enrolled")
     @blp.alt_response(

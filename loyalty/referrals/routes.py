@@ -57,7 +57,6 @@ class Reviews(MethodView):
 @blp.route("/program/referrals/<string:referral_id>/approve")
 class Approve(MethodView):
     @blp.requires("program:write")
-    @blp.idempotent
     @blp.arguments(ReferralReviewSchema)
     @blp.response(200, ReferralSchema)
     @blp.errors(404)
@@ -71,7 +70,6 @@ class Approve(MethodView):
 @blp.route("/program/referrals/<string:referral_id>/reject")
 class Reject(MethodView):
     @blp.requires("program:write")
-    @blp.idempotent
     @blp.arguments(ReferralReviewSchema)
     @blp.response(200, ReferralSchema)
     @blp.errors(404)

@@ -52,7 +52,6 @@ class Rewards(MethodView):
         return service.list_rewards(get_session(), **query)
 
     @blp.requires("program:write")
-    @blp.idempotent
     @blp.arguments(RewardCreateSchema)
     @blp.response(201, RewardSchema)
     def post(self, data: dict[str, Any]) -> Reward:
@@ -97,7 +96,6 @@ class Perks(MethodView):
         return service.list_perks(get_session(), **query)
 
     @blp.requires("program:write")
-    @blp.idempotent
     @blp.arguments(PerkCreateSchema)
     @blp.response(201, PerkSchema)
     def post(self, data: dict[str, Any]) -> Perk:
@@ -160,7 +158,6 @@ class MemberRewards(MethodView):
 @blp.route("/members/<string:member_id>/rewards/<string:reward_id>/claims")
 class Claims(MethodView):
     @blp.requires("points:redeem")
-    @blp.idempotent
     @blp.arguments(ClaimCreateSchema)
     @blp.response(201, ClaimResultSchema)
     @blp.alt_response(
@@ -219,7 +216,6 @@ class ClaimById(MethodView):
 @blp.route("/claims/<string:claim_id>/use")
 class UseClaim(MethodView):
     @blp.requires("points:redeem")
-    @blp.idempotent
     @blp.response(200, ClaimSchema)
     @blp.errors(404)
     def post(self, claim_id: str) -> Claim:
@@ -230,7 +226,6 @@ class UseClaim(MethodView):
 @blp.route("/claims/<string:claim_id>/cancel")
 class CancelClaim(MethodView):
     @blp.requires("points:redeem")
-    @blp.idempotent
     @blp.response(200, ClaimResultSchema)
     @blp.errors(404)
     def post(self, claim_id: str) -> service.ClaimResult:
