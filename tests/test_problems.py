@@ -306,4 +306,19 @@ def test_unknown_scope_in_a_token_request_points_at_the_field(
         json={"client_id": new.client.id, "client_secret": new.secret, "scope": "foo"},
     )
     body = assert_problem(response, 422, "unknown-scope")
-    assert body["errors"] == [{"pointer": "#/scope", "detail": "Unknown scope(s): foo."}]
+    [error] = body["errors"]
+    assert error["pointer"] == "#/scope"
+    assert error["detail"].startswith("1 unknown scope(s); the scopes are: members:read ")
+    assert "foo" not in response.get_data(as_text=True)
+
+
+def test_a_value_sent_is_not_repeated_in_the_detail(
+    client: FlaskClient, headers: dict[str, str]
+) -> None:
+    order = {"order_id": "o-1", "member_id": "mem_x", "total": 100, "currency": "XQZ"}
+    response = client.post("/v1/orders", json=order, headers=headers)
+    body = assert_problem(response, 422, "validation-failed")
+    assert body["errors"] == [
+        {"pointer": "#/currency", "detail": "Not an ISO 4217 currency with minor units."}
+    ]
+    assert "XQZ" not in response.get_data(as_text=True)

@@ -123,7 +123,7 @@ def test_referral_code_at_enrolment(client: FlaskClient, headers: dict[str, str]
     )
     body = assert_problem(response, 422, "validation-failed")
     assert body["errors"] == [
-        {"pointer": "#/referral_code", "detail": "No member has the referral code 'ZZZZZZZZ'."}
+        {"pointer": "#/referral_code", "detail": "No member has this referral code."}
     ]
 
 
