@@ -164,6 +164,9 @@ def probes(operation: Operation) -> list[Probe]:
     as_objects = {name: {MARKER: MARKER} for name in properties}
     too_long = {name: MARKER * 60 for name in properties}
     credentials = {"grant_type": "client_credentials", "client_id": MARKER, "client_secret": MARKER}
+    secret_named = {
+        name: MARKER for name in ("password", "api_secret", "access_token", "refresh_token")
+    }
     json_type = {"Content-Type": "application/json"}
     form_type = {"Content-Type": "application/x-www-form-urlencoded"}
     secret_form = {"client_id": MARKER, "client_secret": MARKER, MARKER: MARKER, **flat}
@@ -186,6 +189,7 @@ def probes(operation: Operation) -> list[Probe]:
         ),
         Probe("JSON, every declared field the marker", json.dumps(flat).encode(), json_type),
         Probe("JSON, well-formed credentials", json.dumps(credentials).encode(), json_type),
+        Probe("JSON, secret-named fields", json.dumps(secret_named).encode(), json_type),
         Probe("form, well-formed credentials", urlencode(credentials).encode(), form_type),
         Probe("JSON, nested fields the marker", json.dumps(nested).encode(), json_type),
         Probe("JSON, the marker as keys", json.dumps(keyed).encode(), json_type),
