@@ -106,8 +106,10 @@ class InvalidClientError(AuthenticationError):
     code = "invalid-client"
     title = "Invalid client credentials"
 
-    def __init__(self) -> None:
-        super().__init__("The client id or secret is wrong, or the client has been revoked.")
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(
+            detail or "The client id or secret is wrong, or the client has been revoked."
+        )
 
 
 class InvalidTokenError(AuthenticationError):

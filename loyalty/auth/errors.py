@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from loyalty.errors import AuthenticationError, BadRequestError, InvalidClientError
+from loyalty.errors import BadRequestError, InvalidClientError
 
 
 class UnsupportedGrantTypeError(BadRequestError):
@@ -29,8 +29,7 @@ class MalformedBasicCredentialsError(InvalidClientError):
     """An ``Authorization: Basic`` header that does not decode to a client id and secret."""
 
     def __init__(self, reason: str) -> None:
-        AuthenticationError.__init__(
-            self,
+        super().__init__(
             f"The Basic credentials are malformed ({reason}): send base64 of "
-            "client_id:client_secret, each form-urlencoded.",
+            "client_id:client_secret, each form-urlencoded."
         )
