@@ -109,17 +109,22 @@ def make_engine(
 ) -> Engine:
     """Create an engine configured for safe concurrent use on PostgreSQL and SQLite.
 
-    On PostgreSQL every connection bounds lock waits with ``lock_timeout``.
+    On PostgreSQL every connection bounds lock waits with ``lock_timeout``. Statements'
+    parameters (client data, secrets among them) are kept out of logs and error messages.
     """
     if url.startswith("sqlite"):
         engine = create_engine(
-            url, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+            url,
+            echo=echo,
+            hide_parameters=True,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
         )
         _configure_sqlite(engine)
         return engine
     return create_engine(
         url,
         echo=echo,
+        hide_parameters=True,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,

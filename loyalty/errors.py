@@ -106,8 +106,10 @@ class InvalidClientError(AuthenticationError):
     code = "invalid-client"
     title = "Invalid client credentials"
 
-    def __init__(self) -> None:
-        super().__init__("The client id or secret is wrong, or the client has been revoked.")
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(
+            detail or "The client id or secret is wrong, or the client has been revoked."
+        )
 
 
 class InvalidTokenError(AuthenticationError):
@@ -145,8 +147,12 @@ class UnknownScopeError(InvalidFieldError):
     code = "unknown-scope"
     title = "Unknown scope"
 
-    def __init__(self, scopes: list[str]) -> None:
-        super().__init__("scope", f"Unknown scope(s): {', '.join(scopes)}.", scopes=scopes)
+    def __init__(self, scopes: list[str], known: tuple[str, ...] | list[str]) -> None:
+        # The scopes asked for are not repeated: a client may have put anything there.
+        super().__init__(
+            "scope", f"{len(scopes)} unknown scope(s); the scopes are: {' '.join(known)}."
+        )
+        self.scopes = scopes
 
 
 class ScopeNotGrantedError(PermissionDeniedError):
@@ -486,9 +492,8 @@ class UnknownTierCodeError(InvalidFieldError):
     title = "Unknown tier"
 
     def __init__(self, codes: list[str]) -> None:
-        super().__init__(
-            "tier_codes", f"No tier with the code(s): {', '.join(codes)}.", tier_codes=codes
-        )
+        super().__init__("tier_codes", f"{len(codes)} of the codes name no tier.")
+        self.tier_codes = codes  # for the code; the codes sent are not repeated to the client
 
 
 class UnknownRewardError(InvalidFieldError):
@@ -496,7 +501,8 @@ class UnknownRewardError(InvalidFieldError):
     title = "Unknown reward"
 
     def __init__(self, reward_id: str) -> None:
-        super().__init__("reward_id", f"No reward {reward_id!r}.", reward_id=reward_id)
+        super().__init__("reward_id", "No reward has this id.")
+        self.reward_id = reward_id  # for the code; the id sent is not repeated to the client
 
 
 class PerkInUseError(ConflictError):
@@ -678,7 +684,8 @@ class UnknownEventTypeError(InvalidFieldError):
     title = "Unknown event type"
 
     def __init__(self, field: str, name: str) -> None:
-        super().__init__(field, f"No event type {name!r}; declare it first.", event_type=name)
+        super().__init__(field, "No event type has this name; declare it first.")
+        self.event_type = name  # for the code; the name sent is not repeated to the client
 
 
 class InvalidEventPropertyError(InvalidFieldError):

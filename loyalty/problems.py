@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import re
+import traceback
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from flask import Flask, Response, current_app, request
 from marshmallow import Schema, fields
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, StatementError
 from werkzeug.exceptions import HTTPException
 
 from loyalty import errors
@@ -158,7 +159,8 @@ def handle_http_exception(error: HTTPException) -> Response:
     if status == 400 and messages == {"json": ["Invalid JSON body."]}:
         return handle_domain_error(errors.MalformedJSONError(str(data.get("exc") or "syntax")))
     if status == 422 and messages:
-        field_errors = list(_field_errors(messages))
+        sent = getattr(data.get("exc"), "data", None)
+        field_errors = list(_field_errors(messages, data.get("schema"), sent))
         count = len(field_errors)
         return problem_response(
             422,
@@ -211,7 +213,7 @@ def handle_unexpected(error: Exception) -> Response:
 def _internal_error(error: BaseException) -> Response:
     if _propagating() and error is not None and not isinstance(error, HTTPException):
         raise error
-    log.error("unhandled error on %s %s", request.method, request.path, exc_info=error)
+    log.error("unhandled error on %s %s\n%s", request.method, request.path, _describe(error))
     return problem_response(
         500,
         "internal-error",
@@ -220,17 +222,58 @@ def _internal_error(error: BaseException) -> Response:
     )
 
 
+def _describe(error: BaseException) -> str:
+    """The error's traceback, its causes first, as Python prints it, except what the database
+    said: its messages can quote the statement's values (``Key (email)=(...) already
+    exists``), so a database error is told by its class, SQLSTATE and statement."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or (
+            None if current.__suppress_context__ else current.__context__
+        )
+    withheld = [e.orig for e in chain if isinstance(e, StatementError) and e.orig is not None]
+    text = ""
+    for exc in reversed(chain):
+        if text:
+            text += (
+                "\n\nThe above exception was the direct cause of the following exception:\n\n"
+                if exc.__cause__ is not None
+                else "\n\nDuring handling of the above exception, another exception occurred:\n\n"
+            )
+        frames = "".join(traceback.format_tb(exc.__traceback__))
+        if isinstance(exc, StatementError):
+            state = getattr(exc.orig, "sqlstate", None) or "unknown"
+            origin = type(exc.orig).__name__ if exc.orig is not None else "no driver error"
+            headline = f"{type(exc).__name__} ({origin}, SQLSTATE {state}) in: {exc.statement}"
+        elif any(exc is orig for orig in withheld):
+            headline = f"{type(exc).__module__}.{type(exc).__name__} (message withheld)"
+        else:
+            headline = "".join(traceback.format_exception_only(exc)).rstrip()
+        text += f"Traceback (most recent call last):\n{frames}{headline}"
+    return text
+
+
 def _propagating() -> bool:
     """Flask's rule: re-raise unexpected errors in testing and debug unless told otherwise."""
     setting = current_app.config.get("PROPAGATE_EXCEPTIONS")
     return bool(current_app.testing or current_app.debug) if setting is None else bool(setting)
 
 
-def _field_errors(messages: Mapping[str, Any]) -> Iterator[dict[str, str]]:
-    """Flatten webargs' ``{location: {field: [messages]}}`` into pointer/detail pairs."""
+def _field_errors(
+    messages: Mapping[str, Any], schema: Schema | None, sent: Any
+) -> Iterator[dict[str, str]]:
+    """Flatten webargs' ``{location: {field: [messages]}}`` into pointer/detail pairs.
+
+    Pointers name only the schema's own fields (and list positions): what the client sent is
+    never echoed. Unknown keys are counted at the object holding them, with the fields allowed
+    there; a mapping's keys are left out of the pointer; a detail quoting a value sent is
+    replaced (`_quotes`).
+    """
     for location, tree in messages.items():
-        for path, detail in _walk(tree, ()):
-            pointer = "#/" + "/".join(_escape(part) for part in path if part != "_schema")
+        for path, detail in _walk_schema(tree, (), schema, sent):
+            pointer = "#/" + "/".join(_escape(part) for part in path)
             entry = {"pointer": pointer.rstrip("/") or "#", "detail": detail}
             if location not in ("json", "json_or_form", "form"):
                 entry["parameter"] = str(path[0]) if path else ""
@@ -238,15 +281,102 @@ def _field_errors(messages: Mapping[str, Any]) -> Iterator[dict[str, str]]:
             yield entry
 
 
-def _walk(tree: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], str]]:
+Errors = Iterator[tuple[tuple[str, ...], str]]
+
+
+def _walk_schema(tree: Any, path: tuple[str, ...], schema: Schema | None, sent: Any) -> Errors:
+    if not isinstance(tree, Mapping):
+        yield from _leaves(tree, path, sent)
+        return
+    declared = {f.data_key or name: f for name, f in schema.load_fields.items()} if schema else {}
+    unknown = 0
+    for key, subtree in tree.items():
+        if key == "_schema":
+            yield from _leaves(subtree, path, sent)
+        elif key in declared:
+            yield from _walk_field(subtree, (*path, key), declared[key], _item(sent, key))
+        else:
+            unknown += 1
+    if unknown:
+        allowed = ", ".join(sorted(declared)) or "none"
+        plural = "s" if unknown != 1 else ""
+        yield path, f"{unknown} unknown field{plural}; the fields allowed here are: {allowed}."
+
+
+def _walk_field(tree: Any, path: tuple[str, ...], field: fields.Field, sent: Any) -> Errors:
+    if not isinstance(tree, Mapping):
+        yield from _leaves(tree, path, sent)
+    elif isinstance(field, fields.Nested) and not field.many:
+        yield from _walk_schema(tree, path, field.schema, sent)
+    elif isinstance(field, fields.Nested | fields.List | fields.Tuple):
+        for index, subtree in tree.items():
+            if not isinstance(index, int):
+                yield from _leaves(subtree, path, sent)
+            elif isinstance(field, fields.Nested):
+                yield from _walk_schema(subtree, (*path, str(index)), field.schema, sent)
+            else:
+                inner = field.inner if isinstance(field, fields.List) else None
+                if isinstance(field, fields.Tuple) and index < len(field.tuple_fields):
+                    inner = field.tuple_fields[index]
+                item = _item(sent, index)
+                if inner is None:
+                    yield from _leaves(subtree, (*path, str(index)), item)
+                else:
+                    yield from _walk_field(subtree, (*path, str(index)), inner, item)
+    elif isinstance(field, fields.Mapping):
+        # Keyed by the client's own keys: report at the mapping itself.
+        for key, subtree in tree.items():
+            value = _item(sent, key)
+            parts = subtree if isinstance(subtree, Mapping) else {"value": subtree}
+            for _, detail in _leaves(parts.get("key", []), (), key):
+                yield path, f"A key: {detail}"
+            value_field = field.value_field or fields.Raw()
+            for subpath, detail in _walk_field(parts.get("value", []), (), value_field, value):
+                where = f"A value's {'/'.join(subpath)}" if subpath else "A value"
+                yield path, f"{where}: {detail}"
+    else:
+        for subtree in tree.values():
+            yield from _leaves(subtree, path, sent)
+
+
+def _leaves(tree: Any, path: tuple[str, ...], sent: Any) -> Errors:
     if isinstance(tree, Mapping):
-        for key, value in tree.items():
-            yield from _walk(value, (*path, str(key)))
+        for subtree in tree.values():
+            yield from _leaves(subtree, path, sent)
     elif isinstance(tree, list | tuple):
         for item in tree:
-            yield from _walk(item, path)
+            yield from _leaves(item, path, sent)
     else:
-        yield path, str(tree)
+        detail = str(tree)
+        yield path, "Invalid value." if _quotes(detail, sent) else detail
+
+
+def _item(sent: Any, key: Any) -> Any:
+    try:
+        return sent[key] if isinstance(sent, Mapping | list) else None
+    except (KeyError, IndexError, TypeError):
+        return None
+
+
+# Values this long or longer are never repeated in a detail, whatever a validator says.
+QUOTE_MIN_LENGTH = 6
+
+
+def _quotes(detail: str, sent: Any, budget: int = 1000) -> bool:
+    """Whether ``detail`` repeats a string (a value or a key) of ``sent``, the value at fault."""
+    pending, seen = [sent], 0
+    while pending and seen < budget:
+        value = pending.pop()
+        seen += 1
+        if isinstance(value, str):
+            if len(value) >= QUOTE_MIN_LENGTH and value in detail:
+                return True
+        elif isinstance(value, Mapping):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list | tuple):
+            pending.extend(value)
+    return False
 
 
 def _escape(part: str) -> str:

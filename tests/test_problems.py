@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from marshmallow import Schema, ValidationError, fields, validate
 from werkzeug.test import TestResponse
 
-from loyalty import create_app
+from loyalty import create_app, problems
 from loyalty.db import get_database
 from tests.conftest import base_config
 
@@ -85,9 +86,67 @@ def test_validation_errors_point_at_each_field(
     )
     body = assert_problem(response, 422, "validation-failed")
     pointers = {e["pointer"]: e["detail"] for e in body["errors"]}
-    assert set(pointers) == {"#/external_id", "#/email", "#/color"}
+    assert set(pointers) == {"#/external_id", "#/email", "#"}
     assert pointers["#/external_id"] == "Missing data for required field."
-    assert pointers["#/color"] == "Unknown field."
+    # An unknown field is counted where it is, never named: the client's keys are not echoed.
+    assert pointers["#"].startswith("1 unknown field; the fields allowed here are: birthday, ")
+    assert "color" not in response.get_data(as_text=True)
+
+
+def test_unknown_nested_fields_are_reported_at_their_object(
+    client: FlaskClient, headers: dict[str, str]
+) -> None:
+    order = {
+        "order_id": "o-1",
+        "member_id": "mem_x",
+        "total": 100,
+        "currency": "USD",
+        "items": [
+            {"sku": "a", "quantity": 1, "unit_price": 100},
+            {"sku": "b", "quantity": 1, "unit_price": 100, "colour": "red", "size": "L"},
+        ],
+        "coupon": "SAVE10",
+    }
+    response = client.post("/v1/orders", json=order, headers=headers)
+    body = assert_problem(response, 422, "validation-failed")
+    pointers = {e["pointer"]: e["detail"] for e in body["errors"]}
+    assert set(pointers) == {"#", "#/items/1"}
+    assert pointers["#/items/1"].startswith("2 unknown fields; the fields allowed here are: ")
+    for sent in ("colour", "size", "coupon", "SAVE10"):
+        assert sent not in response.get_data(as_text=True)
+
+
+def test_a_mappings_keys_are_not_echoed(client: FlaskClient, headers: dict[str, str]) -> None:
+    properties = {"Secret-Key-123": {"type": "string"}, "ok": {"type": "when"}}
+    response = client.post(
+        "/v1/program/event-types", json={"name": "a.b", "properties": properties}, headers=headers
+    )
+    body = assert_problem(response, 422, "validation-failed")
+    assert {e["pointer"] for e in body["errors"]} == {"#/properties"}
+    details = sorted(e["detail"] for e in body["errors"])
+    assert details[0].startswith("A key: ")
+    assert details[1].startswith("A value's type: Must be one of: ")
+    assert "Secret-Key-123" not in response.get_data(as_text=True)
+
+
+class EchoingSchema(Schema):
+    code = fields.String(validate=lambda value: value == "ok" or _refuse(f"{value!r} is bad."))
+    tags = fields.List(fields.String(validate=validate.Length(max=3)))
+
+
+def _refuse(message: str) -> bool:
+    raise ValidationError(message)
+
+
+def test_a_detail_quoting_the_value_sent_is_replaced() -> None:
+    sent = {"code": "hunter2-secret", "tags": ["abc", "toolong"]}
+    with pytest.raises(ValidationError) as raised:
+        EchoingSchema().load(sent)
+    errors = list(problems._field_errors({"json": raised.value.messages}, EchoingSchema(), sent))
+    assert errors == [
+        {"pointer": "#/code", "detail": "Invalid value."},
+        {"pointer": "#/tags/1", "detail": "Longer than maximum length 3."},
+    ]
 
 
 def test_query_validation_errors_name_the_parameter(
@@ -247,4 +306,19 @@ def test_unknown_scope_in_a_token_request_points_at_the_field(
         json={"client_id": new.client.id, "client_secret": new.secret, "scope": "foo"},
     )
     body = assert_problem(response, 422, "unknown-scope")
-    assert body["errors"] == [{"pointer": "#/scope", "detail": "Unknown scope(s): foo."}]
+    [error] = body["errors"]
+    assert error["pointer"] == "#/scope"
+    assert error["detail"].startswith("1 unknown scope(s); the scopes are: members:read ")
+    assert "foo" not in response.get_data(as_text=True)
+
+
+def test_a_value_sent_is_not_repeated_in_the_detail(
+    client: FlaskClient, headers: dict[str, str]
+) -> None:
+    order = {"order_id": "o-1", "member_id": "mem_x", "total": 100, "currency": "XQZ"}
+    response = client.post("/v1/orders", json=order, headers=headers)
+    body = assert_problem(response, 422, "validation-failed")
+    assert body["errors"] == [
+        {"pointer": "#/currency", "detail": "Not an ISO 4217 currency with minor units."}
+    ]
+    assert "XQZ" not in response.get_data(as_text=True)

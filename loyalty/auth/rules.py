@@ -27,7 +27,7 @@ def parse_scopes(scopes: str | Iterable[str]) -> list[str]:
     items = scopes.split() if isinstance(scopes, str) else [s.strip() for s in scopes]
     unknown = [s for s in items if s not in SCOPES]
     if unknown:
-        raise UnknownScopeError(unknown)
+        raise UnknownScopeError(unknown, SCOPES)
     wanted = set(items)
     return [s for s in SCOPES if s in wanted]
 

@@ -707,6 +707,12 @@ def _ingest(
         problems = rules.property_problems(definitions, properties)
         if problems:
             name, detail = problems[0]
+            if name not in definitions:
+                # An undeclared key is the client's own: point at the object, not at the key.
+                declared = ", ".join(sorted(definitions)) or "none"
+                raise InvalidEventPropertyError(
+                    "properties", f"{detail} The properties of this type are: {declared}."
+                )
             raise InvalidEventPropertyError(f"properties/{name}", detail, property=name)
         now = clock.now()
         if occurred_at > now + rules.FUTURE_TOLERANCE:
@@ -1173,9 +1179,7 @@ def _check_numeric_property(
     definitions = _definitions_of(session, type_)
     if definitions.get(name, {}).get("type") not in rules.NUMERIC_TYPES:
         raise InvalidEventPropertyError(
-            field_name,
-            f"Event type {type_!r} has no numeric property {name!r}.",
-            property=name,
+            field_name, "The event type has no numeric property of this name."
         )
 
 

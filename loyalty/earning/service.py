@@ -107,10 +107,7 @@ def update_earning_settings(
             settings.minimum_order_currency
             and ledger_rules.currency_exponent(settings.minimum_order_currency) is None
         ):
-            raise InvalidFieldError(
-                "minimum_order_currency",
-                f"{settings.minimum_order_currency!r} is not an ISO 4217 currency code.",
-            )
+            raise InvalidFieldError("minimum_order_currency", "Not an ISO 4217 currency code.")
         settings.updated_at = clock.now()
         settings.updated_by = actor
         audit_service.record(
@@ -290,21 +287,26 @@ def _check_campaign(session: Session, campaign: Campaign, *, targets: bool = Tru
             "target_values", f"Name the {campaign.target} the campaign targets."
         )
     if campaign.target == "tiers":
-        unknown = sorted(set(values) - set(tiers_service.ladder(session)))
-        if unknown:
-            raise InvalidFieldError("target_values", f"No tier(s) {', '.join(unknown)}.")
-    if campaign.target == "stages":
-        unknown = sorted(set(values) - set(member_rules.STAGES))
+        ladder = tiers_service.ladder(session)
+        unknown = set(values) - set(ladder)
         if unknown:
             raise InvalidFieldError(
                 "target_values",
-                f"Unknown stage(s) {', '.join(unknown)}; use {', '.join(member_rules.STAGES)}.",
+                f"{len(unknown)} value(s) name no tier; the ladder's tiers are: "
+                f"{', '.join(ladder) or 'none'}.",
+            )
+    if campaign.target == "stages":
+        unknown = set(values) - set(member_rules.STAGES)
+        if unknown:
+            raise InvalidFieldError(
+                "target_values",
+                f"{len(unknown)} value(s) name no stage; use {', '.join(member_rules.STAGES)}.",
             )
     if campaign.target == "members":
         found = set(session.scalars(select(Member.id).where(Member.id.in_(values))))
-        unknown = sorted(set(values) - found)
+        unknown = set(values) - found
         if unknown:
-            raise InvalidFieldError("target_values", f"No member(s) {', '.join(unknown[:10])}.")
+            raise InvalidFieldError("target_values", f"{len(unknown)} value(s) name no member.")
     if campaign.budget is not None and campaign.spent > campaign.budget:
         raise InvalidFieldError(
             "budget", f"The campaign has already given {campaign.spent} points."
@@ -585,7 +587,7 @@ def preview_order(
     member = members_service.get_member(session, member_id)
     exponent = ledger_rules.currency_exponent(currency)
     if exponent is None:
-        raise InvalidFieldError("currency", f"{currency!r} is not an ISO 4217 currency code.")
+        raise InvalidFieldError("currency", "Not an ISO 4217 currency code.")
     items = items or []
     skus = [item["sku"] for item in items]
     if len(set(skus)) != len(skus):

@@ -82,7 +82,7 @@ class OrderCreateSchema(Schema):
     @validates("currency")
     def _known_currency(self, value: str, **_: Any) -> None:
         if currency_exponent(value) is None:
-            raise ValidationError(f"{value!r} is not an ISO 4217 currency with minor units.")
+            raise ValidationError("Not an ISO 4217 currency with minor units.")
 
     @validates("placed_at")
     def _not_in_future(self, value: Any, **_: Any) -> None:

@@ -358,7 +358,7 @@ def accrue_order(
     )
     exponent = rules.currency_exponent(currency)
     if exponent is None:
-        raise InvalidFieldError("currency", f"{currency!r} is not an ISO 4217 currency code.")
+        raise InvalidFieldError("currency", "Not an ISO 4217 currency code.")
     skus = [item["sku"] for item in items]
     if len(set(skus)) != len(skus):
         raise InvalidFieldError("items", "Each SKU may appear once in an order.")
@@ -574,7 +574,7 @@ def _refund_share(
             line = lines.get(item["sku"])
             if line is None:
                 raise InvalidFieldError(
-                    f"items/{index}/sku", f"The order has no item {item['sku']!r}."
+                    f"items/{index}/sku", "The order has no item with this sku."
                 )
             left = line["quantity"] - line["refunded_quantity"]
             if item["quantity"] > left:

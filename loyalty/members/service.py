@@ -192,5 +192,5 @@ def _referrer_id(session: Session, code: str) -> str:
     if rules.is_referral_code(normalised):
         referrer_id = session.scalar(select(Member.id).where(Member.referral_code == normalised))
     if referrer_id is None:
-        raise InvalidFieldError("referral_code", f"No member has the referral code {code!r}.")
+        raise InvalidFieldError("referral_code", "No member has this referral code.")
     return referrer_id

@@ -103,7 +103,7 @@ class ReferralTermsUpdateSchema(Schema):
     @validates("min_order_currency")
     def _known_currency(self, value: str | None, **_: Any) -> None:
         if value is not None and currency_exponent(value) is None:
-            raise ValidationError(f"{value!r} is not an ISO 4217 currency with minor units.")
+            raise ValidationError("Not an ISO 4217 currency with minor units.")
 
 
 class ReferralSchema(Schema):

@@ -182,7 +182,7 @@ def reward_value_problems(kind: str, values: dict[str, Any]) -> list[tuple[str, 
     if amount is not None and not 1 <= amount <= MAX_MONEY:
         problems.append(("amount", f"Must be between 1 and {MAX_MONEY} minor units."))
     if currency is not None and currency_exponent(currency) is None:
-        problems.append(("currency", f"{currency!r} is not an ISO 4217 currency."))
+        problems.append(("currency", "Not an ISO 4217 currency."))
     problems += _percent_problems(values)
     return problems
 

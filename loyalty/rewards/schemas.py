@@ -92,7 +92,7 @@ class RewardValuesSchema(Schema):
     @validates("currency")
     def _known_currency(self, value: str | None, **_: Any) -> None:
         if value is not None and currency_exponent(value) is None:
-            raise ValidationError(f"{value!r} is not an ISO 4217 currency.")
+            raise ValidationError("Not an ISO 4217 currency.")
 
 
 class RewardCreateSchema(RewardValuesSchema):

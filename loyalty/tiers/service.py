@@ -434,7 +434,7 @@ def assign_within(
     members_service.get_member(session, member_id)
     now = clock.now()
     if not _hold_tier(session, tier):
-        raise InvalidFieldError("tier", f"No tier {tier!r} on the ladder.", tier=tier)
+        raise InvalidFieldError("tier", "No tier on the ladder has this code.")
     if until is not None and until <= now:
         raise InvalidFieldError("until", "Must be in the future.")
     row = _lock_row(session, member_id)

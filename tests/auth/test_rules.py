@@ -19,7 +19,9 @@ def test_scopes_come_back_unique_and_in_canonical_order() -> None:
 def test_unknown_scopes_are_all_named() -> None:
     with pytest.raises(UnknownScopeError) as caught:
         parse_scopes(["members:read", "admin", "root"])
-    assert caught.value.data["scopes"] == ["admin", "root"]
+    assert caught.value.scopes == ["admin", "root"]
+    assert caught.value.data == {}
+    assert caught.value.detail.startswith("2 unknown scope(s); the scopes are: members:read ")
 
 
 def test_scope_string_is_space_separated() -> None:

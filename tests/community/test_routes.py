@@ -135,8 +135,9 @@ def test_event_type_crud(api: Api) -> None:
         ({"name": "Review Posted"}, "#/name"),
         ({"name": "review."}, "#/name"),
         ({}, "#/name"),
-        ({"name": "a", "properties": {"x": {"type": "date"}}}, "#/properties/x/value/type"),
-        ({"name": "a", "properties": {"X-y": {"type": "string"}}}, "#/properties/X-y/key"),
+        # A mapping's keys are the client's: errors point at the mapping.
+        ({"name": "a", "properties": {"x": {"type": "date"}}}, "#/properties"),
+        ({"name": "a", "properties": {"X-y": {"type": "string"}}}, "#/properties"),
     ],
 )
 def test_event_type_validation(api: Api, body: dict[str, Any], pointer: str) -> None:
@@ -336,7 +337,8 @@ def test_event_with_idempotency_key(api: Api, programme: dict[str, Any], member_
             "invalid-event-property",
             "#/properties/co2_kg",
         ),
-        ({"properties": {"stars": 5}}, 422, "invalid-event-property", "#/properties/stars"),
+        # an undeclared property is not named back
+        ({"properties": {"stars": 5}}, 422, "invalid-event-property", "#/properties"),
         ({"occurred_at": "2026-03-10T12:06:00Z"}, 422, "event-in-future", "#/occurred_at"),
         ({"occurred_at": "2026-03-10T12:00:00"}, 422, "validation-failed", "#/occurred_at"),
         ({"event_id": ""}, 422, "validation-failed", "#/event_id"),

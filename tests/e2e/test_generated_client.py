@@ -149,8 +149,9 @@ def test_storefront_flow_through_the_generated_client(
             body=models.TokenRequest(client_id=client_id, client_secret="not-the-secret"),
         )
         assert refused.status_code == 401
-        assert isinstance(refused.parsed, models.Problem)
+        assert isinstance(refused.parsed, models.OAuthProblem)
         assert refused.parsed.code == "invalid-client"
+        assert refused.parsed.error == models.OAuthProblemError.INVALID_CLIENT
 
     # Every other call sends the token as the generated AuthenticatedClient does.
     with client_module.AuthenticatedClient(
