@@ -68,7 +68,10 @@ def db_group() -> None:
 
 
 def _alembic() -> Any:
-    return schema.alembic_config(current_app.config["DATABASE_URL"])
+    try:
+        return schema.alembic_config(current_app.config["DATABASE_URL"])
+    except RuntimeError as error:  # a broken installation without its migrations
+        raise click.ClickException(str(error)) from None
 
 
 @db_group.command("upgrade")
@@ -94,7 +97,12 @@ def db_downgrade(revision: str) -> None:
 @click.option("--autogenerate/--empty", default=True, help="Compare models with the database.")
 @with_appcontext
 def db_revision(message: str, autogenerate: bool) -> None:
-    """Write a new migration with the next sequential id."""
+    """Write a new migration with the next sequential id, in the source checkout."""
+    if not schema.in_checkout():
+        raise click.ClickException(
+            f"{schema.migrations_dir()} is an installed package's folder: write new migrations "
+            "in a source checkout installed with `pip install -e .`."
+        )
     schema.revision(_alembic(), message, autogenerate=autogenerate)
 
 
