@@ -264,8 +264,13 @@ def ledger_verify() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
 @click.option("--no-serve", is_flag=True, help="Prepare the database and print, then exit.")
-def demo_command(host: str, port: int, no_serve: bool) -> None:
+@click.option(
+    "--reset",
+    is_flag=True,
+    help="Start over: delete the SQLite demo database, then seed it again (new credentials).",
+)
+def demo_command(host: str, port: int, no_serve: bool, reset: bool) -> None:
     """Create (or reuse) the SQLite demo database with a demo programme, then serve it."""
     from loyalty import demo
 
-    demo.run(host=host, port=port, serve=not no_serve)
+    demo.run(host=host, port=port, serve=not no_serve, reset=reset)
