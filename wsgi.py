@@ -1,4 +1,5 @@
-"""WSGI entry point for gunicorn: ``gunicorn wsgi:app``."""
+"""WSGI entry point in a checkout: ``gunicorn wsgi:app``. An installed package has the same
+app as ``loyalty.wsgi:app``."""
 
 from loyalty import create_app
 

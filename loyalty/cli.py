@@ -68,7 +68,10 @@ def db_group() -> None:
 
 
 def _alembic() -> Any:
-    return schema.alembic_config(current_app.config["DATABASE_URL"])
+    try:
+        return schema.alembic_config(current_app.config["DATABASE_URL"])
+    except RuntimeError as error:  # a broken installation without its migrations
+        raise click.ClickException(str(error)) from None
 
 
 @db_group.command("upgrade")
@@ -94,7 +97,12 @@ def db_downgrade(revision: str) -> None:
 @click.option("--autogenerate/--empty", default=True, help="Compare models with the database.")
 @with_appcontext
 def db_revision(message: str, autogenerate: bool) -> None:
-    """Write a new migration with the next sequential id."""
+    """Write a new migration with the next sequential id, in the source checkout."""
+    if not schema.in_checkout():
+        raise click.ClickException(
+            f"{schema.migrations_dir()} is an installed package's folder: write new migrations "
+            "in a source checkout installed with `pip install -e .`."
+        )
     schema.revision(_alembic(), message, autogenerate=autogenerate)
 
 
@@ -256,8 +264,13 @@ def ledger_verify() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
 @click.option("--no-serve", is_flag=True, help="Prepare the database and print, then exit.")
-def demo_command(host: str, port: int, no_serve: bool) -> None:
+@click.option(
+    "--reset",
+    is_flag=True,
+    help="Start over: delete the SQLite demo database, then seed it again (new credentials).",
+)
+def demo_command(host: str, port: int, no_serve: bool, reset: bool) -> None:
     """Create (or reuse) the SQLite demo database with a demo programme, then serve it."""
     from loyalty import demo
 
-    demo.run(host=host, port=port, serve=not no_serve)
+    demo.run(host=host, port=port, serve=not no_serve, reset=reset)

@@ -15,6 +15,7 @@ from typing import Any
 import click
 from dateutil.relativedelta import relativedelta
 from flask import Flask
+from sqlalchemy import make_url
 from sqlalchemy.orm import Session
 from werkzeug.serving import run_simple
 
@@ -107,8 +108,9 @@ DEMO_MEMBERS: tuple[tuple[str, str, str, str, dt.date, int, str | None], ...] = 
 DORMANT = {"cust-1007": dt.timedelta(days=300)}
 
 
-def run(*, host: str, port: int, serve: bool) -> None:
-    """Migrate the demo database, make sure the demo client and members exist, print, serve."""
+def run(*, host: str, port: int, serve: bool, reset: bool = False) -> None:
+    """Migrate the demo database, make sure the demo client and members exist, print, serve.
+    With ``reset``, remove the SQLite demo database first, so the demo starts over."""
     instance = Path(
         Flask(
             "loyalty", instance_path=os.environ.get("LOYALTY_INSTANCE_PATH") or None
@@ -116,6 +118,9 @@ def run(*, host: str, port: int, serve: bool) -> None:
     )
     instance.mkdir(parents=True, exist_ok=True)
     app = create_app({"SECRET_KEY": _demo_secret_key(instance)})
+    if reset:
+        for removed in remove_sqlite_database(app.config["DATABASE_URL"]):
+            click.echo(f"Removed {removed}")
     with app.app_context():
         schema.upgrade(schema.alembic_config(app.config["DATABASE_URL"]))
         session = get_session()
@@ -129,7 +134,7 @@ def run(*, host: str, port: int, serve: bool) -> None:
         seed_community(session, by_external)
 
     base = f"http://{host}:{port}"
-    click.echo(f"Database:      {app.config['DATABASE_URL']}")
+    click.echo(f"Database:      {display_url(app.config['DATABASE_URL'])}")
     click.echo(f"API docs:      {base}/docs")
     click.echo(f"OpenAPI:       {base}/v1/openapi.json")
     click.echo("Demo API client (all scopes):")
@@ -139,6 +144,30 @@ def run(*, host: str, port: int, serve: bool) -> None:
         click.echo(f"Serving on {base} (Ctrl+C to stop)")
         # app.run() refuses to run under the flask CLI; call its server directly.
         run_simple(host, port, app, threaded=True)
+
+
+def display_url(url: str) -> str:
+    """A database URL to print, its password masked."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def remove_sqlite_database(url: str) -> list[Path]:
+    """Delete the SQLite database file of ``url`` and its journal files; returns what was
+    there. Refuses any other database: the demo does not drop a server's database."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        raise click.ClickException(
+            f"--reset only removes a SQLite demo database, not {display_url(url)}: drop and "
+            "create that database yourself, then run `loyalty demo` again."
+        )
+    if not parsed.database or parsed.database == ":memory:":
+        return []
+    path = Path(parsed.database)
+    files = [path, *(path.with_name(path.name + suffix) for suffix in ("-wal", "-shm", "-journal"))]
+    removed = [file for file in files if file.exists()]
+    for file in removed:
+        file.unlink()
+    return removed
 
 
 def _demo_secret_key(instance: Path) -> str:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import importlib
 import re
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 # Every module that defines tables; Alembic compares the database against these.
 MODEL_MODULES = (
@@ -33,12 +32,25 @@ def load_models() -> None:
         importlib.import_module(module)
 
 
+def migrations_dir() -> Path:
+    """The migrations folder shipped inside the package (``loyalty/migrations``), found through
+    the package's resources, so an installed wheel migrates as a checkout does."""
+    folder = Path(str(resources.files("loyalty").joinpath("migrations")))
+    if not (folder / "env.py").is_file():
+        raise RuntimeError(f"migrations folder not found at {folder}")
+    return folder
+
+
+def in_checkout() -> bool:
+    """Whether the package runs from a source checkout (an editable install), where new
+    migrations can be written; an installed wheel's folder is not the project's."""
+    return (migrations_dir().parent.parent / "pyproject.toml").is_file()
+
+
 def alembic_config(url: str | None = None, *, connection: Any = None) -> Config:
     """An Alembic config for ``url`` (or an open connection) with our migrations folder."""
-    if not MIGRATIONS_DIR.is_dir():
-        raise RuntimeError(f"migrations folder not found at {MIGRATIONS_DIR}")
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("script_location", str(migrations_dir()))
     config.set_main_option("file_template", "%%(rev)s")
     if url is not None:
         config.attributes["url"] = url
@@ -73,6 +85,7 @@ def next_revision_id(config: Config, message: str) -> str:
 
 
 def revision(config: Config, message: str, *, autogenerate: bool) -> None:
+    """Write a new migration into ``loyalty/migrations/versions`` (see `in_checkout`)."""
     command.revision(
         config, message=message, autogenerate=autogenerate, rev_id=next_revision_id(config, message)
     )

@@ -9,10 +9,13 @@ PACKAGE = Path(__file__).resolve().parent.parent / "loyalty"
 
 
 def test_only_db_py_commits() -> None:
+    migrations = PACKAGE / "migrations"  # Alembic's env.py commits the connection it opened
     offenders = [
         str(path.relative_to(PACKAGE))
         for path in PACKAGE.rglob("*.py")
-        if path.name != "db.py" and re.search(r"\.commit\(", path.read_text())
+        if path.name != "db.py"
+        and not path.is_relative_to(migrations)
+        and re.search(r"\.commit\(", path.read_text())
     ]
     assert offenders == []
 

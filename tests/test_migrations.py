@@ -98,3 +98,16 @@ def test_loyalty_db_upgrade_creates_a_working_sqlite_database(
     assert "No differences" in result.output
     result = runner.invoke(main, ["clients", "create", "shop", "--scope", "members:read"])
     assert result.exit_code == 0, result.output
+
+
+def test_new_migrations_are_written_in_a_checkout_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert schema.in_checkout()  # the tests run from the checkout (an editable install)
+    monkeypatch.setattr(schema, "in_checkout", lambda: False)  # as from an installed wheel
+    monkeypatch.setenv("LOYALTY_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    before = sorted((schema.migrations_dir() / "versions").iterdir())
+    result = CliRunner().invoke(main, ["db", "revision", "-m", "probe"])
+    assert result.exit_code == 1
+    assert "write new migrations in a source checkout" in result.output
+    assert sorted((schema.migrations_dir() / "versions").iterdir()) == before

@@ -12,6 +12,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,34 @@ def tour_blocks() -> list[str]:
     text = README.read_text()
     tour = text[text.index("<!-- readme-tour") : text.index("<!-- /readme-tour -->")]
     return re.findall(r"```bash\n(.*?)```", tour, flags=re.S)
+
+
+def example_blocks() -> list[str]:
+    """The README's other shell examples (outside the tour) that call the service."""
+    text = README.read_text()
+    outside = text[: text.index("<!-- readme-tour")] + text[text.index("<!-- /readme-tour -->") :]
+    fenced = re.findall(r"^```(\w*)\n(.*?)^```", outside, flags=re.S | re.M)
+    return [block for language, block in fenced if language in ("", "bash") and "curl " in block]
+
+
+def assigned(block: str) -> set[str]:
+    return set(re.findall(r"^([A-Z_][A-Z0-9_]*)=", block, flags=re.M))
+
+
+def test_readme_examples_use_what_the_tour_sets_and_do_not_age() -> None:
+    """The examples outside the tour can be pasted after it: the variables they use are set
+    by the tour (or the demo's exports) or by the example itself, they call the demo's
+    address, and no request carries a fixed date that will one day have passed."""
+    examples = example_blocks()
+    assert len(examples) >= 4
+    tour = tour_blocks()
+    known = {"CLIENT_ID", "CLIENT_SECRET"}.union(*(assigned(block) for block in tour))
+    for block in tour + examples:
+        used = set(re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", block))
+        assert used <= known | assigned(block), (used - known - assigned(block), block)
+        for url in re.findall(r"(?:https?://)?[\w.]+:\d+/\S*", block):
+            assert url.startswith("http://127.0.0.1:5000/"), (url, block)
+        assert not re.search(r"\d{4}-\d\d-\d\dT\d\d", block), block
 
 
 def free_port() -> int:
@@ -75,10 +104,9 @@ def test_readme_starts_with_the_two_commands() -> None:
     assert blocks[1].strip() == 'pip install -e ".[test]" && python -m pytest -n auto'
 
 
-def test_readme_tour_runs_against_the_demo(
-    demo: tuple[int, dict[str, str], dict[str, str]],
-) -> None:
-    port, exports, env = demo
+def run_tour(port: int, exports: dict[str, str]) -> list[Any]:
+    """Run the tour's blocks in one shell, as a reader pastes them; one JSON document per
+    block that prints one."""
     blocks = [b.replace("127.0.0.1:5000", f"127.0.0.1:{port}") for b in tour_blocks()]
     assert len(blocks) >= 6
     script = "set -euo pipefail\n" + f"\necho {SEPARATOR}\n".join(blocks)
@@ -96,6 +124,12 @@ def test_readme_tour_runs_against_the_demo(
     documents = [json.loads(chunk) for chunk in outputs[1:]]
     for document in documents:
         assert "code" not in document, document
+    return documents
+
+
+def check_tour(documents: list[Any]) -> dict[str, Any]:
+    """What the tour shows, on its first run and on every later run against the same demo.
+    Returns the ids of what this run created."""
     (
         token_by_form,
         enrolled,
@@ -118,13 +152,17 @@ def test_readme_tour_runs_against_the_demo(
         referrals,
     ) = documents
     assert token_by_form["token_type"] == "Bearer"
-    assert enrolled["external_id"] == "cust-2001"
+    assert enrolled["external_id"].startswith("cust-") and enrolled["points"]["pending"] == 0
     assert looked_up["id"] == enrolled["id"]
     assert updated["name"] == "Lin Wei-Schmidt" and updated["marketing_consent"] is False
     assert len(page["items"]) == 2 and page["next_cursor"]
-    assert (order["points"], order["status"]) == (123, "pending")
+    assert (order["member_id"], order["points"], order["status"]) == (
+        enrolled["id"],
+        123,
+        "pending",
+    )
     assert (balance["available"], balance["pending"]) == (0, 123)
-    assert refund["points_reversed"] == 50
+    assert (refund["order_id"], refund["points_reversed"]) == (order["order_id"], 50)
     assert refund["balance"] == {"available": 0, "pending": 73, "held": 0}
     assert (capture["status"], capture["points"]) == ("captured", 80)
     assert redemption["points"] == 50
@@ -143,15 +181,36 @@ def test_readme_tour_runs_against_the_demo(
         "early_access",
         "exclusive_discount",
     }
-    assert (claim["status"], claim["points"]) == ("issued", 150)
-    assert claim["balance"]["available"] == ledger["items"][0]["balance_after"]["available"] - 150
+    assert (claim["status"], claim["points"]) == ("issued", 250)
+    assert claim["balance"]["available"] == ledger["items"][0]["balance_after"]["available"] - 250
     assert (used["id"], used["status"]) == (claim["id"], "used")
-    assert (event["event_id"], event["type"]) == ("rev-77812", "review.posted")
-    assert event["points"] in (0, 10)  # 10 unless the demo's reviews reached this month's cap
+    assert (event["event_id"], event["type"]) == (f"rev-{order['order_id'][2:]}", "review.posted")
+    assert event["points"] in (0, 10)  # 10 unless the month's reviews reached the cap of 5
     assert any(b["name"] == "Reviewer" for b in badges["progress"])
     assert badges["earned"]  # the demo gave her some
     assert referrals["link"].endswith(referrals["referral_code"])
     assert referrals["counts"]["invited"] == 2  # Grace and Alan
+    return {
+        "member": enrolled["id"],
+        "external_id": enrolled["external_id"],
+        "order": order["order_id"],
+        "redemption": redemption["id"],
+        "claim": claim["id"],
+        "coupon": claim["coupon_code"],
+        "event": event["id"],
+    }
+
+
+def test_readme_tour_runs_twice_against_the_same_demo(
+    demo: tuple[int, dict[str, str], dict[str, str]],
+) -> None:
+    """People run the tour again: every run shows the same, with new objects where the tour
+    creates them (a member, an order, a redemption, a claim, an event)."""
+    port, exports, env = demo
+    first = check_tour(run_tour(port, exports))
+    second = check_tour(run_tour(port, exports))
+    for name, value in first.items():
+        assert second[name] != value, name
 
     verified = subprocess.run(
         ["loyalty", "ledger", "verify"], env=env, capture_output=True, text=True, timeout=60

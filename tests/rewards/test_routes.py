@@ -405,6 +405,54 @@ def test_a_claim_with_an_idempotency_key_happens_once(api: Api, rich: str) -> No
     assert_problem(other, 422, "idempotency-key-reused")
 
 
+def test_a_replayed_claim_is_the_first_answer_and_a_claim_by_reference_is_the_claim_now(
+    api: Api, rich: str
+) -> None:
+    """An Idempotency-Key replay is the response as it was first sent (201, issued) even after
+    the coupon was used; the claim's status now is one GET away. A repeated ``reference`` is
+    the same claim as it is now (200, used)."""
+    reward = new_reward(api, points_cost=100)
+    url = f"/v1/members/{rich}/rewards/{reward['id']}/claims"
+    keyed = api("post", url, {}, **{"Idempotency-Key": "claim-k"})
+    referenced = api("post", url, {"reference": "cart-1"})
+    for claim in (keyed, referenced):
+        assert claim.status_code == 201
+        assert api("post", f"/v1/claims/{claim.json['id']}/use").status_code == 200
+
+    replay = api("post", url, {}, **{"Idempotency-Key": "claim-k"})
+    assert (replay.status_code, replay.headers["Idempotent-Replayed"]) == (201, "true")
+    assert replay.data == keyed.data and replay.json["status"] == "issued"
+    assert api("get", f"/v1/claims/{keyed.json['id']}").json["status"] == "used"
+
+    again = api("post", url, {"reference": "cart-1"})
+    assert (again.status_code, again.json["id"], again.json["status"]) == (
+        200,
+        referenced.json["id"],
+        "used",
+    )
+    assert again.json["balance"] == {"available": 800, "pending": 0, "held": 0}
+    assert len(api("get", f"/v1/members/{rich}/claims").json["items"]) == 2
+
+
+def test_a_retried_use_with_its_key_succeeds_and_another_use_is_refused(
+    api: Api, rich: str
+) -> None:
+    """A storefront retries a use whose answer it lost with the same Idempotency-Key and gets
+    the first 200 again; any other use of a used coupon (no key, or another key: another
+    checkout) is 409, since a coupon is good for one order."""
+    reward = new_reward(api, points_cost=100)
+    claim = api("post", f"/v1/members/{rich}/rewards/{reward['id']}/claims", {}).json
+    use = f"/v1/claims/{claim['id']}/use"
+    first = api("post", use, **{"Idempotency-Key": "use-1"})
+    retry = api("post", use, **{"Idempotency-Key": "use-1"})
+    assert (first.status_code, first.json["status"]) == (200, "used")
+    assert (retry.status_code, retry.headers["Idempotent-Replayed"]) == (200, "true")
+    assert retry.data == first.data
+    for extra in ({}, {"Idempotency-Key": "use-2"}):
+        refused = assert_problem(api("post", use, **extra), 409, "claim-not-issued")
+        assert refused["claim_status"] == "used"
+
+
 # --- authentication and scopes --------------------------------------------------------------
 
 CALLS = [
