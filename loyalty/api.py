@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
+from urllib.parse import quote
 
 import flask_smorest
 import swagger_ui_bundle
@@ -21,7 +22,12 @@ from flask.views import MethodView
 from flask_smorest.utils import prepare_response
 from marshmallow import Schema, ValidationError, fields, validate
 from sqlalchemy import text
-from werkzeug.exceptions import BadRequest, HTTPException, UnsupportedMediaType
+from werkzeug.exceptions import (
+    BadRequest,
+    HTTPException,
+    RequestURITooLarge,
+    UnsupportedMediaType,
+)
 
 from loyalty import problems
 from loyalty.db import get_session
@@ -32,6 +38,10 @@ DEFAULT_PAGE_SIZE = 50
 BEARER_SCHEME = "bearerAuth"
 MIN_YEAR, MAX_YEAR = 1900, 9998
 FORM_CONTENT_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+# The longest request target (path and query string, as sent) the API reads; a longer one is
+# 414 uri-too-long. HTTP servers have limits of their own: gunicorn.conf.py lifts gunicorn's
+# (4094 bytes, answered with an HTML page) so that this one answers.
+MAX_URL_LENGTH = 4096
 # Keys the client chooses: printable ASCII, no space at either end (HTTP trims it).
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$"
 # Free text the API stores and shows: anything but control characters (C0, DEL, C1).
@@ -312,6 +322,21 @@ def require_json_body(*, accept_form: bool = False) -> None:
     )
 
 
+def _refuse_long_urls() -> None:
+    """Refuse a request target longer than `MAX_URL_LENGTH` bytes with 414."""
+    environ = request.environ
+    target = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if target is None:
+        query = environ.get("QUERY_STRING", "")
+        path = quote(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))
+        target = path + ("?" + query if query else "")
+    if len(target) > MAX_URL_LENGTH:
+        raise RequestURITooLarge(
+            f"The URL is {len(target)} bytes long; the API reads URLs of at most "
+            f"{MAX_URL_LENGTH} bytes (path and query string)."
+        )
+
+
 def _refuse_nul_characters() -> None:
     """NUL cannot be stored in PostgreSQL text; refuse it in paths, queries and forms."""
     values = [request.path, *request.args.keys(), *request.args.values()]
@@ -359,6 +384,7 @@ def init_app(app: Flask) -> Api:
             "description": "Access token from POST /v1/auth/token",
         },
     )
+    app.before_request(_refuse_long_urls)
     app.before_request(_refuse_nul_characters)
     app.add_url_rule("/docs/assets/<path:filename>", "docs_asset", _docs_asset)
     api.register_blueprint(meta)
