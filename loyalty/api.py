@@ -5,21 +5,29 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import datetime as dt
 import http
 import json
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
+from urllib.parse import quote
 
 import flask_smorest
 import swagger_ui_bundle
+from apispec.ext.marshmallow import MarshmallowPlugin, OpenAPIConverter
 from flask import Flask, request, send_from_directory
 from flask.views import MethodView
 from flask_smorest.utils import prepare_response
 from marshmallow import Schema, ValidationError, fields, validate
 from sqlalchemy import text
-from werkzeug.exceptions import BadRequest, HTTPException, UnsupportedMediaType
+from werkzeug.exceptions import (
+    BadRequest,
+    HTTPException,
+    RequestURITooLarge,
+    UnsupportedMediaType,
+)
 
 from loyalty import problems
 from loyalty.db import get_session
@@ -32,13 +40,131 @@ DEFAULT_PAGE_SIZE = 50
 BEARER_SCHEME = "bearerAuth"
 MIN_YEAR, MAX_YEAR = 1900, 9998
 FORM_CONTENT_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+# The longest request target (path and query string, as sent) the API reads; a longer one is
+# 414 uri-too-long. HTTP servers have limits of their own: gunicorn.conf.py lifts gunicorn's
+# (4094 bytes, answered with an HTML page) so that this one answers.
+MAX_URL_LENGTH = 4096
+# Keys the client chooses: printable ASCII, no space at either end (HTTP trims it).
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$"
+# Free text the API stores and shows: anything but control characters (C0, DEL, C1).
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
+# The same, with at least one character that is not white space.
+NOT_BLANK_TEXT_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+# RFC 3339 timestamps as the API reads them: seconds 00 to 59, and in UTC the years 1900 to
+# 9998, so 1900 only with a UTC or negative offset and 9998 with a UTC or positive one.
+_REST = (
+    r"-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?"
+)
+_HOURS = r"([01][0-9]|2[0-3]):[0-5][0-9]"
+TIMESTAMP_PATTERN = (
+    rf"^((19(0[1-9]|[1-9][0-9])|[2-8][0-9]{{3}}|9[0-8][0-9]{{2}}|99[0-8][0-9]|999[0-7])"
+    rf"{_REST}(Z|[+-]{_HOURS})"
+    rf"|1900{_REST}(Z|[+-]00:00|-{_HOURS})"
+    rf"|9998{_REST}(Z|[+-]00:00|\+{_HOURS}))$"
+)
+# Cursors are unpadded base64url.
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"
+
+
+def positive_decimal_pattern(digits: int, *, above_one: bool = False) -> str:
+    """A decimal string with at most 4 places, above 0 (or above 1) and at most 10**digits:
+    what a ``Decimal(places=4)`` field between those bounds accepts once rounded."""
+    top = "1" + "0" * digits + r"(\.0{1,4})?"
+    if above_one:
+        low = r"1\.[0-9]{0,3}[1-9]|[2-9](\.[0-9]{1,4})?"
+        rest = rf"[1-9][0-9]{{1,{digits - 1}}}(\.[0-9]{{1,4}})?" if digits > 1 else ""
+    else:
+        low = r"0\.[0-9]{0,3}[1-9]"
+        rest = rf"[1-9][0-9]{{0,{digits - 1}}}(\.[0-9]{{1,4}})?"
+    return "^(" + "|".join(part for part in (low, rest, top) if part) + ")$"
+
+
+def decimal_schema(
+    pattern: str, minimum: float, maximum: float, *, nullable: bool = False
+) -> dict[str, Any]:
+    """Field metadata for a decimal read from a JSON number or a string: the number's range
+    (bounds as the 4-place rounding keeps them), the string's pattern."""
+    branches: list[dict[str, Any]] = [
+        {"type": "number", "minimum": minimum, "maximum": maximum},
+        {"type": "string", "pattern": pattern},
+    ]
+    if nullable:
+        branches.append({"type": "null"})
+    return {"type": ["number", "string"], "anyOf": branches}
+
+
+class Pattern(validate.Regexp):
+    """A regular expression the whole value must match (``validate.Regexp`` only anchors the
+    start, and ``$`` lets a trailing newline through); apispec writes it as the ``pattern``."""
+
+    def __call__(self, value: Any) -> Any:
+        if self.regex.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
+
+
+def free_text(*, blank: bool = True) -> Pattern:
+    """Free text: no control characters; with ``blank=False``, not only white space."""
+    if blank:
+        return Pattern(TEXT_PATTERN, error="Must not contain control characters.")
+    return Pattern(NOT_BLANK_TEXT_PATTERN, error="Must not be blank or contain control characters.")
+
+
+# Named schemas that fields share through `component` (ISO 4217 codes, IANA time zones...).
+_COMPONENTS: dict[str, dict[str, Any]] = {}
+
+
+def component(name: str, schema: dict[str, Any], *, nullable: bool = False) -> dict[str, Any]:
+    """Register ``schema`` as ``#/components/schemas/<name>`` and return the field metadata
+    that refers to it (or to null, with ``nullable``)."""
+    _COMPONENTS[name] = schema
+    ref = {"$ref": f"#/components/schemas/{name}"}
+    if nullable:
+        return {"anyOf": [ref, {"type": "null"}]}
+    return {"allOf": [ref]}
+
+
+class SchemaConverter(OpenAPIConverter):
+    """apispec's converter, plus the JSON Schema keywords apispec does not write: a field's
+    ``metadata["json_schema"]`` (``propertyNames``, say) and a schema's ``Meta.json_schema``,
+    the rules across fields that marshmallow or the service check in code.
+
+    Object-level rules use ``dependentRequired``, ``dependentSchemas``, ``if``/``then``/
+    ``else`` and ``not`` only: client generators read a top-level ``oneOf``, ``anyOf`` or
+    ``allOf`` as a union of models (openapi-python-client then loses the request model) and
+    leave these keywords to validators."""
+
+    def field2property(self, field: fields.Field) -> dict[str, Any]:
+        result: dict[str, Any] = super().field2property(field)
+        extra = field.metadata.get("json_schema")
+        if extra:
+            result.update(copy.deepcopy(extra))
+        return result
+
+    def schema2jsonschema(self, schema: Any) -> dict[str, Any]:
+        result: dict[str, Any] = super().schema2jsonschema(schema)
+        meta = getattr(schema, "Meta", None)
+        extra = getattr(meta, "json_schema", None)
+        if extra:
+            result.update(copy.deepcopy(extra))
+        return result
+
+
+class SchemaPlugin(MarshmallowPlugin):
+    Converter = SchemaConverter
 # Authenticated operations with these methods honour Idempotency-Key (see `Blueprint.requires`).
 STATE_CHANGING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 IDEMPOTENCY_KEY_PARAMETER = {
     "in": "header",
     "name": IDEMPOTENCY_HEADER,
     "required": False,
-    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 255,
+        "pattern": IDEMPOTENCY_KEY_PATTERN,
+    },
     "description": "Retry safely: the same key and request get the stored response again "
     "(header Idempotent-Replayed: true) and no second effect.",
 }
@@ -128,6 +254,10 @@ class Blueprint(flask_smorest.Blueprint):
 class Cursor(fields.Field):
     """An opaque cursor in the API; the sort key of the last item seen inside."""
 
+    def __init__(self, **kwargs: Any) -> None:
+        metadata = {"pattern": CURSOR_PATTERN, **kwargs.pop("metadata", {})}
+        super().__init__(metadata=metadata, **kwargs)
+
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
         if value is None:
             return None
@@ -164,7 +294,12 @@ class PageSchema(Schema):
 
 
 class Timestamp(fields.DateTime):
-    """An RFC 3339 UTC timestamp (``2026-11-22T10:00:00Z``); input must carry an offset."""
+    """An RFC 3339 UTC timestamp (``2026-11-22T10:00:00Z``); input must carry an offset and
+    lie in the years 1900 to 9998 in UTC."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        metadata = {"pattern": TIMESTAMP_PATTERN, **kwargs.pop("metadata", {})}
+        super().__init__(metadata=metadata, **kwargs)
 
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
         if value is None:
@@ -197,6 +332,21 @@ def require_json_body(*, accept_form: bool = False) -> None:
     raise UnsupportedMediaType(
         f"The body must be application/json, not {request.mimetype or 'untyped'}."
     )
+
+
+def _refuse_long_urls() -> None:
+    """Refuse a request target longer than `MAX_URL_LENGTH` bytes with 414."""
+    environ = request.environ
+    target = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if target is None:
+        query = environ.get("QUERY_STRING", "")
+        path = quote(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))
+        target = path + ("?" + query if query else "")
+    if len(target) > MAX_URL_LENGTH:
+        raise RequestURITooLarge(
+            f"The URL is {len(target)} bytes long; the API reads URLs of at most "
+            f"{MAX_URL_LENGTH} bytes (path and query string)."
+        )
 
 
 def _refuse_nul_characters() -> None:
@@ -233,8 +383,10 @@ def _docs_asset(filename: str) -> Any:
 
 def init_app(app: Flask) -> Api:
     """Create the Api, register the bearer scheme, the guards and the docs assets."""
-    api = Api(app)
+    api = Api(app, spec_kwargs={"marshmallow_plugin": SchemaPlugin()})
     api.register_field(Cursor, "string", None)
+    for name, schema in sorted(_COMPONENTS.items()):
+        api.spec.components.schema(name, schema)
     api.spec.components.security_scheme(
         BEARER_SCHEME,
         {
@@ -244,6 +396,7 @@ def init_app(app: Flask) -> Api:
             "description": "Access token from POST /v1/auth/token",
         },
     )
+    app.before_request(_refuse_long_urls)
     app.before_request(_refuse_nul_characters)
     app.add_url_rule("/docs/assets/<path:filename>", "docs_asset", _docs_asset)
     api.register_blueprint(meta)

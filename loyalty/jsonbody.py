@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from decimal import Decimal
 from typing import Any
 
 from flask import Request
@@ -25,10 +26,17 @@ def _reject_constant(name: str) -> Any:
     raise UnsafeJSONError(f"{name} is not a JSON number")
 
 
-def _finite_float(text: str) -> float:
+# Whole numbers written with a fraction or an exponent (70.0, 1e3) are read as integers, as
+# JSON Schema counts them, up to this size.
+MAX_WHOLE_FLOAT = 2**63
+
+
+def _number(text: str) -> float | int:
     value = float(text)
     if math.isinf(value):
         raise UnsafeJSONError("number out of range")
+    if value.is_integer() and abs(value) < MAX_WHOLE_FLOAT:
+        return int(Decimal(text))
     return value
 
 
@@ -57,14 +65,15 @@ def _check_tree(value: Any, depth: int = 0) -> None:
 
 def loads(data: bytes | str) -> Any:
     """Parse a request body; raise `json.JSONDecodeError` for anything unsafe to accept:
-    NaN/Infinity, numbers out of range, deep nesting, NUL characters, unpaired surrogates."""
+    NaN/Infinity, numbers out of range, deep nesting, NUL characters, unpaired surrogates.
+    A whole number is an integer however it is written (``70.0`` is ``70``)."""
     if isinstance(data, bytes):
         try:
             data = data.decode("utf-8")
         except UnicodeDecodeError as error:
             raise UnsafeJSONError(f"not UTF-8: {error.reason}") from None
     try:
-        value = json.loads(data, parse_constant=_reject_constant, parse_float=_finite_float)
+        value = json.loads(data, parse_constant=_reject_constant, parse_float=_number)
     except RecursionError:
         raise UnsafeJSONError("nested too deeply") from None
     except ValueError as error:

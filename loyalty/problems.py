@@ -20,6 +20,8 @@ from loyalty.db import constraint_name
 log = logging.getLogger(__name__)
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
+# The longest `instance` (the request's path) echoed in a problem about an over-long URL.
+INSTANCE_MAX = 256
 WWW_AUTHENTICATE = 'Bearer realm="loyalty"'
 
 # Domain error classes to HTTP statuses; the most specific class listed wins.
@@ -39,6 +41,7 @@ HTTP_CODES = {
     404: "not-found",
     405: "method-not-allowed",
     413: "payload-too-large",
+    414: "uri-too-long",
     415: "unsupported-media-type",
     422: "validation-failed",
     429: "rate-limited",
@@ -171,7 +174,10 @@ def handle_http_exception(error: HTTPException) -> Response:
             errors=field_errors,
         )
     code = HTTP_CODES.get(status) or _slug(error.name)
-    return problem_response(status, code, error.name, _detail(error), headers=headers)
+    extra = {}
+    if status == 414:
+        extra["instance"] = request.path[:INSTANCE_MAX]  # the path is what was too long
+    return problem_response(status, code, error.name, _detail(error), headers=headers, **extra)
 
 
 def _detail(error: HTTPException) -> str:

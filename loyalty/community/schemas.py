@@ -8,10 +8,19 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 
-from loyalty.api import MAX_PAGE_SIZE, PageQuerySchema, PageSchema, Timestamp
+from loyalty.api import (
+    MAX_PAGE_SIZE,
+    PageQuerySchema,
+    PageSchema,
+    Timestamp,
+    decimal_schema,
+    free_text,
+    positive_decimal_pattern,
+)
 from loyalty.community.rules import (
     BADGE_RULES,
     CAP_PERIODS,
+    EVENT_RULES,
     MAX_GRACE_DAYS,
     PROPERTY_NAME,
     PROPERTY_TYPES,
@@ -30,15 +39,15 @@ TYPE = [
 ]
 
 
-def _printable(value: str) -> None:
-    if not value.isprintable():
-        raise ValidationError("Must contain printable characters only.")
+_printable = free_text()
 
 
 DECIMAL_STRING = {"type": "string", "pattern": r"^-?\d+(\.\d+)?$"}
 
 
-def _positive_decimal(high: int, description: str, **extra: Any) -> fields.Decimal:
+def _positive_decimal(digits: int, description: str, **extra: Any) -> fields.Decimal:
+    high = 10**digits
+
     def check(value: Decimal) -> None:
         # A plain function, not validate.Range: apispec would write decimal bounds as strings.
         if not Decimal(0) < value <= Decimal(high):
@@ -49,7 +58,15 @@ def _positive_decimal(high: int, description: str, **extra: Any) -> fields.Decim
         as_string=True,
         allow_nan=False,
         validate=check,
-        metadata={"description": description, **DECIMAL_STRING},
+        metadata={
+            "description": f"{description}; above 0, at most {high}, 4 decimal places",
+            **decimal_schema(
+                positive_decimal_pattern(digits),
+                0.0001,
+                high,
+                nullable=extra.get("allow_none", False),
+            ),
+        },
         **extra,
     )
 
@@ -96,7 +113,13 @@ PROPERTIES = fields.Dict(
     ),
     values=fields.Nested(PropertyDefinitionSchema),
     validate=validate.Length(max=20),
-    metadata={"description": "name -> {type: string|integer|number|boolean, required}"},
+    metadata={
+        "description": "name -> {type: string|integer|number|boolean, required}",
+        "maxProperties": 20,
+        "json_schema": {
+            "propertyNames": {"minLength": 1, "maxLength": 64, "pattern": PROPERTY_NAME.pattern}
+        },
+    },
 )
 
 
@@ -136,7 +159,7 @@ class EventRuleValuesSchema(Schema):
         metadata={"description": "A numeric property of the type, e.g. co2_kg"},
     )
     points_per_unit = _positive_decimal(
-        MAX_POINTS,
+        6,
         'Points per unit of per_unit_property, e.g. "2" (the total is rounded down)',
         allow_none=True,
     )
@@ -154,12 +177,38 @@ class EventRuleValuesSchema(Schema):
     active = fields.Boolean()
 
 
+def _set(name: str) -> dict[str, Any]:
+    return {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+
+
+def _with(first: str, second: str) -> dict[str, Any]:
+    """Given ``first``: ``second`` is set when ``first`` is, absent or null when not."""
+    return {
+        "if": {"properties": {first: {"type": "null"}}},
+        "then": {"properties": {second: {"type": "null"}}},
+        "else": _set(second),
+    }
+
+
 class EventRuleCreateSchema(EventRuleValuesSchema):
     event_type = fields.String(required=True, validate=TYPE)
 
+    class Meta:
+        # per_unit_property with points_per_unit, cap with cap_period; and some points.
+        json_schema = {
+            "dependentSchemas": {
+                "per_unit_property": _with("per_unit_property", "points_per_unit"),
+                "points_per_unit": _with("points_per_unit", "per_unit_property"),
+                "cap": _with("cap", "cap_period"),
+                "cap_period": _with("cap_period", "cap"),
+            },
+            "not": {"properties": {"points": {"const": 0}, "points_per_unit": {"type": "null"}}},
+        }
+
 
 class EventRuleUpdateSchema(EventRuleValuesSchema):
-    """Any of the rule's fields but its event type."""
+    """Any of the rule's fields but its event type (checked as the rule will be after the
+    change)."""
 
 
 class EventRuleSchema(Schema):
@@ -190,12 +239,19 @@ class EventCreateSchema(Schema):
     )
     member_id = fields.String(required=True, validate=validate.Length(min=1, max=40))
     type = fields.String(required=True, validate=TYPE)
-    occurred_at = Timestamp(required=True)
+    occurred_at = Timestamp(
+        required=True,
+        metadata={"description": "At most 5 minutes ahead of the server's clock"},
+    )
     properties = fields.Dict(
         keys=fields.String(validate=validate.Length(min=1, max=64)),
         values=fields.Raw(allow_none=True),
         validate=validate.Length(max=20),
-        metadata={"description": "As the event type declares them"},
+        metadata={
+            "description": "As the event type declares them",
+            "maxProperties": 20,
+            "json_schema": {"propertyNames": {"minLength": 1, "maxLength": 64}},
+        },
     )
 
 
@@ -249,7 +305,7 @@ class EventResultSchema(Schema):
 class LevelSchema(Schema):
     name = fields.String(required=True, validate=[validate.Length(min=1, max=50), _printable])
     threshold = _positive_decimal(
-        10**12, "The metric that reaches the level (events, days, money, ...)", required=True
+        12, "The metric that reaches the level (events, days, money, ...)", required=True
     )
     bonus_points = _points(load_default=0)
 
@@ -260,10 +316,16 @@ class BadgeValuesSchema(Schema):
     levels = fields.List(
         fields.Nested(LevelSchema),
         validate=validate.Length(min=1, max=10),
-        metadata={"description": "Thresholds strictly increasing; each awarded once"},
+        metadata={
+            "description": "Thresholds strictly increasing, names all different; each level "
+            "is awarded once"
+        },
     )
     starts_at = Timestamp(allow_none=True, metadata={"description": "A challenge's start"})
-    ends_at = Timestamp(allow_none=True, metadata={"description": "A challenge's end (excluded)"})
+    ends_at = Timestamp(
+        allow_none=True,
+        metadata={"description": "A challenge's end (excluded), after starts_at"},
+    )
     revoke_on_refund = fields.Boolean(
         metadata={"description": "Refunding the order that earned a level revokes it"}
     )
@@ -288,8 +350,44 @@ class BadgeCreateSchema(BadgeValuesSchema):
         metadata={"description": "property_sum: the numeric property summed"},
     )
     levels = fields.List(
-        fields.Nested(LevelSchema), required=True, validate=validate.Length(min=1, max=10)
+        fields.Nested(LevelSchema),
+        required=True,
+        validate=validate.Length(min=1, max=10),
+        metadata={
+            "description": "Thresholds strictly increasing, names all different; each level "
+            "is awarded once"
+        },
     )
+
+    class Meta:
+        # event_count counts a type, property_sum sums a numeric property of a type, the
+        # other rules name neither.
+        json_schema = {
+            "dependentSchemas": {
+                "rule": {
+                    "oneOf": [
+                        {
+                            "properties": {
+                                "rule": {"const": "event_count"},
+                                "property": {"type": "null"},
+                            },
+                            "allOf": [_set("event_type")],
+                        },
+                        {
+                            "properties": {"rule": {"const": "property_sum"}},
+                            "allOf": [_set("event_type"), _set("property")],
+                        },
+                        {
+                            "properties": {
+                                "rule": {"enum": [r for r in BADGE_RULES if r not in EVENT_RULES]},
+                                "event_type": {"type": "null"},
+                                "property": {"type": "null"},
+                            }
+                        },
+                    ]
+                }
+            }
+        }
 
 
 class BadgeUpdateSchema(BadgeValuesSchema):
@@ -378,8 +476,16 @@ class LeaderboardSchema(Schema):
 class LeaderboardProfileUpdateSchema(Schema):
     opted_in = fields.Boolean(required=True)
     display_name = fields.String(
-        allow_none=True, validate=[validate.Length(min=1, max=50), _printable]
+        allow_none=True,
+        validate=[validate.Length(min=1, max=50), _printable],
+        metadata={"description": "Needed to opt in"},
     )
+
+    class Meta:
+        json_schema = {
+            "if": {"properties": {"opted_in": {"const": True}}},
+            "then": _set("display_name"),
+        }
 
 
 class LeaderboardProfileSchema(Schema):

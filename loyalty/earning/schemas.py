@@ -8,18 +8,31 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 
-from loyalty.api import PageQuerySchema, PageSchema, Timestamp
+from loyalty.api import (
+    PageQuerySchema,
+    PageSchema,
+    Timestamp,
+    decimal_schema,
+    free_text,
+    positive_decimal_pattern,
+)
 from loyalty.earning.rules import CAMPAIGN_TARGETS, MULTIPLIER_SCOPES
-from loyalty.ledger.schemas import MAX_MONEY, MAX_POINTS, ComponentSchema, OrderItemSchema
+from loyalty.ledger.schemas import (
+    CURRENCY,
+    CURRENCY_OR_NULL,
+    MAX_MONEY,
+    MAX_POINTS,
+    ComponentSchema,
+    OrderItemSchema,
+)
+from loyalty.members.rules import STAGES
 
 CAMPAIGN_STATUSES = ("scheduled", "running", "exhausted", "ended", "paused")
 MAX_TARGET_VALUES = 10_000
 MAX_CATEGORIES = 500
 
 
-def _printable(value: str) -> None:
-    if not value.isprintable():
-        raise ValidationError("Must contain printable characters only.")
+_printable = free_text()
 
 
 def _between(low: Decimal, high: Decimal) -> Any:
@@ -44,10 +57,14 @@ def _multiplier(
         allow_nan=False,
         validate=_between(minimum, Decimal(100)),
         metadata={
-            "description": f'Above {minimum}, at most 100, e.g. "1.5" (a string in responses)',
-            "type": ["number", "string"],
-            "exclusiveMinimum": int(minimum),
-            "maximum": 100,
+            "description": f"Above {minimum}, at most 100, with at most 4 decimal places, "
+            'e.g. "1.5" (a string in responses)',
+            **decimal_schema(
+                positive_decimal_pattern(2, above_one=minimum == 1),
+                float(minimum + Decimal("0.0001")),
+                100,
+                nullable=allow_none,
+            ),
         },
     )
 
@@ -80,6 +97,11 @@ class EarningSettingsUpdateSchema(Schema):
     minimum_order_currency = fields.String(
         allow_none=True,
         validate=validate.Regexp(r"^[A-Za-z]{3}$", error="Must be an ISO 4217 code."),
+        metadata={
+            "description": "ISO 4217 code of minimum_order_total; give both together, or null "
+            "both to remove the minimum",
+            **CURRENCY_OR_NULL,
+        },
     )
     excluded_categories = fields.List(
         fields.String(validate=[validate.Length(min=1, max=100), _printable]),
@@ -98,6 +120,21 @@ class EarningSettingsUpdateSchema(Schema):
         validate=validate.Range(min=1, max=MAX_POINTS),
         metadata={"description": "Most points a member's orders earn per month; null: no cap"},
     )
+
+    class Meta:
+        # The minimum and its currency come together: both set, both null, or neither given.
+        json_schema = {
+            "dependentRequired": {
+                "minimum_order_total": ["minimum_order_currency"],
+                "minimum_order_currency": ["minimum_order_total"],
+            },
+            "if": {
+                "required": ["minimum_order_total"],
+                "properties": {"minimum_order_total": {"type": "null"}},
+            },
+            "then": {"properties": {"minimum_order_currency": {"type": "null"}}},
+            "else": {"properties": {"minimum_order_currency": {"type": "string"}}},
+        }
 
 
 # --- product multipliers -------------------------------------------------------------------
@@ -162,7 +199,7 @@ class _CampaignFields(Schema):
     name = fields.String(validate=[validate.Length(min=1, max=100), _printable])
     description = fields.String(allow_none=True, validate=validate.Length(max=500))
     starts_at = Timestamp()
-    ends_at = Timestamp()
+    ends_at = Timestamp(metadata={"description": "After starts_at (excluded from the window)"})
     target = fields.String(
         validate=validate.OneOf(CAMPAIGN_TARGETS),
         metadata={
@@ -187,14 +224,50 @@ class _CampaignFields(Schema):
     active = fields.Boolean(metadata={"description": "false pauses the campaign"})
 
 
+# What a campaign targets decides its target_values: none for all members, stage names for
+# stages, tier codes or member ids (that exist) for tiers and members.
+TARGET_VALUES = {
+    "anyOf": [
+        {"properties": {"target": {"const": "all"}, "target_values": {"maxItems": 0}}},
+        {
+            "required": ["target_values"],
+            "properties": {
+                "target": {"const": "stages"},
+                "target_values": {"minItems": 1, "items": {"enum": list(STAGES)}},
+            },
+        },
+        {
+            "required": ["target_values"],
+            "properties": {
+                "target": {"enum": ["tiers", "members"]},
+                "target_values": {"minItems": 1},
+            },
+        },
+    ]
+}
+
+
 class CampaignCreateSchema(_CampaignFields):
     name = fields.String(required=True, validate=[validate.Length(min=1, max=100), _printable])
     starts_at = Timestamp(required=True)
-    ends_at = Timestamp(required=True)
+    ends_at = Timestamp(
+        required=True, metadata={"description": "After starts_at (excluded from the window)"}
+    )
+
+    class Meta:
+        # A multiplier, a bonus, or both; target_values as the target (default all) needs.
+        json_schema = {
+            "not": {
+                "properties": {"multiplier": {"type": "null"}, "bonus_points": {"type": "null"}}
+            },
+            "dependentSchemas": {"target": TARGET_VALUES},
+            "if": {"not": {"required": ["target"]}},
+            "then": {"properties": {"target_values": {"maxItems": 0}}},
+        }
 
 
 class CampaignUpdateSchema(_CampaignFields):
-    pass
+    """Checked as the campaign will be after the change (window, multiplier or bonus, target)."""
 
 
 class CampaignQuerySchema(PageQuerySchema):
@@ -214,9 +287,15 @@ class PreviewCreateSchema(Schema):
         required=True, strict=True, validate=validate.Range(min=0, max=MAX_MONEY)
     )
     currency = fields.String(
-        required=True, validate=validate.Regexp(r"^[A-Za-z]{3}$", error="Must be an ISO 4217 code.")
+        required=True,
+        validate=validate.Regexp(r"^[A-Za-z]{3}$", error="Must be an ISO 4217 code."),
+        metadata={"description": "ISO 4217 code, e.g. USD", **CURRENCY},
     )
-    items = fields.List(fields.Nested(OrderItemSchema), validate=validate.Length(max=500))
+    items = fields.List(
+        fields.Nested(OrderItemSchema),
+        validate=validate.Length(max=500),
+        metadata={"description": "The order's lines; each SKU at most once"},
+    )
     placed_at = Timestamp(metadata={"description": "Default now"})
 
 

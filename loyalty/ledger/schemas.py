@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+import iso4217
 from marshmallow import (
     Schema,
     ValidationError,
@@ -16,7 +17,7 @@ from marshmallow import (
 )
 
 from loyalty import clock
-from loyalty.api import PageQuerySchema, PageSchema, Timestamp
+from loyalty.api import PageQuerySchema, PageSchema, Timestamp, component, free_text
 from loyalty.ledger.rules import (
     CALENDAR_PERIODS,
     EXPIRY_POLICIES,
@@ -31,11 +32,18 @@ MAX_MONEY = 10**15  # minor units: far above any real order, far below 64-bit li
 MAX_POINTS = 10**12
 MAX_ITEMS = 500
 ORDER_ID = validate.Length(min=1, max=128)
+_printable = free_text()
 
 
-def _printable(value: str) -> None:
-    if not value.isprintable():
-        raise ValidationError("Must contain printable characters only.")
+def _currency(*, nullable: bool = False) -> dict[str, Any]:
+    """The ISO 4217 codes the programme takes (those with a minor unit), as a shared schema."""
+    codes = sorted(c.code for c in iso4217.Currency if currency_exponent(c.code) is not None)
+    schema = {"type": "string", "enum": codes, "description": "ISO 4217 code with a minor unit"}
+    return component("Currency", schema, nullable=nullable)
+
+
+CURRENCY = _currency()
+CURRENCY_OR_NULL = _currency(nullable=True)
 
 
 class BalanceSchema(Schema):
@@ -74,10 +82,16 @@ class OrderCreateSchema(Schema):
     currency = fields.String(
         required=True,
         validate=validate.Regexp(r"^[A-Za-z]{3}$", error="Must be an ISO 4217 code."),
-        metadata={"description": "ISO 4217 code, e.g. USD"},
+        metadata={"description": "ISO 4217 code, e.g. USD", **CURRENCY},
     )
-    items = fields.List(fields.Nested(OrderItemSchema), validate=validate.Length(max=MAX_ITEMS))
-    placed_at = Timestamp(metadata={"description": "When the order was placed; default now"})
+    items = fields.List(
+        fields.Nested(OrderItemSchema),
+        validate=validate.Length(max=MAX_ITEMS),
+        metadata={"description": "The order's lines; each SKU at most once"},
+    )
+    placed_at = Timestamp(
+        metadata={"description": "When the order was placed; default now; not in the future"}
+    )
 
     @validates("currency")
     def _known_currency(self, value: str, **_: Any) -> None:
@@ -141,8 +155,16 @@ class RefundCreateSchema(Schema):
     items = fields.List(
         fields.Nested(RefundItemSchema),
         validate=validate.Length(min=1, max=MAX_ITEMS),
-        metadata={"description": "Items refunded (or give amount)"},
+        metadata={"description": "Items refunded (or give amount); each SKU at most once"},
     )
+
+    class Meta:
+        # Exactly one of amount and items.
+        json_schema = {
+            "dependentSchemas": {"amount": {"not": {"required": ["items"]}}},
+            "if": {"not": {"required": ["amount"]}},
+            "then": {"required": ["items"]},
+        }
 
     @validates_schema
     def _amount_or_items(self, data: dict[str, Any], **_: Any) -> None:
@@ -227,10 +249,10 @@ class AdjustmentCreateSchema(Schema):
         required=True,
         strict=True,
         validate=validate.Range(min=-MAX_POINTS, max=MAX_POINTS),
-        metadata={"description": "Signed, not zero"},
+        metadata={"description": "Signed, not zero", "json_schema": {"not": {"const": 0}}},
     )
     reason = fields.String(
-        required=True, validate=[validate.Length(min=1, max=500), validate.Regexp(r"\S")]
+        required=True, validate=[validate.Length(min=1, max=500), free_text(blank=False)]
     )
 
     @validates("points")

@@ -529,6 +529,7 @@ def refund_order(
             amount=refunded_amount,
             items=items or [],
             points_reversed=points,
+            shortfall=0,
             request_hash=fingerprint,
             response={},
         )

@@ -4,21 +4,40 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
 from loyalty import clock
-from loyalty.api import PageQuerySchema, PageSchema, Timestamp
+from loyalty.api import PageQuerySchema, PageSchema, Timestamp, component, free_text
 from loyalty.members import rules
 
 # Clocks drift: an enrolment time this far in the future is still accepted.
 CLOCK_SKEW = dt.timedelta(minutes=5)
+# Birthdays as written: 1900 to 2099 (and not after today, which the server checks).
+BIRTHDAY_PATTERN = r"^(19|20)[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"
 
 
-def _no_control_chars(value: str) -> None:
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValidationError("Must not contain control characters.")
+def _constant_name(zone: str) -> str:
+    """A name for a generated client's enum member: Etc/GMT+1 is ETC_GMT_PLUS_1."""
+    name = re.sub(r"\+(?=[0-9])", "_PLUS_", zone)
+    name = re.sub(r"-(?=[0-9])", "_MINUS_", name)
+    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").upper()
+
+
+_ZONES = sorted(rules.time_zones())
+TIME_ZONE = component(
+    "TimeZone",
+    {
+        "type": "string",
+        "enum": _ZONES,
+        # GMT0, GMT+0 and GMT-0 would otherwise make one name in generated clients.
+        "x-enum-varnames": [_constant_name(zone) for zone in _ZONES],
+        "description": "An IANA time zone name, as the tzdata package lists them",
+    },
+)
+METADATA_KEY = validate.Length(min=1, max=64)
 
 
 def _check_time_zone(value: str) -> None:
@@ -56,33 +75,48 @@ def _email() -> fields.Email:
 
 def _name() -> fields.String:
     return fields.String(
-        allow_none=True, validate=[validate.Length(min=1, max=rules.NAME_MAX), _no_control_chars]
+        allow_none=True, validate=[validate.Length(min=1, max=rules.NAME_MAX), free_text()]
     )
 
 
 def _birthday() -> fields.Date:
-    return fields.Date(allow_none=True, validate=_check_birthday)
+    return fields.Date(
+        allow_none=True,
+        validate=_check_birthday,
+        metadata={
+            "description": f"From {rules.OLDEST_BIRTHDAY} to today",
+            "pattern": BIRTHDAY_PATTERN,
+        },
+    )
 
 
 def _timezone() -> fields.String:
     return fields.String(
         validate=_check_time_zone,
-        metadata={"description": "IANA time zone, used for birthdays and daily streaks"},
+        metadata={
+            "description": "IANA time zone, used for birthdays and daily streaks",
+            **TIME_ZONE,
+        },
     )
 
 
 def _metadata() -> fields.Dict:
     return fields.Dict(
-        keys=fields.String(validate=validate.Length(min=1, max=64)),
+        keys=fields.String(validate=METADATA_KEY),
         validate=_check_metadata,
-        metadata={"description": "Free-form storefront data (device id, card hash...)"},
+        metadata={
+            "description": "Free-form storefront data (device id, card hash...): at most "
+            f"{rules.METADATA_MAX_KEYS} keys and {rules.METADATA_MAX_BYTES} bytes of JSON",
+            "maxProperties": rules.METADATA_MAX_KEYS,
+            "json_schema": {"propertyNames": {"minLength": 1, "maxLength": 64}},
+        },
     )
 
 
 class MemberCreateSchema(Schema):
     external_id = fields.String(
         required=True,
-        validate=[validate.Length(min=1, max=rules.EXTERNAL_ID_MAX), _no_control_chars],
+        validate=[validate.Length(min=1, max=rules.EXTERNAL_ID_MAX), free_text(blank=False)],
         metadata={"description": "The storefront's own customer id; enrolment is idempotent on it"},
     )
     email = _email()
@@ -94,18 +128,15 @@ class MemberCreateSchema(Schema):
         metadata={"description": "Referral code of the member who invited this one"},
     )
     marketing_consent = fields.Boolean()
-    enrolled_at = Timestamp(metadata={"description": "Defaults to now; may be in the past"})
+    enrolled_at = Timestamp(
+        metadata={"description": "Defaults to now; may be in the past, not in the future"}
+    )
     metadata = _metadata()
 
     @validates("enrolled_at")
     def _not_in_future(self, value: dt.datetime, **_: Any) -> None:
         if value > clock.now() + CLOCK_SKEW:
             raise ValidationError("Must not be in the future.")
-
-    @validates("external_id")
-    def _not_blank(self, value: str, **_: Any) -> None:
-        if not value.strip():
-            raise ValidationError("Must not be blank.")
 
 
 class MemberUpdateSchema(Schema):

@@ -6,14 +6,20 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
-from loyalty.api import PageSchema, Timestamp
+from loyalty.api import PageSchema, Pattern, Timestamp, free_text
 from loyalty.ledger.rules import currency_exponent
+from loyalty.ledger.schemas import CURRENCY_OR_NULL
 from loyalty.referrals.rules import ABUSE_REASONS, REFERRER_OUTCOMES, STATUSES
 
 MAX_POINTS = 10**9
 MAX_MONEY = 10**15
 MAX_CAP = 10**6
-TEXT = validate.Regexp(r"\S", error="Must not be blank.")
+TEXT = free_text(blank=False)
+# An http(s) URL with {code} where the member's referral code goes.
+LINK_TEMPLATE = Pattern(
+    r"^https?://[^\x00-\x1f\x7f-\x9f]*\{code\}[^\x00-\x1f\x7f-\x9f]*$",
+    error="Must be an http(s) URL containing {{code}}.",
+)
 
 
 def _points(description: str) -> fields.Integer:
@@ -69,7 +75,10 @@ class ReferralTermsUpdateSchema(Schema):
     min_order_currency = fields.String(
         allow_none=True,
         validate=validate.Regexp(r"^[A-Z]{3}$", error="Must be an upper-case ISO 4217 code."),
-        metadata={"description": "ISO 4217 code of the minimum; null: any currency"},
+        metadata={
+            "description": "ISO 4217 code of the minimum; null: any currency",
+            **CURRENCY_OR_NULL,
+        },
     )
     referrer_points = _points("Bonus points for the referrer per qualified referral")
     referrer_reward_id = fields.String(
@@ -94,7 +103,7 @@ class ReferralTermsUpdateSchema(Schema):
     velocity_limit = _cap("Referrals per referrer per 24 hours before review; null: none", 1)
     link_template = fields.String(
         allow_none=True,
-        validate=validate.Length(min=1, max=500),
+        validate=[validate.Length(min=1, max=500), LINK_TEMPLATE],
         metadata={
             "description": 'Shareable link with {code}, e.g. "https://shop.example/r/{code}"'
         },

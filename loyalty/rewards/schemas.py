@@ -6,9 +6,9 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
-from loyalty.api import PageQuerySchema, PageSchema, Timestamp
+from loyalty.api import PageQuerySchema, PageSchema, Timestamp, free_text
 from loyalty.ledger.rules import currency_exponent
-from loyalty.ledger.schemas import BalanceSchema
+from loyalty.ledger.schemas import CURRENCY_OR_NULL, BalanceSchema
 from loyalty.rewards.rules import (
     CLAIM_SOURCES,
     CLAIM_STATUSES,
@@ -16,19 +16,45 @@ from loyalty.rewards.rules import (
     MAX_PERCENT,
     MAX_POINTS,
     PERK_KINDS,
+    PERK_VALUE_FIELDS,
     REFUSAL_REASONS,
     REWARD_KINDS,
+    REWARD_VALUE_FIELDS,
 )
 
 NAME = validate.Length(min=1, max=100)
 DESCRIPTION = validate.Length(max=500)
 TIER_CODES = validate.Length(max=50)
 TIER_CODE = validate.Length(min=1, max=32)
+REWARD_VALUES = ("amount", "currency", "percent", "sku")
+PERK_VALUES = ("percent", "bonus_points", "reward_id")
 
 
-def _printable(value: str) -> None:
-    if not value.isprintable():
-        raise ValidationError("Must contain printable characters only.")
+_printable = free_text()
+
+
+def _set(name: str) -> dict[str, Any]:
+    return {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+
+
+def _by_kind(
+    kinds: tuple[str, ...], needs: dict[str, tuple[str, ...]], values: tuple[str, ...]
+) -> dict[str, Any]:
+    """One branch per kind: the value fields it needs are given, the others absent or null
+    (a ``oneOf`` under ``dependentSchemas.kind``: see `loyalty.api.SchemaConverter`)."""
+    branches = []
+    for kind in kinds:
+        needed = needs[kind]
+        branch: dict[str, Any] = {
+            "properties": {
+                "kind": {"const": kind},
+                **{name: {"type": "null"} for name in values if name not in needed},
+            }
+        }
+        if needed:
+            branch["allOf"] = [_set(name) for name in needed]
+        branches.append(branch)
+    return {"oneOf": branches}
 
 
 def _percent(**kwargs: Any) -> fields.Integer:
@@ -55,7 +81,7 @@ class RewardValuesSchema(Schema):
     currency = fields.String(
         allow_none=True,
         validate=validate.Regexp(r"^[A-Z]{3}$", error="Must be an upper-case ISO 4217 code."),
-        metadata={"description": "fixed_discount: ISO 4217 code of the amount"},
+        metadata={"description": "fixed_discount: ISO 4217 code of the amount", **CURRENCY_OR_NULL},
     )
     percent = _percent(metadata={"description": "percentage_discount: 1 to 100"})
     sku = fields.String(
@@ -81,7 +107,9 @@ class RewardValuesSchema(Schema):
         metadata={"description": "Claims per member (cancelled ones excepted); null: no limit"},
     )
     available_from = Timestamp(allow_none=True, metadata={"description": "Claimable from"})
-    available_until = Timestamp(allow_none=True, metadata={"description": "Claimable until"})
+    available_until = Timestamp(
+        allow_none=True, metadata={"description": "Claimable until; after available_from"}
+    )
     coupon_valid_days = fields.Integer(
         strict=True,
         validate=validate.Range(min=1, max=3650),
@@ -102,9 +130,16 @@ class RewardCreateSchema(RewardValuesSchema):
         required=True, strict=True, validate=validate.Range(min=1, max=MAX_POINTS)
     )
 
+    class Meta:
+        # Each kind carries its own value fields and none of the others.
+        json_schema = {
+            "dependentSchemas": {"kind": _by_kind(REWARD_KINDS, REWARD_VALUE_FIELDS, REWARD_VALUES)}
+        }
+
 
 class RewardUpdateSchema(RewardValuesSchema):
-    """Any of the reward's fields but its kind."""
+    """Any of the reward's fields but its kind; the value fields must suit the reward's kind
+    (checked against the stored reward)."""
 
 
 class RewardSchema(Schema):
@@ -182,9 +217,29 @@ class PerkCreateSchema(PerkValuesSchema):
     kind = fields.String(required=True, validate=validate.OneOf(PERK_KINDS))
     name = fields.String(required=True, validate=[NAME, _printable])
 
+    class Meta:
+        # Each kind carries its own value fields and none of the others; a birthday gift
+        # gives bonus points, a reward, or both.
+        others = tuple(kind for kind in PERK_KINDS if kind != "birthday_gift")
+        birthday_gift = {
+            "properties": {"kind": {"const": "birthday_gift"}, "percent": {"type": "null"}},
+            "anyOf": [_set("bonus_points"), _set("reward_id")],
+        }
+        json_schema = {
+            "dependentSchemas": {
+                "kind": {
+                    "oneOf": [
+                        *_by_kind(others, PERK_VALUE_FIELDS, PERK_VALUES)["oneOf"],
+                        birthday_gift,
+                    ]
+                }
+            }
+        }
+
 
 class PerkUpdateSchema(PerkValuesSchema):
-    """Any of the perk's fields but its kind."""
+    """Any of the perk's fields but its kind; the value fields must suit the perk's kind
+    (checked against the stored perk)."""
 
 
 class PerkSchema(Schema):

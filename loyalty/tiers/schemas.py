@@ -8,15 +8,17 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, pre_dump, validate, validates
 
 from loyalty import clock
-from loyalty.api import PageQuerySchema, PageSchema, Timestamp
+from loyalty.api import PageQuerySchema, PageSchema, Timestamp, decimal_schema, free_text
 from loyalty.tiers.rules import CHANGE_KINDS, CODE_PATTERN, DOWNGRADE_MODES, METRICS, WINDOWS
 
 MAX_THRESHOLD = 10**12
 CODE = validate.Regexp(
     CODE_PATTERN, error="A slug: lower-case letters and digits, words joined by hyphens."
 )
-TEXT = validate.Regexp(r"\S", error="Must not be blank.")
+TEXT = free_text(blank=False)
 DECIMAL_STRING = {"type": "string", "pattern": r"^\d+(\.\d+)?$"}
+# 1 to below 100, at most 4 decimal places (as a string, or a JSON number).
+MULTIPLIER = decimal_schema(r"^[1-9][0-9]?(\.[0-9]{1,4})?$", 1, 99.9999)
 
 
 def _multiplier_range(value: Decimal) -> None:
@@ -32,8 +34,9 @@ def _multiplier(**extra: Any) -> fields.Decimal:
         allow_nan=False,
         validate=_multiplier_range,
         metadata={
-            "description": 'Points multiplier of the tier, 1 to below 100, e.g. "1.25"',
-            **DECIMAL_STRING,
+            "description": "Points multiplier of the tier, 1 to below 100, with at most 4 "
+            'decimal places, e.g. "1.25"',
+            **MULTIPLIER,
         },
         **extra,
     )
@@ -90,7 +93,8 @@ class TierCreateSchema(Schema):
         required=True,
     )
     retain_threshold = _threshold(
-        "Metric value that keeps the tier at review; default the threshold", allow_none=True
+        "Metric value that keeps the tier at review, at most the threshold; default the threshold",
+        allow_none=True,
     )
     benefits = fields.String(validate=validate.Length(max=2000), allow_none=True)
     points_multiplier = _multiplier()
@@ -152,7 +156,10 @@ class AssignmentSchema(Schema):
     reason = fields.String(required=True, validate=[validate.Length(min=1, max=500), TEXT])
     until = Timestamp(
         allow_none=True,
-        metadata={"description": "When the assignment ends; default never (end it by DELETE)"},
+        metadata={
+            "description": "When the assignment ends, in the future; default never (end it by "
+            "DELETE)"
+        },
     )
 
     @validates("until")

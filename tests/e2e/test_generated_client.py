@@ -168,7 +168,7 @@ def _flow(api: dict[str, Any], models: Any, shop: Any) -> None:
         email="ada@example.com",
         name="Ada Lovelace",
         birthday=dt.date(1990, 12, 10),
-        timezone="Europe/London",
+        timezone=models.TimeZone.EUROPE_LONDON,
         marketing_consent=True,
     )
     enrolled = api["post_v1_members"].sync_detailed(client=shop, body=profile)
@@ -194,7 +194,7 @@ def _flow(api: dict[str, Any], models: Any, shop: Any) -> None:
             order_id="web-1001",
             member_id=member.id,
             total=12345,
-            currency="USD",
+            currency=models.Currency.USD,
             items=[models.OrderItem(sku="TEA-1", category="tea", quantity=3, unit_price=4115)],
             placed_at=placed_at,
         ),

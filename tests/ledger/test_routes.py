@@ -324,6 +324,19 @@ def test_refund_errors(api: Callable[..., Any], member_id: str) -> None:
     )
 
 
+def test_a_refund_that_reverses_no_points_has_a_zero_shortfall(
+    api: Callable[..., Any], member_id: str
+) -> None:
+    order = {"order_id": "A", "member_id": member_id, "total": 10_000, "currency": "USD"}
+    assert api("post", "/v1/orders", order).status_code == 201
+    # 1 cent of a 100-dollar order reverses no points: the shortfall is 0, not null.
+    response = api("post", "/v1/orders/A/refunds", {"refund_id": "R", "amount": 1})
+    assert response.status_code == 201
+    assert (response.json["points_reversed"], response.json["shortfall"]) == (0, 0)
+    replay = api("post", "/v1/orders/A/refunds", {"refund_id": "R", "amount": 1})
+    assert (replay.status_code, replay.json["shortfall"]) == (200, 0)
+
+
 def test_not_found(api: Callable[..., Any]) -> None:
     assert_problem(api("get", "/v1/holds/hld_x"), 404, "hold-not-found")
     assert_problem(api("post", "/v1/holds/hld_x/capture", {}), 404, "hold-not-found")
