@@ -153,6 +153,8 @@ class SchemaConverter(OpenAPIConverter):
 
 class SchemaPlugin(MarshmallowPlugin):
     Converter = SchemaConverter
+
+
 # Authenticated operations with these methods honour Idempotency-Key (see `Blueprint.requires`).
 STATE_CHANGING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 IDEMPOTENCY_KEY_PARAMETER = {

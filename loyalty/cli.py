@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -14,6 +15,7 @@ from flask.cli import run_command as flask_run_command
 
 from loyalty import create_app, schema
 from loyalty.auth import service as auth_service
+from loyalty.auth.models import DEFAULT_CHANNEL
 from loyalty.auth.rules import SCOPES
 from loyalty.config import ConfigError, check_secret
 from loyalty.db import get_session
@@ -141,16 +143,27 @@ def clients_group() -> None:
     help="A scope to grant; repeat for several.",
 )
 @click.option("--all-scopes", is_flag=True, help="Grant every scope.")
+@click.option(
+    "--channel",
+    "channel_id",
+    default=DEFAULT_CHANNEL,
+    show_default=True,
+    help="The channel the client reports for (see `loyalty channels list`).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object, for scripts.")
 @with_appcontext
-def clients_create(name: str, scopes: tuple[str, ...], all_scopes: bool, as_json: bool) -> None:
+def clients_create(
+    name: str, scopes: tuple[str, ...], all_scopes: bool, channel_id: str, as_json: bool
+) -> None:
     """Create an API client; its secret is printed once and cannot be shown again."""
     if all_scopes:
         scopes = SCOPES
     if not scopes:
         raise click.UsageError("Give at least one --scope, or --all-scopes.")
     try:
-        new = auth_service.create_client(get_session(), name=name, scopes=scopes)
+        new = auth_service.create_client(
+            get_session(), name=name, scopes=scopes, channel_id=channel_id
+        )
     except LoyaltyError as error:
         raise _fail(error) from None
     if as_json:
@@ -160,6 +173,7 @@ def clients_create(name: str, scopes: tuple[str, ...], all_scopes: bool, as_json
                     "client_id": new.client.id,
                     "client_secret": new.secret,
                     "scopes": new.client.scopes,
+                    "channel_id": new.client.channel_id,
                 }
             )
         )
@@ -167,6 +181,7 @@ def clients_create(name: str, scopes: tuple[str, ...], all_scopes: bool, as_json
     click.echo(f"client_id:     {new.client.id}")
     click.echo(f"client_secret: {new.secret}")
     click.echo(f"scopes:        {' '.join(new.client.scopes)}")
+    click.echo(f"channel:       {new.client.channel_id}")
     click.echo("Keep the secret now: it is stored hashed and cannot be shown again.")
 
 
@@ -180,6 +195,7 @@ def clients_list(as_json: bool) -> None:
         {
             "client_id": c.id,
             "name": c.name,
+            "channel_id": c.channel_id,
             "scopes": c.scopes,
             "created_at": c.created_at.isoformat(),
             "revoked_at": c.revoked_at.isoformat() if c.revoked_at else None,
@@ -193,7 +209,9 @@ def clients_list(as_json: bool) -> None:
         click.echo("No API clients yet: create one with `loyalty clients create NAME --scope ...`.")
     for client in clients:
         state = f"revoked {client.revoked_at.isoformat()}" if client.revoked_at else "active"
-        click.echo(f"{client.id}  {client.name}  [{state}]  {' '.join(client.scopes)}")
+        click.echo(
+            f"{client.id}  {client.name}  [{state}]  {client.channel_id}  {' '.join(client.scopes)}"
+        )
 
 
 @clients_group.command("revoke")
@@ -207,6 +225,51 @@ def clients_revoke(client_id: str) -> None:
         raise _fail(error) from None
     assert client.revoked_at is not None
     click.echo(f"Revoked {client.id} ({client.name}) at {client.revoked_at.isoformat()}.")
+
+
+# --- loyalty channels ---------------------------------------------------------------------
+
+
+@main.group("channels")
+def channels_group() -> None:
+    """Channels: the storefronts, points of sale and apps orders come from. Order, refund and
+    event ids are unique per channel; every API client belongs to one."""
+
+
+@channels_group.command("create")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object, for scripts.")
+@with_appcontext
+def channels_create(name: str, as_json: bool) -> None:
+    """Add a channel; give its id to `loyalty clients create --channel`."""
+    try:
+        channel = auth_service.create_channel(get_session(), name=name)
+    except LoyaltyError as error:
+        raise _fail(error) from None
+    if as_json:
+        click.echo(json.dumps({"channel_id": channel.id, "name": channel.name}))
+        return
+    click.echo(f"Created channel {channel.id} ({channel.name}).")
+
+
+@channels_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@with_appcontext
+def channels_list(as_json: bool) -> None:
+    """List the channels, the default one first."""
+    channels = auth_service.list_channels(get_session())
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {"channel_id": c.id, "name": c.name, "created_at": c.created_at.isoformat()}
+                    for c in channels
+                ]
+            )
+        )
+        return
+    for channel in channels:
+        click.echo(f"{channel.id}  {channel.name}")
 
 
 # --- loyalty jobs, loyalty ledger ---------------------------------------------------------
@@ -274,3 +337,71 @@ def demo_command(host: str, port: int, no_serve: bool, reset: bool) -> None:
     from loyalty import demo
 
     demo.run(host=host, port=port, serve=not no_serve, reset=reset)
+
+
+# --- loyalty import ---------------------------------------------------------------------------
+
+
+@main.group("import")
+def import_group() -> None:
+    """A storefront's history, older than the API accepts (see README "Importing history")."""
+
+
+def _import_options(func: Any) -> Any:
+    func = click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))(
+        func
+    )
+    func = click.option(
+        "--channel",
+        "channel_id",
+        default=DEFAULT_CHANNEL,
+        show_default=True,
+        help="The channel whose order and refund ids the file uses.",
+    )(func)
+    return click.option(
+        "--progress/--no-progress",
+        default=None,
+        help="Show a progress bar (default: on a terminal).",
+    )(func)
+
+
+@import_group.command("orders")
+@_import_options
+@with_appcontext
+def import_orders(path: Path, channel_id: str, progress: bool | None) -> None:
+    """Record the orders of a CSV or JSON Lines file (order_id, member_id or external_id,
+    total, currency, placed_at, items): safe to run again, rows already recorded are skipped."""
+    _import("orders", path, channel_id, progress)
+
+
+@import_group.command("refunds")
+@_import_options
+@with_appcontext
+def import_refunds(path: Path, channel_id: str, progress: bool | None) -> None:
+    """Record the refunds of a CSV or JSON Lines file (order_id, refund_id, amount or items):
+    safe to run again."""
+    _import("refunds", path, channel_id, progress)
+
+
+def _import(what: str, path: Path, channel_id: str, progress: bool | None) -> None:
+    from loyalty import imports
+
+    run = imports.import_orders if what == "orders" else imports.import_refunds
+    session = get_session()
+    try:
+        report = run(
+            session,
+            path,
+            channel_id=channel_id,
+            progress=sys.stdout.isatty() if progress is None else progress,
+        )
+    except (LoyaltyError, imports.ImportFileError) as error:
+        session.rollback()  # end the reads' transaction before reporting
+        if isinstance(error, LoyaltyError):
+            raise _fail(error) from None
+        raise click.ClickException(str(error)) from None
+    for failure in report.failures:
+        click.echo(failure, err=True)
+    click.echo(report.summary(what))
+    if report.failed:
+        raise click.exceptions.Exit(1)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +25,8 @@ from ulid import ULID
 
 from loyalty import clock
 from loyalty.errors import LedgerBusyError
+
+log = logging.getLogger(__name__)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -210,6 +213,7 @@ def _close_session(_exc: BaseException | None) -> None:
 
 
 _OUTER = "loyalty_request_transaction"
+_AFTER_COMMIT = "loyalty_after_commit"
 # Transactions that fail on a deadlock or a serialization conflict are run again this often.
 RETRIES = 3
 _RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
@@ -239,10 +243,16 @@ def unit_of_work(session: Session) -> Iterator[Session]:
     on PostgreSQL; on SQLite it is ended first so that the unit of work starts its own with
     ``BEGIN IMMEDIATE``. Inside a
     `request_transaction` the unit of work is a savepoint of the request's transaction.
+    Work queued with `after_commit` runs once the outermost transaction has committed.
     """
     if session.info.get(_OUTER):
-        with session.begin_nested():
-            yield session
+        queued = len(session.info.get(_AFTER_COMMIT, []))
+        try:
+            with session.begin_nested():
+                yield session
+        except BaseException:
+            del session.info.get(_AFTER_COMMIT, [])[queued:]
+            raise
         return
     _begin_write(session)
     try:
@@ -250,7 +260,9 @@ def unit_of_work(session: Session) -> Iterator[Session]:
         session.commit()
     except BaseException:
         session.rollback()
+        session.info.pop(_AFTER_COMMIT, None)
         raise
+    _run_after_commit(session)
 
 
 @contextmanager
@@ -264,9 +276,31 @@ def request_transaction(session: Session) -> Iterator[Session]:
         session.commit()
     except BaseException:
         session.rollback()
+        session.info.pop(_AFTER_COMMIT, None)
         raise
     finally:
         session.info.pop(_OUTER, None)
+    _run_after_commit(session)
+
+
+def after_commit(session: Session, work: Callable[[Session], Any]) -> None:
+    """Run ``work(session)`` once the current transaction has committed, as a unit of work
+    of its own; nothing runs if it rolls back. For effects that must take locks of their
+    own in the global order (another member's wallet), or that may wait without holding
+    this transaction's locks. A follow-up that finds the database busy is left to the job
+    (`loyalty jobs run` finds such work again); any other error propagates."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(work)
+
+
+def _run_after_commit(session: Session) -> None:
+    while queue := session.info.pop(_AFTER_COMMIT, None):
+        for work in queue:
+            try:
+                work(session)
+            except (LedgerBusyError, OperationalError):
+                log.warning("follow-up work deferred to the job: the database is busy")
+                if session.in_transaction():
+                    session.rollback()
 
 
 def in_request_transaction(session: Session) -> bool:

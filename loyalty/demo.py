@@ -607,6 +607,7 @@ def seed_community(session: Session, members_by_external_id: dict[str, Member]) 
                 event_id=f"DEMO-CHK-{external_id}-{back}",
                 occurred_at=now - dt.timedelta(days=back, minutes=5),
                 actor="demo",
+                backfill=True,
             )
         for number in range(reviews):
             moment = max(month_start, now - dt.timedelta(days=number + 1))
@@ -619,6 +620,7 @@ def seed_community(session: Session, members_by_external_id: dict[str, Member]) 
                 occurred_at=min(moment, now),
                 properties={"stars": 3 + number % 3},
                 actor="demo",
+                backfill=True,
             )
         for number, kg in enumerate(drop_offs):
             community_service.record_event(
@@ -630,6 +632,7 @@ def seed_community(session: Session, members_by_external_id: dict[str, Member]) 
                 occurred_at=now - dt.timedelta(days=2 * number + 1),
                 properties={"co2_kg": kg, "store": "Main Street"},
                 actor="demo",
+                backfill=True,
             )
         if display_name:
             community_service.set_leaderboard_profile(

@@ -194,7 +194,36 @@ class OrderNotFoundError(NotFoundError):
     title = "Order not found"
 
     def __init__(self, order_id: str) -> None:
-        super().__init__(f"This client has reported no order {order_id!r}.", order_id=order_id)
+        super().__init__(f"This channel has no order {order_id!r}.", order_id=order_id)
+
+
+class OrderTooOldError(InvalidFieldError):
+    """An order or event dated before the programme's maximum age: history comes in through
+    the import (``loyalty import``), not through the API."""
+
+    code = "order-too-old"
+    title = "Order too old"
+
+    def __init__(self, field: str, max_age_days: int, kind: str = "order") -> None:
+        super().__init__(
+            field,
+            f"This {kind} is dated more than {max_age_days} days ago, the programme's maximum "
+            "age; import history with `loyalty import` instead.",
+            max_age_days=max_age_days,
+        )
+
+
+class EventTooOldError(OrderTooOldError):
+    code = "event-too-old"
+    title = "Event too old"
+
+
+class OrderInFutureError(InvalidFieldError):
+    code = "order-in-future"
+    title = "Order in the future"
+
+    def __init__(self, field: str = "placed_at") -> None:
+        super().__init__(field, "Must not be more than 5 minutes in the future.")
 
 
 class OrderConflictError(ConflictError):

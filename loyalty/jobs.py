@@ -38,6 +38,8 @@ def run_due(session: Session, *, batch_size: int = 50, progress: bool = False) -
     reviews and re-evaluations, birthday gifts and claim expiry, and purge idempotency keys
     past their retention."""
     report = Report()
+    # An inactivity switch-on interrupted half-way is finished before the wallets are read.
+    report.counts["wallets marked due"] = ledger_service.sweep_due_wallets(session)
     total = ledger_service.due_wallet_count(session)
     with click.progressbar(
         length=total, label="Settling wallets", file=None if progress else io.StringIO()

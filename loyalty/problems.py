@@ -57,12 +57,12 @@ CONSTRAINT_CONFLICTS: dict[str, tuple[str, str, str]] = {
         "Another member already has this external_id.",
     ),
     # Two reports of one order (or refund) with different data, racing on different members.
-    "uq_orders_client_id_order_id": (
+    "uq_orders_channel_id_order_id": (
         "order-conflict",
         "Order already reported with other data",
         "This order_id was reported at the same time with a different body.",
     ),
-    "uq_refunds_client_id_refund_id": (
+    "uq_refunds_channel_id_refund_id": (
         "refund-conflict",
         "Refund already reported with other data",
         "This refund_id was reported at the same time with a different body or order.",

@@ -154,6 +154,7 @@ def headers(make_headers: Callable[..., dict[str, str]]) -> dict[str, str]:
 
 # Rows the migrations create, kept when the tables are emptied after a concurrency test.
 SEEDED_TABLES = (
+    "channels",
     "program_settings",
     "earning_settings",
     "tier_settings",

@@ -115,7 +115,7 @@ def test_a_managers_business_rejection_is_stored_and_replayed(api: Api) -> None:
 STATE_CHANGING = ("POST", "PUT", "PATCH", "DELETE")
 # Not state-changing, and no API client exists before it runs to scope a key to.
 EXCLUDED = {("POST", "/v1/auth/token")}
-PAST = "2026-02-01T10:00:00Z"  # before the test clock's start: points active at once
+PAST = "2026-02-20T10:00:00Z"  # 18 days before the test clock: points active at once
 WHEN = "2026-03-10T11:00:00Z"
 
 

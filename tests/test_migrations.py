@@ -111,3 +111,73 @@ def test_new_migrations_are_written_in_a_checkout_only(
     assert result.exit_code == 1
     assert "write new migrations in a source checkout" in result.output
     assert sorted((schema.migrations_dir() / "versions").iterdir()) == before
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_channels_keep_every_order_id_meaning_what_it_did(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Existing clients join the default channel; where two clients reported one order id,
+    the later client gets a channel of its own, so both orders stay distinct."""
+    from sqlalchemy import text
+
+    url = (
+        request.getfixturevalue("empty_postgresql")
+        if backend == "postgresql"
+        else f"sqlite:///{tmp_path / 'channels.db'}"
+    )
+    config = schema.alembic_config(url)
+    schema.upgrade(config, "0008_ledger_reconciliation")
+    engine = create_engine(url)
+    now = "2026-01-01 00:00:00+00"
+    with engine.begin() as conn:
+        for client in ("cli_a", "cli_b", "cli_c"):
+            conn.execute(
+                text(
+                    "INSERT INTO api_clients (id, name, secret_hash, scopes, created_at) "
+                    "VALUES (:id, :id, 'x', '[]', :now)"
+                ),
+                {"id": client, "now": now},
+            )
+        conn.execute(
+            text(
+                "INSERT INTO members (id, external_id, status, referral_code, metadata, "
+                "enrolled_at, created_at, updated_at, timezone, marketing_consent) "
+                "VALUES ('mem_1', 'c1', 'active', 'CODE1', '{}', :now, :now, :now, 'UTC', false)"
+            ),
+            {"now": now},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO wallets (id, member_id, available, pending, held, debt, "
+                "lifetime_earned, created_at, updated_at) "
+                "VALUES ('wal_1', 'mem_1', 0, 0, 0, 0, 0, :now, :now)"
+            ),
+            {"now": now},
+        )
+        for pk, client, order_id in (
+            ("ord_1", "cli_a", "A-1"),
+            ("ord_2", "cli_b", "A-1"),
+            ("ord_3", "cli_c", "C-1"),
+        ):
+            conn.execute(
+                text(
+                    "INSERT INTO orders (id, client_id, order_id, member_id, wallet_id, total, "
+                    "currency, items, placed_at, points, points_reversed, amount_refunded, "
+                    "activates_at, breakdown, request_hash, response, created_at) VALUES "
+                    "(:pk, :client, :order_id, 'mem_1', 'wal_1', 0, 'USD', '[]', :now, 0, 0, "
+                    "0, :now, '[]', 'h', '{}', :now)"
+                ),
+                {"pk": pk, "client": client, "order_id": order_id, "now": now},
+            )
+    schema.upgrade(config)
+    schema.check(config)
+    with engine.connect() as conn:
+        clients = dict(conn.execute(text("SELECT id, channel_id FROM api_clients")).all())
+        orders = dict(conn.execute(text("SELECT id, channel_id FROM orders")).all())
+        channels = dict(conn.execute(text("SELECT id, name FROM channels")).all())
+    engine.dispose()
+    assert clients == {"cli_a": "chn_default", "cli_b": "chn_cli_b", "cli_c": "chn_default"}
+    assert orders == {"ord_1": "chn_default", "ord_2": "chn_cli_b", "ord_3": "chn_default"}
+    assert channels == {"chn_default": "Default", "chn_cli_b": "cli_b (cli_b)"}
+    schema.downgrade(config, "0008_ledger_reconciliation")

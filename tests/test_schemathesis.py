@@ -230,7 +230,11 @@ def _real_cursor(case: Any) -> None:
     sort key, here digits, inside base64url JSON), keyed on what was generated."""
     if case.query and isinstance(case.query.get("cursor"), str):
         digits = "".join(c for c in case.query["cursor"] if c in "0123456789")[:18] or "0"
-        raw = json.dumps({"after": digits}, separators=(",", ":")).encode()
+        after = digits
+        if case.operation.path.endswith("/orders"):
+            # A member's orders page by when they were placed, then by order.
+            after = f"2026-01-01T00:00:00+00:00|ord_{digits}"
+        raw = json.dumps({"after": after}, separators=(",", ":")).encode()
         case.query["cursor"] = base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -260,6 +264,15 @@ def _not_after_now(body: dict[str, Any], name: str) -> None:
     moment = _parse(body.get(name))
     if moment is not None and moment > dt.datetime.now(dt.UTC):
         body[name] = _iso(dt.datetime.now(dt.UTC) - dt.timedelta(days=1))
+
+
+def _recent(body: dict[str, Any], name: str) -> None:
+    """Orders and events are dated within the programme's maximum age (30 days by default)
+    and at most a few minutes ahead: history comes in through `loyalty import`."""
+    moment = _parse(body.get(name))
+    now = dt.datetime.now(dt.UTC)
+    if moment is not None and not now - dt.timedelta(days=29) <= moment <= now:
+        body[name] = _iso(now - dt.timedelta(days=1))
 
 
 def _in_future(body: dict[str, Any], name: str) -> None:
@@ -324,8 +337,9 @@ def _contract_rules(case: Any, coins: dict[str, bool]) -> None:
     if not isinstance(body, dict):
         return
     label = case.operation.label
-    for name in ("enrolled_at", "placed_at", "occurred_at"):
-        _not_after_now(body, name)
+    _not_after_now(body, "enrolled_at")
+    for name in ("placed_at", "occurred_at"):
+        _recent(body, name)
     if label == "POST /v1/members/{member_id}/tier":
         _in_future(body, "until")
     for start, end in (("starts_at", "ends_at"), ("available_from", "available_until")):

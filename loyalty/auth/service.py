@@ -15,7 +15,8 @@ from flask_jwt_extended import create_access_token
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from loyalty.auth.models import ApiClient
+from loyalty.auth.errors import ChannelExistsError, ChannelNotFoundError
+from loyalty.auth.models import DEFAULT_CHANNEL, ApiClient, Channel
 from loyalty.auth.rules import SCOPES, parse_scopes, scope_string
 from loyalty.db import new_id, unit_of_work, utcnow
 from loyalty.errors import (
@@ -65,13 +66,56 @@ class Principal:
 
     client_id: str
     scopes: tuple[str, ...]
+    # The channel the client reports for: its order, refund and event ids are the channel's.
+    channel_id: str = DEFAULT_CHANNEL
 
 
-def create_client(session: Session, *, name: str, scopes: Iterable[str]) -> NewClient:
-    """Create an API client with the given scopes and a new random secret.
+# --- channels -------------------------------------------------------------------------------
 
-    Raises `UnknownScopeError` for a scope that does not exist and `RuleViolationError` for an
-    empty name or no scopes.
+
+def create_channel(session: Session, *, name: str) -> Channel:
+    """Add a channel (a storefront, a point of sale, an app). Raises `RuleViolationError` for
+    an empty or long name and `ChannelExistsError` when the name is taken."""
+    name = name.strip()
+    if not name or len(name) > 100:
+        raise RuleViolationError("A channel name must have 1 to 100 characters.")
+    with unit_of_work(session):
+        if session.scalar(select(Channel.id).where(Channel.name == name)) is not None:
+            raise ChannelExistsError(name)
+        channel = Channel(id=new_id("chn"), name=name)
+        session.add(channel)
+    return channel
+
+
+def list_channels(session: Session) -> list[Channel]:
+    """All channels, the default one first, then by creation."""
+    channels = list(session.scalars(select(Channel).order_by(Channel.created_at, Channel.id)))
+    return sorted(channels, key=lambda channel: channel.id != DEFAULT_CHANNEL)
+
+
+def get_channel(session: Session, channel_id: str) -> Channel:
+    """Raises `ChannelNotFoundError`."""
+    channel = session.get(Channel, channel_id)
+    if channel is None:
+        raise ChannelNotFoundError(channel_id)
+    return channel
+
+
+# --- clients --------------------------------------------------------------------------------
+
+
+def create_client(
+    session: Session,
+    *,
+    name: str,
+    scopes: Iterable[str],
+    channel_id: str = DEFAULT_CHANNEL,
+) -> NewClient:
+    """Create an API client of ``channel_id`` (default: the programme's default channel) with
+    the given scopes and a new random secret.
+
+    Raises `UnknownScopeError` for a scope that does not exist, `RuleViolationError` for an
+    empty name or no scopes, and `ChannelNotFoundError`.
     """
     name = name.strip()
     if not name or len(name) > 100:
@@ -82,7 +126,14 @@ def create_client(session: Session, *, name: str, scopes: Iterable[str]) -> NewC
     secret = "lsk_" + secrets.token_urlsafe(32)
     secret_hash = _current_hasher()[0].hash(secret)  # slow by design: before taking locks
     with unit_of_work(session):
-        client = ApiClient(id=new_id("cli"), name=name, secret_hash=secret_hash, scopes=granted)
+        get_channel(session, channel_id)
+        client = ApiClient(
+            id=new_id("cli"),
+            name=name,
+            channel_id=channel_id,
+            secret_hash=secret_hash,
+            scopes=granted,
+        )
         session.add(client)
     return NewClient(client=client, secret=secret)
 
@@ -155,7 +206,9 @@ def principal_for_token(session: Session, *, client_id: str, scope: str) -> Prin
 
     Raises `TokenRevokedError`.
     """
-    row = session.execute(select(ApiClient.revoked_at).where(ApiClient.id == client_id)).first()
+    row = session.execute(
+        select(ApiClient.revoked_at, ApiClient.channel_id).where(ApiClient.id == client_id)
+    ).first()
     if row is None or row.revoked_at is not None:
         raise TokenRevokedError()
-    return Principal(client_id=client_id, scopes=tuple(scope.split()))
+    return Principal(client_id=client_id, scopes=tuple(scope.split()), channel_id=row.channel_id)

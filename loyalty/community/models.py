@@ -84,18 +84,19 @@ class EventRule(Base):
 
 class CommunityEvent(Base):
     """An engagement event reported by an API client; ``event_id`` is its natural key per
-    client. ``response`` is the body answered, given again on a replay."""
+    channel. ``response`` is the body answered, given again on a replay."""
 
     __tablename__ = "community_events"
     __table_args__ = (
-        UniqueConstraint("client_id", "event_id"),
+        UniqueConstraint("channel_id", "event_id"),
         CheckConstraint("points >= 0", name="points"),
         Index("ix_community_events_member_id_type_occurred_at", "member_id", "type", "occurred_at"),
         Index("ix_community_events_member_id_type_local_date", "member_id", "type", "local_date"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    client_id: Mapped[str] = mapped_column(String(40))
+    channel_id: Mapped[str] = mapped_column(ForeignKey("channels.id"))
+    client_id: Mapped[str | None] = mapped_column(String(40))
     event_id: Mapped[str] = mapped_column(String(100))
     member_id: Mapped[str] = mapped_column(ForeignKey("members.id"))
     type: Mapped[str] = mapped_column(String(64))

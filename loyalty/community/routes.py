@@ -229,7 +229,14 @@ class Events(MethodView):
     @blp.errors(404, 409)
     def post(self, data: dict[str, Any]) -> tuple[dict[str, Any], int]:
         """Report an engagement event: points, streak and badges (idempotent on event_id)."""
-        result = service.record_event(get_session(), client_id=_caller(), actor=_caller(), **data)
+        principal = current_principal()
+        result = service.record_event(
+            get_session(),
+            channel_id=principal.channel_id,
+            client_id=principal.client_id,
+            actor=principal.client_id,
+            **data,
+        )
         return result.body, 201 if result.created else 200
 
 
@@ -247,8 +254,14 @@ class CheckIns(MethodView):
     @blp.errors(404, 409)
     def post(self, data: dict[str, Any], member_id: str) -> tuple[dict[str, Any], int]:
         """Check the member in for today (a check_in event; counts once per local day)."""
+        principal = current_principal()
         result = service.check_in(
-            get_session(), client_id=_caller(), member_id=member_id, actor=_caller(), **data
+            get_session(),
+            channel_id=principal.channel_id,
+            client_id=principal.client_id,
+            member_id=member_id,
+            actor=principal.client_id,
+            **data,
         )
         return result.body, 201 if result.created else 200
 

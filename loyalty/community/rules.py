@@ -33,7 +33,6 @@ MAX_NUMBER = 10**12
 # No single event earns more than this (as no single order does).
 MAX_EVENT_POINTS = 10**9
 # An event may be reported this far ahead of the server's clock (clock skew), no further.
-FUTURE_TOLERANCE = dt.timedelta(minutes=5)
 MAX_GRACE_DAYS = 7
 
 

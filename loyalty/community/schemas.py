@@ -241,7 +241,10 @@ class EventCreateSchema(Schema):
     type = fields.String(required=True, validate=TYPE)
     occurred_at = Timestamp(
         required=True,
-        metadata={"description": "At most 5 minutes ahead of the server's clock"},
+        metadata={
+            "description": "At most 5 minutes ahead of the server's clock and, by default, 30 "
+            "days back (the programme's max_order_age_days)"
+        },
     )
     properties = fields.Dict(
         keys=fields.String(validate=validate.Length(min=1, max=64)),
@@ -260,7 +263,9 @@ class CheckInCreateSchema(Schema):
         validate=[validate.Length(min=1, max=100), _printable],
         metadata={"description": "Your id of the check-in (default: a new one)"},
     )
-    occurred_at = Timestamp(metadata={"description": "Default: now"})
+    occurred_at = Timestamp(
+        metadata={"description": "Default: now; within the same bounds as an event's"}
+    )
 
 
 class AwardedLevelSchema(Schema):

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from loyalty import clock
 from loyalty.audit import service as audit
+from loyalty.auth.models import DEFAULT_CHANNEL
 from loyalty.community import rules
 from loyalty.community.models import (
     Badge,
@@ -46,7 +47,6 @@ from loyalty.errors import (
     BadgeInUseError,
     BadgeNotFoundError,
     EventConflictError,
-    EventInFutureError,
     EventRuleExistsError,
     EventRuleNotFoundError,
     EventTypeExistsError,
@@ -622,25 +622,30 @@ def set_leaderboard_profile(
 def record_event(
     session: Session,
     *,
-    client_id: str,
     event_id: str,
     member_id: str,
     type: str,
     occurred_at: dt.datetime,
     properties: dict[str, Any] | None = None,
+    channel_id: str = DEFAULT_CHANNEL,
+    client_id: str | None = None,
     actor: str | None = None,
+    backfill: bool = False,
 ) -> ledger.Replayable:
     """Record an engagement event: credit its rule's points, count a check-in in the
     member's streak, and award the badge levels it reaches, all in one transaction.
 
-    Idempotent on ``(client_id, event_id)``: the same event again gives the first result
-    (``created`` False); with another body, `EventConflictError`. A ``check_in`` counts once
+    Idempotent on ``(channel_id, event_id)``: the same event again gives the first result
+    (``created`` False), whichever client of the channel reports it; with another body,
+    `EventConflictError`. Events dated more than the programme's maximum age ago are refused
+    (`EventTooOldError`) unless ``backfill`` (history). A ``check_in`` counts once
     per local day in the member's time zone and earns points only when it counts. Locks the
     member's wallet. Raises `UnknownEventTypeError`, `InvalidEventPropertyError`,
     `EventInFutureError`, `MemberNotFoundError`, `MemberNotActiveError`.
     """
     return _ingest(
         session,
+        channel_id=channel_id,
         client_id=client_id,
         event_id=event_id,
         member_id=member_id,
@@ -648,6 +653,7 @@ def record_event(
         occurred_at=occurred_at,
         properties=properties,
         actor=actor,
+        backfill=backfill,
     )
 
 
@@ -655,16 +661,19 @@ def record_event(
 def check_in(
     session: Session,
     *,
-    client_id: str,
     member_id: str,
     event_id: str | None = None,
     occurred_at: dt.datetime | None = None,
+    channel_id: str = DEFAULT_CHANNEL,
+    client_id: str | None = None,
     actor: str | None = None,
+    backfill: bool = False,
 ) -> ledger.Replayable:
     """Record a ``check_in`` event for the member (see `record_event`); without an
     ``event_id`` each call is a new event, at ``occurred_at`` or now."""
     return _ingest(
         session,
+        channel_id=channel_id,
         client_id=client_id,
         event_id=event_id or new_id("chk"),
         member_id=member_id,
@@ -672,19 +681,22 @@ def check_in(
         occurred_at=occurred_at,
         properties={},
         actor=actor,
+        backfill=backfill,
     )
 
 
 def _ingest(
     session: Session,
     *,
-    client_id: str,
+    channel_id: str,
+    client_id: str | None,
     event_id: str,
     member_id: str,
     type_: str,
     occurred_at: dt.datetime | None,
     properties: dict[str, Any] | None,
     actor: str | None,
+    backfill: bool,
 ) -> ledger.Replayable:
     properties = properties or {}
     # The request as sent: a retry that left occurred_at out (now) is the same request.
@@ -700,7 +712,7 @@ def _ingest(
     )
     occurred_at = occurred_at or clock.now()
     with unit_of_work(session):
-        replay = _replay(session, client_id, event_id, fingerprint)
+        replay = _replay(session, channel_id, event_id, fingerprint)
         if replay is not None:
             return replay
         definitions = _definitions_of(session, type_)
@@ -715,11 +727,17 @@ def _ingest(
                 )
             raise InvalidEventPropertyError(f"properties/{name}", detail, property=name)
         now = clock.now()
-        if occurred_at > now + rules.FUTURE_TOLERANCE:
-            raise EventInFutureError()
+        ledger.check_age(
+            ledger.get_settings(session),
+            occurred_at,
+            now,
+            field="occurred_at",
+            kind="event",
+            history=backfill,
+        )
         member = ledger.lock_member(session, member_id)
         # Another request with this event id may have committed while this one waited.
-        replay = _replay(session, client_id, event_id, fingerprint)
+        replay = _replay(session, channel_id, event_id, fingerprint)
         if replay is not None:
             return replay
         if member.status != "active":
@@ -727,6 +745,7 @@ def _ingest(
         day = rules.local_date(occurred_at, member.timezone)
         event = CommunityEvent(
             id=new_id("evt"),
+            channel_id=channel_id,
             client_id=client_id,
             event_id=event_id,
             member_id=member_id,
@@ -752,7 +771,7 @@ def _ingest(
             session.flush()
         except IntegrityError as error:
             # The same event id for another member, committed meanwhile.
-            if constraint_name(error) == "uq_community_events_client_id_event_id":
+            if constraint_name(error) == "uq_community_events_channel_id_event_id":
                 raise EventConflictError(event_id) from error
             raise
         if event.points:
@@ -1124,11 +1143,11 @@ def _event_points(
 
 
 def _replay(
-    session: Session, client_id: str, event_id: str, fingerprint: str
+    session: Session, channel_id: str, event_id: str, fingerprint: str
 ) -> ledger.Replayable | None:
     existing = session.scalar(
         select(CommunityEvent)
-        .where(CommunityEvent.client_id == client_id, CommunityEvent.event_id == event_id)
+        .where(CommunityEvent.channel_id == channel_id, CommunityEvent.event_id == event_id)
         .execution_options(populate_existing=True)
     )
     if existing is None:

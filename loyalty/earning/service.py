@@ -13,6 +13,7 @@ import zoneinfo
 from decimal import Decimal
 from typing import Any
 
+from dateutil.relativedelta import relativedelta
 from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -402,16 +403,22 @@ def delete_campaign(session: Session, *, campaign_id: str, actor: str) -> None:
 # --- pricing orders ------------------------------------------------------------------------
 
 
-def _period_starts(member: Member, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
-    """The start of today and of this month in the member's time zone, as UTC instants."""
+def _periods(member: Member, moment: dt.datetime) -> tuple[tuple[dt.datetime, dt.datetime], ...]:
+    """The day and the month ``moment`` falls in, in the member's time zone, as UTC
+    ``[start, end)`` pairs."""
     try:
         zone = zoneinfo.ZoneInfo(member.timezone or "UTC")
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         zone = zoneinfo.ZoneInfo("UTC")
-    local = now.astimezone(zone)
+    local = moment.astimezone(zone)
     day = local.replace(hour=0, minute=0, second=0, microsecond=0)
     month = day.replace(day=1)
-    return day.astimezone(dt.UTC), month.astimezone(dt.UTC)
+    next_day = (day + dt.timedelta(days=1)).replace(hour=0)
+    next_month = month + relativedelta(months=1)
+    return (
+        (day.astimezone(dt.UTC), next_day.astimezone(dt.UTC)),
+        (month.astimezone(dt.UTC), next_month.astimezone(dt.UTC)),
+    )
 
 
 def price_order(
@@ -474,9 +481,11 @@ def price_order(
         excluded_categories=frozenset(earning.excluded_categories or []),
     )
     if earning.daily_cap is not None or earning.monthly_cap is not None:
-        day_start, month_start = _period_starts(member, now)
-        month_points = ledger_service.order_points_since(session, member.id, month_start)
-        day_points = ledger_service.order_points_since(session, member.id, day_start)
+        # Caps count by the day and month the order was placed in (an imported order of
+        # 2024 counts towards its own day, not today's).
+        day, month = _periods(member, placed_at)
+        month_points = ledger_service.order_points_placed(session, member.id, *month)
+        day_points = ledger_service.order_points_placed(session, member.id, *day)
         limits = rules.Limits(
             minimum_total=limits.minimum_total,
             minimum_currency=limits.minimum_currency,

@@ -65,6 +65,7 @@ class ProgramSettings(Base):
         CheckConstraint(one_of("expiry_period", CALENDAR_PERIODS), name="expiry_period"),
         CheckConstraint(one_of("refund_policy", REFUND_POLICIES), name="refund_policy"),
         CheckConstraint("hold_timeout_seconds BETWEEN 60 AND 604800", name="hold_timeout"),
+        CheckConstraint("max_order_age_days BETWEEN 1 AND 3650", name="max_order_age_days"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, default=1)
@@ -76,6 +77,14 @@ class ProgramSettings(Base):
     expiry_period: Mapped[str] = mapped_column(String(16), default="year")
     refund_policy: Mapped[str] = mapped_column(String(16), default="within_balance")
     hold_timeout_seconds: Mapped[int] = mapped_column(Integer, default=900)
+    # The programme's time zone (IANA name): calendar periods and expiry days end at its
+    # midnight.
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    # Orders and events older than this are refused (history comes in through the import).
+    max_order_age_days: Mapped[int] = mapped_column(Integer, default=30)
+    # While the inactivity policy is being switched on (or its months changed), wallets are
+    # marked due in batches of member ids after this one; NULL when no sweep is pending.
+    due_sweep_after: Mapped[str | None] = mapped_column(String(40))
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_by: Mapped[str | None] = mapped_column(String(64))
 
@@ -152,6 +161,9 @@ class Entry(Base):
     external_reference: Mapped[str | None] = mapped_column(String(200))
     reason: Mapped[str | None] = mapped_column(String(500))
     actor: Mapped[str | None] = mapped_column(String(64))
+    # The refund this entry carries out: its reversal, the transfers that made room for it,
+    # and the points taken back later when some of the order's points came back.
+    refund_pk: Mapped[str | None] = mapped_column(ForeignKey("refunds.id", use_alter=True))
     balance_available: Mapped[int] = mapped_column(BigInteger)
     balance_pending: Mapped[int] = mapped_column(BigInteger)
     balance_held: Mapped[int] = mapped_column(BigInteger)
@@ -256,7 +268,7 @@ class Order(Base):
 
     __tablename__ = "orders"
     __table_args__ = (
-        UniqueConstraint("client_id", "order_id"),
+        UniqueConstraint("channel_id", "order_id"),
         CheckConstraint("total >= 0", name="total"),
         CheckConstraint("points >= 0", name="points"),
         CheckConstraint("points_reversed BETWEEN 0 AND points", name="points_reversed"),
@@ -265,7 +277,10 @@ class Order(Base):
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    client_id: Mapped[str] = mapped_column(String(40))
+    # The order id is the storefront's, unique per channel; the client that reported it is
+    # kept for the record (an import has none).
+    channel_id: Mapped[str] = mapped_column(ForeignKey("channels.id"))
+    client_id: Mapped[str | None] = mapped_column(String(40))
     order_id: Mapped[str] = mapped_column(String(128))
     member_id: Mapped[str] = mapped_column(ForeignKey("members.id"))
     wallet_id: Mapped[str] = mapped_column(ForeignKey("wallets.id"))
@@ -291,22 +306,33 @@ class Refund(Base):
 
     __tablename__ = "refunds"
     __table_args__ = (
-        UniqueConstraint("client_id", "refund_id"),
+        UniqueConstraint("channel_id", "refund_id"),
         CheckConstraint("amount >= 0", name="amount"),
         CheckConstraint("points_reversed >= 0", name="points_reversed"),
         CheckConstraint("shortfall >= 0 AND shortfall <= points_reversed", name="shortfall"),
+        CheckConstraint("points_expired >= 0 AND debt >= 0", name="parts"),
+        CheckConstraint("shortfall + debt + points_expired <= points_reversed", name="parts_sum"),
+        CheckConstraint("outstanding >= 0 AND outstanding <= shortfall + debt", name="outstanding"),
         Index("ix_refunds_order_pk", "order_pk"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    client_id: Mapped[str] = mapped_column(String(40))
+    channel_id: Mapped[str] = mapped_column(ForeignKey("channels.id"))
+    client_id: Mapped[str | None] = mapped_column(String(40))
     refund_id: Mapped[str] = mapped_column(String(128))
     order_pk: Mapped[str] = mapped_column(ForeignKey("orders.id"))
     amount: Mapped[int] = mapped_column(BigInteger)
     items: Mapped[list[dict[str, Any]]] = mapped_column(JSONDocument, default=list)
     points_reversed: Mapped[int] = mapped_column(BigInteger)
-    # Points that could not be taken back because the member had already spent them.
+    # Points that could not be taken back because the member had already spent them:
+    # forgiven (``within_balance``) or made debt (``allow_negative``).
     shortfall: Mapped[int] = mapped_column(BigInteger, default=0)
+    debt: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Points of the refund that had already expired: gone, so nothing was taken for them.
+    points_expired: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Of the shortfall or debt, the points the order's lots would still owe if they came back
+    # (a released hold, a cancelled reward claim): taken back then.
+    outstanding: Mapped[int] = mapped_column(BigInteger, default=0)
     entry_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_entries.id"))
     request_hash: Mapped[str] = mapped_column(String(64))
     response: Mapped[dict[str, Any]] = mapped_column(JSONDocument)

@@ -22,7 +22,10 @@ from loyalty.ledger.schemas import (
     HoldResultSchema,
     HoldSchema,
     OrderCreateSchema,
+    OrderPageQuerySchema,
+    OrderPageSchema,
     OrderResultSchema,
+    OrderSchema,
     PointsMoveSchema,
     RedemptionCreateSchema,
     RefundCreateSchema,
@@ -36,6 +39,12 @@ blp = Blueprint("points", __name__, url_prefix="/v1", description="Points")
 
 def _caller() -> str:
     return current_principal().client_id
+
+
+def _reporter() -> dict[str, str]:
+    """Who reports an order, refund or event: the calling client and its channel."""
+    principal = current_principal()
+    return {"channel_id": principal.channel_id, "client_id": principal.client_id}
 
 
 def _hold_result(result: service.HoldResult, points: int | None = None) -> dict[str, Any]:
@@ -64,8 +73,20 @@ class Orders(MethodView):
     @blp.errors(404)
     def post(self, data: dict[str, Any]) -> tuple[dict[str, Any], int]:
         """Report an order and credit the points it earns (idempotent on order_id)."""
-        result = service.accrue_order(get_session(), client_id=_caller(), actor=_caller(), **data)
+        result = service.accrue_order(get_session(), **_reporter(), actor=_caller(), **data)
         return result.body, 201 if result.created else 200
+
+
+@blp.route("/orders/<string:order_id>")
+class OrderById(MethodView):
+    @blp.requires("points:accrue")
+    @blp.response(200, OrderSchema)
+    @blp.errors(404)
+    def get(self, order_id: str) -> service.OrderView:
+        """Get an order of the caller's channel: what it earned and its refunds."""
+        return service.get_order(
+            get_session(), order_id=order_id, channel_id=current_principal().channel_id
+        )
 
 
 @blp.route("/orders/<string:order_id>/refunds")
@@ -83,7 +104,7 @@ class Refunds(MethodView):
     def post(self, data: dict[str, Any], order_id: str) -> tuple[dict[str, Any], int]:
         """Report a refund and reverse the points it takes back (idempotent on refund_id)."""
         result = service.refund_order(
-            get_session(), client_id=_caller(), order_id=order_id, actor=_caller(), **data
+            get_session(), **_reporter(), order_id=order_id, actor=_caller(), **data
         )
         return result.body, 201 if result.created else 200
 
@@ -168,6 +189,17 @@ class MemberLedger(MethodView):
     def get(self, query: dict[str, Any], member_id: str) -> Page[Entry]:
         """List a member's ledger entries, newest first."""
         return service.list_entries(get_session(), member_id, **query)
+
+
+@blp.route("/members/<string:member_id>/orders")
+class MemberOrders(MethodView):
+    @blp.requires("members:read")
+    @blp.arguments(OrderPageQuerySchema, location="query")
+    @blp.response(200, OrderPageSchema)
+    @blp.errors(404)
+    def get(self, query: dict[str, Any], member_id: str) -> Page[service.OrderView]:
+        """List a member's orders from every channel, newest first, with their refunds."""
+        return service.list_member_orders(get_session(), member_id, **query)
 
 
 @blp.route("/members/<string:member_id>/adjustments")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import zoneinfo
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
@@ -66,40 +67,62 @@ def split_points(total: int, weights: Sequence[int]) -> list[int]:
 # --- dates ---------------------------------------------------------------------------------
 
 
-def _next_midnight(moment: dt.datetime) -> dt.datetime:
-    day = moment.astimezone(dt.UTC).date() + dt.timedelta(days=1)
-    return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+def zone(name: str) -> zoneinfo.ZoneInfo:
+    """The IANA time zone ``name``; raises `ValueError` for an unknown name."""
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
+        raise ValueError(f"unknown time zone {name!r}") from None
+
+
+def _local_midnight(day: dt.date, tz: zoneinfo.ZoneInfo) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(), tzinfo=tz).astimezone(dt.UTC)
+
+
+def _end_of_local_day(moment: dt.datetime, tz: zoneinfo.ZoneInfo) -> dt.datetime:
+    return _local_midnight(moment.astimezone(tz).date() + dt.timedelta(days=1), tz)
 
 
 def expiry_for(
-    earned_at: dt.datetime, policy: str, months: int, period: str = "year"
+    activated_at: dt.datetime,
+    policy: str,
+    months: int,
+    period: str = "year",
+    timezone: str = "UTC",
 ) -> dt.datetime | None:
-    """When points earned at ``earned_at`` expire (an exclusive instant, midnight UTC).
+    """When points that become spendable at ``activated_at`` expire (an exclusive instant,
+    a midnight in the programme's ``timezone``). Validity counts from activation, so points
+    always have a spendable window, however long the return window.
 
     - ``none`` and ``inactivity``: no date on the points (inactivity is decided later);
-    - ``rolling``: at the end of the day ``months`` months after earning;
+    - ``rolling``: at the end of the day ``months`` months after activation;
     - ``calendar``: at the end of the ``months``-th calendar ``period`` counting the one the
-      points were earned in as the first (``year``, 1: 31 December of the same year).
+      points activated in as the first (``year``, 1: the end of 31 December of that year).
     """
     if policy in ("none", "inactivity"):
         return None
+    tz = zone(timezone)
     if policy == "rolling":
-        return _next_midnight(earned_at + relativedelta(months=months))
+        return _end_of_local_day(activated_at.astimezone(tz) + relativedelta(months=months), tz)
     if policy == "calendar":
-        moment = earned_at.astimezone(dt.UTC)
+        local = activated_at.astimezone(tz)
         if period == "month":
-            start = dt.datetime(moment.year, moment.month, 1, tzinfo=dt.UTC)
-            return start + relativedelta(months=months)
+            start = dt.date(local.year, local.month, 1)
+            return _local_midnight(start + relativedelta(months=months), tz)
         if period == "quarter":
-            start = dt.datetime(moment.year, 3 * ((moment.month - 1) // 3) + 1, 1, tzinfo=dt.UTC)
-            return start + relativedelta(months=3 * months)
-        return dt.datetime(moment.year + months, 1, 1, tzinfo=dt.UTC)
+            start = dt.date(local.year, 3 * ((local.month - 1) // 3) + 1, 1)
+            return _local_midnight(start + relativedelta(months=3 * months), tz)
+        return _local_midnight(dt.date(local.year + months, 1, 1), tz)
     raise ValueError(f"unknown expiry policy {policy!r}")
 
 
-def inactivity_deadline(last_activity_at: dt.datetime, months: int) -> dt.datetime:
-    """With the inactivity policy, all points expire at this instant unless the member acts."""
-    return _next_midnight(last_activity_at + relativedelta(months=months))
+def inactivity_deadline(
+    last_activity_at: dt.datetime, months: int, timezone: str = "UTC"
+) -> dt.datetime:
+    """With the inactivity policy, all points expire at this instant unless the member acts:
+    the end of the programme's day ``months`` months after the last activity."""
+    tz = zone(timezone)
+    return _end_of_local_day(last_activity_at.astimezone(tz) + relativedelta(months=months), tz)
 
 
 # --- lots ----------------------------------------------------------------------------------
@@ -160,6 +183,98 @@ def cumulative_share(points: int, part: int, whole: int) -> int:
     if whole <= 0:
         return points
     return int((Fraction(points * part, whole) + Fraction(1, 2)) // 1)
+
+
+def line_amounts(total: int, values: Sequence[int]) -> list[int]:
+    """Each item's share of the order's ``total`` money, in proportion to its value (quantity x
+    unit price), so that the shares add up to the total: an order-level discount (or a
+    surcharge) is spread over the items. Without priced items the first carries it all."""
+    return split_points(total, list(values))
+
+
+@dataclass
+class RefundLine:
+    """What a refund needs to know of one item of an order (an order without items is one
+    line for its whole total)."""
+
+    sku: str | None
+    quantity: int
+    refunded_quantity: int
+    amount: int  # the line's share of the order's total money
+    refunded_amount: int
+    points: int  # the line's share of the order's points
+
+    def reversed_points(self) -> int:
+        """Points of the line reversed once ``refunded_amount`` of it is refunded (by
+        quantity when the line carries no money)."""
+        if self.amount > 0:
+            return cumulative_share(self.points, self.refunded_amount, self.amount)
+        if self.quantity > 0:
+            return cumulative_share(self.points, self.refunded_quantity, self.quantity)
+        return self.points
+
+
+@dataclass(frozen=True)
+class RefundShare:
+    money: int
+    points: int
+
+
+class RefundTooLargeError(ValueError):
+    """A refund asks for more than is left: ``left`` is the money (or, with ``sku``, the
+    quantity) still refundable."""
+
+    def __init__(self, left: int, sku: str | None = None, index: int | None = None) -> None:
+        super().__init__(f"only {left} left to refund")
+        self.left = left
+        self.sku = sku
+        self.index = index
+
+
+def refund_share(
+    lines: list[RefundLine],
+    *,
+    points_reversed: int,
+    order_points: int,
+    amount: int | None = None,
+    items: Sequence[tuple[str, int]] = (),
+) -> RefundShare:
+    """Apply a refund to the order's ``lines`` (changed in place) and say how much money it
+    returns and how many points it reverses.
+
+    By items: each ``(sku, quantity)`` refunds that many units of the line, its money being
+    the units' share of the line's money (never more than the line has left). By amount: the
+    money is shared over the lines in proportion to what each has left. Points follow the
+    money line by line, cumulatively, so refunds by item and by amount mixed on one order
+    reverse every point once the order is wholly refunded. Raises `RefundTooLargeError`.
+    """
+    money = 0
+    by_sku = {line.sku: line for line in lines}
+    if items:
+        for index, (sku, quantity) in enumerate(items):
+            line = by_sku[sku]
+            left = line.quantity - line.refunded_quantity
+            if quantity > left:
+                raise RefundTooLargeError(left, sku=sku, index=index)
+            before = cumulative_share(line.amount, line.refunded_quantity, line.quantity)
+            line.refunded_quantity += quantity
+            after = cumulative_share(line.amount, line.refunded_quantity, line.quantity)
+            take = min(after - before, line.amount - line.refunded_amount)
+            line.refunded_amount += take
+            money += take
+    else:
+        assert amount is not None
+        left = sum(line.amount - line.refunded_amount for line in lines)
+        if amount > left:
+            raise RefundTooLargeError(left)
+        shares = split_points(amount, [line.amount - line.refunded_amount for line in lines])
+        for line, share in zip(lines, shares, strict=True):
+            line.refunded_amount += share
+        money = amount
+    whole = all(line.refunded_amount >= line.amount for line in lines)
+    reversed_now = order_points if whole else sum(line.reversed_points() for line in lines)
+    points = max(0, min(reversed_now, order_points) - points_reversed)
+    return RefundShare(money=money, points=points)
 
 
 # --- idempotency ---------------------------------------------------------------------------

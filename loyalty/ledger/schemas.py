@@ -16,7 +16,6 @@ from marshmallow import (
     validates_schema,
 )
 
-from loyalty import clock
 from loyalty.api import PageQuerySchema, PageSchema, Timestamp, component, free_text
 from loyalty.ledger.rules import (
     CALENDAR_PERIODS,
@@ -26,7 +25,8 @@ from loyalty.ledger.rules import (
     ROUNDING_MODES,
     currency_exponent,
 )
-from loyalty.members.schemas import CLOCK_SKEW
+from loyalty.members.rules import time_zones
+from loyalty.members.schemas import TIME_ZONE
 
 MAX_MONEY = 10**15  # minor units: far above any real order, far below 64-bit limits
 MAX_POINTS = 10**12
@@ -70,7 +70,7 @@ class OrderCreateSchema(Schema):
     order_id = fields.String(
         required=True,
         validate=[ORDER_ID, _printable],
-        metadata={"description": "The storefront's order id, unique per API client"},
+        metadata={"description": "The storefront's order id, unique per channel"},
     )
     member_id = fields.String(required=True, validate=validate.Length(min=1, max=40))
     total = fields.Integer(
@@ -90,18 +90,17 @@ class OrderCreateSchema(Schema):
         metadata={"description": "The order's lines; each SKU at most once"},
     )
     placed_at = Timestamp(
-        metadata={"description": "When the order was placed; default now; not in the future"}
+        metadata={
+            "description": "When the order was placed; default now. At most 5 minutes ahead "
+            "and, by default, 30 days back (the programme's max_order_age_days): older "
+            "history comes in through `loyalty import`"
+        }
     )
 
     @validates("currency")
     def _known_currency(self, value: str, **_: Any) -> None:
         if currency_exponent(value) is None:
             raise ValidationError("Not an ISO 4217 currency with minor units.")
-
-    @validates("placed_at")
-    def _not_in_future(self, value: Any, **_: Any) -> None:
-        if value > clock.now() + CLOCK_SKEW:
-            raise ValidationError("Must not be in the future.")
 
 
 class ComponentSchema(Schema):
@@ -145,7 +144,7 @@ class RefundCreateSchema(Schema):
     refund_id = fields.String(
         required=True,
         validate=[ORDER_ID, _printable],
-        metadata={"description": "The storefront's refund id, unique per API client"},
+        metadata={"description": "The storefront's refund id, unique per channel"},
     )
     amount = fields.Integer(
         strict=True,
@@ -184,6 +183,76 @@ class RefundResultSchema(Schema):
         metadata={"description": "Points not taken back because they were already spent"},
     )
     balance = fields.Nested(BalanceSchema, required=True)
+
+
+class OrderLineSchema(Schema):
+    sku = fields.String(required=True)
+    category = fields.String(required=True, allow_none=True)
+    quantity = fields.Integer(required=True)
+    unit_price = fields.Integer(required=True, metadata={"description": "Minor units"})
+    points = fields.Integer(
+        required=True, metadata={"description": "The item's share of the points"}
+    )
+    amount = fields.Integer(
+        required=True,
+        metadata={
+            "description": "The item's share of the order total (discounts spread over items)"
+        },
+    )
+    refunded_quantity = fields.Integer(required=True)
+    refunded_amount = fields.Integer(required=True)
+
+    @pre_dump
+    def _defaults(self, item: dict[str, Any], **_: Any) -> dict[str, Any]:
+        # Items recorded before items carried their share of the money have it computed.
+        return {
+            "category": None,
+            "amount": item["quantity"] * item["unit_price"],
+            "refunded_amount": 0,
+            **item,
+        }
+
+
+class OrderRefundSchema(Schema):
+    refund_id = fields.String(required=True)
+    amount = fields.Integer(required=True, metadata={"description": "Money refunded, minor units"})
+    items = fields.List(fields.Nested(RefundItemSchema), required=True)
+    points_reversed = fields.Integer(required=True)
+    shortfall = fields.Integer(
+        required=True,
+        metadata={"description": "Points not taken back because they were already spent"},
+    )
+    created_at = Timestamp(required=True)
+
+
+class OrderSchema(Schema):
+    order_id = fields.String(required=True)
+    member_id = fields.String(required=True)
+    channel_id = fields.String(required=True, metadata={"description": "The channel it came from"})
+    total = fields.Integer(required=True, metadata={"description": "Minor units"})
+    currency = fields.String(required=True)
+    placed_at = Timestamp(required=True)
+    points = fields.Integer(required=True)
+    status = fields.String(
+        required=True,
+        validate=validate.OneOf(["pending", "active"]),
+        metadata={"description": "Whether its points are still in the return window"},
+    )
+    activates_at = Timestamp(required=True)
+    amount_refunded = fields.Integer(required=True)
+    points_reversed = fields.Integer(required=True)
+    items = fields.List(fields.Nested(OrderLineSchema), required=True)
+    breakdown = fields.List(fields.Nested(ComponentSchema), required=True)
+    refunds = fields.List(fields.Nested(OrderRefundSchema), required=True)
+    created_at = Timestamp(required=True, metadata={"description": "When it was reported"})
+
+
+class OrderPageQuerySchema(PageQuerySchema):
+    pass
+
+
+class OrderPageSchema(PageSchema):
+    items = fields.List(fields.Nested(OrderSchema), required=True)
 
 
 class RedemptionCreateSchema(Schema):
@@ -339,6 +408,16 @@ class SettingsSchema(Schema):
     expiry_period = fields.String(required=True, validate=validate.OneOf(CALENDAR_PERIODS))
     refund_policy = fields.String(required=True, validate=validate.OneOf(REFUND_POLICIES))
     hold_timeout_seconds = fields.Integer(required=True)
+    timezone = fields.String(
+        required=True,
+        metadata={
+            "description": "IANA time zone: calendar periods and expiry days end at its midnight"
+        },
+    )
+    max_order_age_days = fields.Integer(
+        required=True,
+        metadata={"description": "Orders and events dated earlier than this are refused"},
+    )
     updated_at = Timestamp(required=True)
     updated_by = fields.String(required=True, allow_none=True)
 
@@ -362,3 +441,15 @@ class SettingsUpdateSchema(Schema):
     expiry_period = fields.String(validate=validate.OneOf(CALENDAR_PERIODS))
     refund_policy = fields.String(validate=validate.OneOf(REFUND_POLICIES))
     hold_timeout_seconds = fields.Integer(strict=True, validate=validate.Range(min=60, max=604800))
+    timezone = fields.String(
+        validate=validate.OneOf(sorted(time_zones())),
+        metadata={
+            "description": "IANA time zone: calendar periods and expiry days end at its midnight",
+            **TIME_ZONE,
+        },
+    )
+    max_order_age_days = fields.Integer(
+        strict=True,
+        validate=validate.Range(min=1, max=3650),
+        metadata={"description": "Refuse orders and events older than this many days"},
+    )

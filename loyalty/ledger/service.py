@@ -11,28 +11,45 @@ ledger tables.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from loyalty import clock
 from loyalty.audit import service as audit_service
+from loyalty.auth.models import DEFAULT_CHANNEL
 from loyalty.community import service as community_service
-from loyalty.db import Page, dialect_insert, new_id, retrying, unit_of_work
+from loyalty.db import (
+    Page,
+    after_commit,
+    constraint_name,
+    dialect_insert,
+    new_id,
+    retrying,
+    unit_of_work,
+)
 from loyalty.earning import service as earning_service
 from loyalty.errors import (
     CaptureExceedsHoldError,
+    EventInFutureError,
+    EventTooOldError,
     HoldNotFoundError,
     HoldNotHeldError,
     InsufficientPointsError,
     InvalidFieldError,
+    LoyaltyError,
     MemberClosedError,
     MemberNotActiveError,
     OrderConflictError,
+    OrderInFutureError,
     OrderNotFoundError,
+    OrderTooOldError,
     RedemptionAlreadyReturnedError,
     RedemptionNotFoundError,
     RefundConflictError,
@@ -50,6 +67,7 @@ from loyalty.ledger.models import (
     Refund,
     Wallet,
 )
+from loyalty.members import rules as members_rules
 from loyalty.members import service as members_service
 from loyalty.members.models import Member
 from loyalty.referrals import service as referrals_service
@@ -68,7 +86,14 @@ SETTINGS_FIELDS = (
     "expiry_period",
     "refund_policy",
     "hold_timeout_seconds",
+    "timezone",
+    "max_order_age_days",
 )
+# Wallets marked due per transaction while the inactivity policy is switched on.
+SWEEP_BATCH = 500
+# The shortest month, for checking that inactivity leaves points spendable after the return
+# window.
+INACTIVITY_DAYS_PER_MONTH = 28
 
 
 @dataclass(frozen=True)
@@ -142,6 +167,8 @@ def get_settings(session: Session) -> ProgramSettings:
             expiry_period="year",
             refund_policy="within_balance",
             hold_timeout_seconds=900,
+            timezone="UTC",
+            max_order_age_days=30,
         )
     return settings
 
@@ -149,7 +176,16 @@ def get_settings(session: Session) -> ProgramSettings:
 @retrying
 def update_settings(session: Session, *, changes: dict[str, Any], actor: str) -> ProgramSettings:
     """Change core settings. New values apply to points earned from now on: lots keep the
-    expiry date they were given, except under the inactivity policy, which the job applies."""
+    expiry date they were given, except under the inactivity policy, which the job applies.
+
+    Switching the inactivity policy on (or changing its months or time zone) marks every
+    wallet due so the job looks at it: in short batches of their own once this change (and
+    the request around it) has committed (see `sweep_due_wallets`; the job finishes a sweep
+    that could not), never in one transaction over every wallet. Raises `InvalidFieldError`
+    for an unknown time zone or an inactivity period not longer than the return window.
+    """
+    if "timezone" in changes and not members_rules.is_time_zone(changes["timezone"]):
+        raise InvalidFieldError("timezone", "Not a known IANA time zone (e.g. Europe/Berlin).")
     with unit_of_work(session):
         settings = session.get(ProgramSettings, 1, with_for_update=True)
         if settings is None:
@@ -159,13 +195,28 @@ def update_settings(session: Session, *, changes: dict[str, Any], actor: str) ->
         for field in SETTINGS_FIELDS:
             if field in changes:
                 setattr(settings, field, changes[field])
+        if (
+            settings.expiry_policy == "inactivity"
+            and settings.pending_days >= INACTIVITY_DAYS_PER_MONTH * settings.expiry_months
+        ):
+            raise InvalidFieldError(
+                "expiry_months",
+                "Under the inactivity policy, points must stay spendable for a while after "
+                f"they activate: expiry_months ({settings.expiry_months}) must be longer than "
+                f"the return window of {settings.pending_days} days.",
+            )
         settings.updated_at = clock.now()
         settings.updated_by = actor
-        if settings.expiry_policy == "inactivity":
-            # Every wallet with points may now be due: let the job look at them all.
-            session.execute(
-                update(Wallet).where(Wallet.available > 0).values(next_due_at=clock.now())
-            )
+        after = {field: getattr(settings, field) for field in SETTINGS_FIELDS}
+        if settings.expiry_policy == "inactivity" and (
+            before["expiry_policy"] != "inactivity"
+            or before["expiry_months"] != after["expiry_months"]
+            or before["timezone"] != after["timezone"]
+        ):
+            settings.due_sweep_after = ""
+            # After this commits (and after the whole request, with an Idempotency-Key), in
+            # short batches of its own; if a member's wallet is busy the job finishes it.
+            after_commit(session, lambda later: sweep_due_wallets(later))
         audit_service.record(
             session,
             actor=actor,
@@ -173,20 +224,103 @@ def update_settings(session: Session, *, changes: dict[str, Any], actor: str) ->
             entity_type="program_settings",
             entity_id="core",
             before=before,
-            after={field: getattr(settings, field) for field in SETTINGS_FIELDS},
+            after=after,
         )
     return settings
+
+
+def sweep_due_wallets(session: Session, *, batch_size: int = SWEEP_BATCH) -> int:
+    """Finish a pending sweep: mark wallets with points due now (the job then applies the
+    inactivity policy to them), ``batch_size`` wallets per short transaction in member-id
+    order, resuming where an interrupted sweep stopped. Returns the wallets marked."""
+    marked = 0
+    while True:
+        done, count = _sweep_batch(session, batch_size)
+        marked += count
+        if done:
+            return marked
+
+
+@retrying
+def _sweep_batch(session: Session, batch_size: int) -> tuple[bool, int]:
+    with unit_of_work(session):
+        settings = session.get(ProgramSettings, 1, with_for_update=True)
+        if settings is None or settings.due_sweep_after is None:
+            return True, 0
+        if settings.expiry_policy != "inactivity":
+            settings.due_sweep_after = None
+            return True, 0
+        after = settings.due_sweep_after
+        # Locked in member-id order, the order every multi-wallet operation locks in.
+        wallets = list(
+            session.scalars(
+                select(Wallet)
+                .where(Wallet.member_id > after)
+                .order_by(Wallet.member_id)
+                .limit(batch_size)
+                .with_for_update()
+            )
+        )
+        now = clock.now()
+        for wallet in wallets:  # the job settles each once and works out what is due next
+            _note_due(wallet, now)
+        settings.due_sweep_after = wallets[-1].member_id if len(wallets) == batch_size else None
+    return settings.due_sweep_after is None, len(wallets)
+
+
+def _expiry(settings: ProgramSettings, activated_at: dt.datetime) -> dt.datetime | None:
+    """When points activating at ``activated_at`` expire under the programme's policy."""
+    return rules.expiry_for(
+        activated_at,
+        settings.expiry_policy,
+        settings.expiry_months,
+        settings.expiry_period,
+        settings.timezone,
+    )
+
+
+def _deadline(settings: ProgramSettings, last_activity_at: dt.datetime) -> dt.datetime:
+    """The inactivity deadline after activity at ``last_activity_at``."""
+    return rules.inactivity_deadline(last_activity_at, settings.expiry_months, settings.timezone)
 
 
 # --- reading -------------------------------------------------------------------------------
 
 
-def points_summaries(session: Session, member_ids: list[str]) -> dict[str, Wallet]:
-    """The wallets of these members, by member id (members without one have no points yet)."""
+def points_summaries(
+    session: Session, member_ids: list[str], *, settle: bool = False
+) -> dict[str, Wallet]:
+    """The wallets of these members, by member id (members without one have no points yet).
+    With ``settle``, due work (activations, expiries, hold timeouts) is done first, so the
+    balances are those of now; do not ask for it inside another unit of work. For several
+    members a wallet another transaction holds is not waited for: it is being worked on, and
+    its committed balances are shown."""
     if not member_ids:
         return {}
-    wallets = session.scalars(select(Wallet).where(Wallet.member_id.in_(member_ids)))
-    return {wallet.member_id: wallet for wallet in wallets}
+    wallets = {
+        wallet.member_id: wallet
+        for wallet in session.scalars(select(Wallet).where(Wallet.member_id.in_(member_ids)))
+    }
+    if settle:
+        settings = get_settings(session)
+        now = clock.now()
+        due = [m for m, wallet in wallets.items() if _is_due(wallet, settings, now)]
+        if due:
+            settle_wallets(session, member_ids=due, skip_locked=len(member_ids) > 1)
+            for wallet in wallets.values():
+                session.refresh(wallet)
+    return wallets
+
+
+def _settled_wallet(session: Session, member_id: str) -> Wallet | None:
+    """The member's wallet after its due work, if any, is done. Raises
+    `MemberNotFoundError`."""
+    _member(session, member_id)
+    wallet = session.scalar(select(Wallet).where(Wallet.member_id == member_id))
+    if wallet is not None and _is_due(wallet, get_settings(session), clock.now()):
+        settle_wallet(session, wallet_id=wallet.id)
+        session.refresh(wallet)
+    return wallet
 
 
 def get_balance(session: Session, member_id: str) -> BalanceReport:
@@ -195,12 +329,8 @@ def get_balance(session: Session, member_id: str) -> BalanceReport:
     Settles due work first when there is some (an activation or expiry whose time has come),
     so the figures are those of now. Raises `MemberNotFoundError`.
     """
-    _member(session, member_id)
+    wallet = _settled_wallet(session, member_id)
     now = clock.now()
-    wallet = session.scalar(select(Wallet).where(Wallet.member_id == member_id))
-    if wallet is not None and _is_due(wallet, get_settings(session), now):
-        settle_wallet(session, wallet_id=wallet.id)
-        session.refresh(wallet)
     if wallet is None:
         return BalanceReport(0, 0, 0, 0, [])
     lots = session.execute(
@@ -232,8 +362,9 @@ def get_balance(session: Session, member_id: str) -> BalanceReport:
 def list_entries(
     session: Session, member_id: str, *, limit: int = 50, cursor: str | None = None
 ) -> Page[Entry]:
-    """The member's ledger entries, newest first. Raises `MemberNotFoundError`."""
-    _member(session, member_id)
+    """The member's ledger entries, newest first, due work done first (so an activation or
+    expiry whose time has come is in the history). Raises `MemberNotFoundError`."""
+    _settled_wallet(session, member_id)
     query: Select[Entry] = (
         select(Entry).where(Entry.member_id == member_id).order_by(Entry.id.desc())
     )
@@ -297,12 +428,14 @@ def activity(
     return Activity(points_earned=points, spend=int(spend), orders=orders)
 
 
-def order_points_since(session: Session, member_id: str, since: dt.datetime) -> int:
-    """Points the member's orders earned when reported at or after ``since``, less what
-    refunds took back (for caps)."""
+def order_points_placed(
+    session: Session, member_id: str, since: dt.datetime, until: dt.datetime
+) -> int:
+    """Points the member's orders placed in ``[since, until)`` earned, less what refunds took
+    back (for caps)."""
     points = session.scalar(
         select(func.coalesce(func.sum(Order.points - Order.points_reversed), 0)).where(
-            Order.member_id == member_id, Order.created_at >= since
+            Order.member_id == member_id, Order.placed_at >= since, Order.placed_at < until
         )
     )
     return int(points or 0)
@@ -314,35 +447,143 @@ def last_order_at(session: Session, member_id: str) -> dt.datetime | None:
     return _aware(moment) if moment is not None else None
 
 
+@dataclass(frozen=True)
+class OrderView:
+    """An order as the storefront reported it, what it earned, and its refunds."""
+
+    order: Order
+    refunds: list[Refund]
+    status: str  # pending or active
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.order, name)
+
+
+def get_order(session: Session, *, order_id: str, channel_id: str = DEFAULT_CHANNEL) -> OrderView:
+    """The channel's order ``order_id`` with its refunds. Raises `OrderNotFoundError`."""
+    order = session.scalar(
+        select(Order).where(Order.channel_id == channel_id, Order.order_id == order_id)
+    )
+    if order is None:
+        raise OrderNotFoundError(order_id)
+    return _order_views(session, [order])[0]
+
+
+def list_member_orders(
+    session: Session, member_id: str, *, limit: int = 50, cursor: str | None = None
+) -> Page[OrderView]:
+    """The member's orders from every channel, the most recently placed first (imported
+    history after newer orders), with their refunds. Raises `MemberNotFoundError` and
+    `InvalidFieldError` for a cursor this call did not give."""
+    _member(session, member_id)
+    query = (
+        select(Order)
+        .where(Order.member_id == member_id)
+        .order_by(Order.placed_at.desc(), Order.id.desc())
+    )
+    if cursor is not None:
+        placed, _, order_pk = cursor.partition("|")
+        try:
+            after = dt.datetime.fromisoformat(placed)
+        except ValueError:
+            raise InvalidFieldError("cursor", "Not a valid cursor.") from None
+        if after.tzinfo is None or not order_pk:
+            raise InvalidFieldError("cursor", "Not a valid cursor.")
+        query = query.where(
+            or_(Order.placed_at < after, and_(Order.placed_at == after, Order.id < order_pk))
+        )
+    orders = list(session.scalars(query.limit(limit + 1)))
+    more = len(orders) > limit
+    orders = orders[:limit]
+    last = orders[-1] if more else None
+    return Page(
+        items=_order_views(session, orders),
+        next_cursor=f"{last.placed_at.isoformat()}|{last.id}" if last is not None else None,
+    )
+
+
+def _order_views(session: Session, orders: list[Order]) -> list[OrderView]:
+    refunds: dict[str, list[Refund]] = {order.id: [] for order in orders}
+    if orders:
+        for refund in session.scalars(
+            select(Refund)
+            .where(Refund.order_pk.in_(list(refunds)))
+            .order_by(Refund.created_at, Refund.id)
+        ):
+            refunds[refund.order_pk].append(refund)
+    now = clock.now()
+    return [
+        OrderView(
+            order,
+            refunds[order.id],
+            "pending" if order.points and order.activates_at > now else "active",
+        )
+        for order in orders
+    ]
+
+
 def get_hold(session: Session, hold_id: str) -> Hold:
+    """A hold as of now: one whose time ran out is released first (status ``expired``).
+    Raises `HoldNotFoundError`."""
     hold = session.get(Hold, hold_id)
     if hold is None:
         raise HoldNotFoundError(hold_id)
+    if hold.status == "held" and hold.expires_at <= clock.now():
+        settle_wallet(session, wallet_id=hold.wallet_id)
+        session.refresh(hold)
     return hold
 
 
 # --- orders and refunds --------------------------------------------------------------------
+
+# How far ahead of the server's clock an order or event may be dated (clock skew).
+FUTURE_TOLERANCE = dt.timedelta(minutes=5)
+
+
+def check_age(
+    settings: ProgramSettings,
+    moment: dt.datetime,
+    now: dt.datetime,
+    *,
+    field: str,
+    kind: str,
+    history: bool = False,
+) -> None:
+    """Refuse an order or event dated more than 5 minutes ahead (`OrderInFutureError`,
+    `EventInFutureError`) or, unless it is ``history`` (an import), more than the programme's
+    maximum age ago (`OrderTooOldError`, `EventTooOldError`)."""
+    if moment > now + FUTURE_TOLERANCE:
+        raise EventInFutureError() if kind == "event" else OrderInFutureError(field)
+    if not history and moment < now - dt.timedelta(days=settings.max_order_age_days):
+        error = EventTooOldError if kind == "event" else OrderTooOldError
+        raise error(field, settings.max_order_age_days, kind)
 
 
 @retrying
 def accrue_order(
     session: Session,
     *,
-    client_id: str,
     order_id: str,
     member_id: str,
     total: int,
     currency: str,
     items: list[dict[str, Any]] | None = None,
     placed_at: dt.datetime | None = None,
+    channel_id: str = DEFAULT_CHANNEL,
+    client_id: str | None = None,
     actor: str | None = None,
+    backfill: bool = False,
 ) -> Replayable:
     """Credit the points an order earns: pending for the return window, then active.
 
-    Idempotent on ``(client_id, order_id)``: the same order again returns the first result
-    (``created`` False); the same order id with other data raises `OrderConflictError`.
-    Locks the member's wallet. Raises `MemberNotFoundError`, `MemberNotActiveError` and
-    `InvalidFieldError` (unknown currency, duplicate SKUs).
+    Idempotent on ``(channel_id, order_id)``: the same order again returns the first result
+    (``created`` False), whichever client of the channel reports it; the same order id with
+    other data raises `OrderConflictError`. ``client_id`` records who reported it. Orders
+    placed more than 5 minutes ahead are refused (`OrderInFutureError`), and so are orders
+    placed more than the programme's maximum age ago (`OrderTooOldError`) unless
+    ``backfill`` (the history import). Locks the member's wallet. Raises
+    `MemberNotFoundError`, `MemberNotActiveError` and `InvalidFieldError` (unknown currency,
+    duplicate SKUs).
     """
     items = [dict(item) for item in items or []]
     fingerprint = rules.request_fingerprint(
@@ -363,13 +604,13 @@ def accrue_order(
     if len(set(skus)) != len(skus):
         raise InvalidFieldError("items", "Each SKU may appear once in an order.")
 
-    with unit_of_work(session):
+    with _conflicts_as(OrderConflictError(order_id)), unit_of_work(session):
         locked = _lock_wallet(session, member_id)
         wallet, settings = locked.wallet, locked.settings
         # Read after the lock, in a statement of its own: a concurrent report of this order
         # that held the lock has committed by now and must be seen.
         existing = session.scalar(
-            select(Order).where(Order.client_id == client_id, Order.order_id == order_id)
+            select(Order).where(Order.channel_id == channel_id, Order.order_id == order_id)
         )
         if existing is not None:
             if existing.request_hash != fingerprint:
@@ -377,6 +618,8 @@ def accrue_order(
             return Replayable(existing.response, created=False)
         _require_active(locked.member)
         now = clock.now()
+        if placed_at is not None:
+            check_age(settings, placed_at, now, field="placed_at", kind="order", history=backfill)
         _settle(session, wallet, settings, now, actor)
 
         placed = placed_at or now
@@ -396,14 +639,15 @@ def accrue_order(
             raise InvalidFieldError(
                 "total", f"The order would earn {points} points, above {MAX_ORDER_POINTS}."
             )
-        for item, share in zip(items, quote.line_points, strict=True):
+        amounts = rules.line_amounts(total, [i["quantity"] * i["unit_price"] for i in items])
+        for item, share, amount in zip(items, quote.line_points, amounts, strict=True):
             item["points"] = share
             item["refunded_quantity"] = 0
+            item["amount"] = amount  # the item's share of the total (for refunds)
+            item["refunded_amount"] = 0
         activates_at = placed + dt.timedelta(days=settings.pending_days)
         pending = activates_at > now
-        expires_at = rules.expiry_for(
-            placed, settings.expiry_policy, settings.expiry_months, settings.expiry_period
-        )
+        expires_at = _expiry(settings, activates_at)
         # Everything the wallet row gets is set before the entry's flush writes it, so the
         # common accrual costs one UPDATE of the wallet and one INSERT per new row.
         _touch(wallet, settings, now)
@@ -411,6 +655,7 @@ def accrue_order(
             _note_due(wallet, activates_at if pending else expires_at)
         order = Order(
             id=new_id("ord"),
+            channel_id=channel_id,
             client_id=client_id,
             order_id=order_id,
             member_id=member_id,
@@ -483,34 +728,46 @@ def accrue_order(
 def refund_order(
     session: Session,
     *,
-    client_id: str,
     order_id: str,
     refund_id: str,
     amount: int | None = None,
     items: list[dict[str, Any]] | None = None,
+    channel_id: str = DEFAULT_CHANNEL,
+    client_id: str | None = None,
     actor: str | None = None,
 ) -> Replayable:
-    """Reverse the points of (part of) an order, in proportion to the amount refunded (per
-    item when items are given), from the order's own lots, pending ones first.
+    """Reverse the points of (part of) an order, in proportion to the money refunded (item by
+    item: an amount is shared over the items not yet refunded, and an item's money is its
+    share of the order's total, discounts included).
 
-    Points already spent are taken from the rest of the balance; what is still missing is a
-    shortfall (``within_balance``) or debt (``allow_negative``). Idempotent on
-    ``(client_id, refund_id)``. Locks the member's wallet. Raises `OrderNotFoundError`,
-    `RefundConflictError`, `RefundExceedsOrderError` and `InvalidFieldError`.
+    The points come from the order's own lots, pending ones first. Points of the order that
+    expired meanwhile are gone: nothing is taken for them. Points of the order the member
+    spent or holds are taken from the rest of the balance, soonest-expiring first (the
+    holds and returnable redemptions that had the order's points then hold those instead);
+    what is still missing is a shortfall (``within_balance``) or debt (``allow_negative``),
+    and stays outstanding: order points that come back later (a released hold, a cancelled
+    reward claim) are taken for it.
+
+    The order and the refund id are the channel's (any of its clients may refund). Idempotent
+    on ``(channel_id, refund_id)``. Locks the member's wallet and, when the member was
+    referred, the referrer's (a clawback may take from it), in member-id order. Raises
+    `OrderNotFoundError`, `RefundConflictError`, `RefundExceedsOrderError` and
+    `InvalidFieldError`.
     """
     fingerprint = rules.request_fingerprint(
         "refund", refund_id, {"order_id": order_id, "amount": amount, "items": items}
     )
-    with unit_of_work(session):
+    with _conflicts_as(RefundConflictError(refund_id)), unit_of_work(session):
         order = session.scalar(
-            select(Order).where(Order.client_id == client_id, Order.order_id == order_id)
+            select(Order).where(Order.channel_id == channel_id, Order.order_id == order_id)
         )
         if order is None:
             raise OrderNotFoundError(order_id)
-        wallet = _lock_wallet_by_id(session, order.wallet_id)
+        referrer_id = session.scalar(select(Member.referrer_id).where(Member.id == order.member_id))
+        wallet = _lock_wallets(session, [order.member_id, referrer_id])[order.member_id].wallet
         session.refresh(order)
         existing = session.scalar(
-            select(Refund).where(Refund.client_id == client_id, Refund.refund_id == refund_id)
+            select(Refund).where(Refund.channel_id == channel_id, Refund.refund_id == refund_id)
         )
         if existing is not None:
             if existing.request_hash != fingerprint:
@@ -520,31 +777,27 @@ def refund_order(
         now = clock.now()
         _settle(session, wallet, settings, now, actor)
 
-        refunded_amount, points = _refund_share(order, amount, items)
+        money, points, lines = _refund_share(order, amount, items)
         refund = Refund(
             id=new_id("rfd"),
+            channel_id=channel_id,
             client_id=client_id,
             refund_id=refund_id,
             order_pk=order.id,
-            amount=refunded_amount,
+            amount=money,
             items=items or [],
             points_reversed=points,
             shortfall=0,
             request_hash=fingerprint,
             response={},
         )
+        session.add(refund)
+        session.flush()  # the refund before the entries that carry it out
         if points > 0:
             _reverse(session, wallet, order, refund, points, settings, now, actor)
-        session.add(refund)
-        order.amount_refunded += refunded_amount
+        order.amount_refunded += money
         order.points_reversed += points
-        refund.response = {
-            "refund_id": refund_id,
-            "order_id": order_id,
-            "points_reversed": points,
-            "shortfall": refund.shortfall,
-            "balance": Balance.of(wallet).as_dict(),
-        }
+        order.items = lines
         session.flush()
         for area in (referrals_service, community_service):
             area.on_order_refunded(
@@ -555,64 +808,138 @@ def refund_order(
                 now=now,
                 actor=actor,
             )
-        refund.response["balance"] = Balance.of(wallet).as_dict()
+        # Written once, after the other areas' clawbacks, so that a replay shows exactly
+        # what this answer shows.
+        refund.response = {
+            "refund_id": refund_id,
+            "order_id": order_id,
+            "points_reversed": points,
+            "shortfall": refund.shortfall,
+            "balance": Balance.of(wallet).as_dict(),
+        }
     return Replayable(refund.response, created=True)
+
+
+# The natural keys that two racing reports (on two members' wallets, so not serialised by a
+# wallet lock) can both try to claim.
+_NATURAL_KEYS = ("uq_orders_channel_id_order_id", "uq_refunds_channel_id_refund_id")
+
+
+@contextmanager
+def _conflicts_as(conflict: LoyaltyError) -> Iterator[None]:
+    """Turn a racing report's unique-key violation into ``conflict`` (409)."""
+    try:
+        yield
+    except IntegrityError as error:
+        if constraint_name(error) in _NATURAL_KEYS:
+            raise conflict from error
+        raise
+
+
+def _refund_lines(order: Order) -> list[rules.RefundLine]:
+    """The order's items as refund lines (an order without items is one line). Orders
+    recorded before items carried their share of the money get it now, and what was refunded
+    of them is spread as it was counted then."""
+    if not order.items:
+        return [
+            rules.RefundLine(
+                sku=None,
+                quantity=1,
+                refunded_quantity=0,
+                amount=order.total,
+                refunded_amount=order.amount_refunded,
+                points=order.points,
+            )
+        ]
+    items = order.items
+    if all("amount" in item for item in items):
+        return [
+            rules.RefundLine(
+                sku=item["sku"],
+                quantity=item["quantity"],
+                refunded_quantity=item["refunded_quantity"],
+                amount=item["amount"],
+                refunded_amount=item["refunded_amount"],
+                points=item["points"],
+            )
+            for item in items
+        ]
+    amounts = rules.line_amounts(order.total, [i["quantity"] * i["unit_price"] for i in items])
+    lines = [
+        rules.RefundLine(
+            sku=item["sku"],
+            quantity=item["quantity"],
+            refunded_quantity=item["refunded_quantity"],
+            amount=share,
+            refunded_amount=min(
+                share, rules.cumulative_share(share, item["refunded_quantity"], item["quantity"])
+            ),
+            points=item["points"],
+        )
+        for item, share in zip(items, amounts, strict=True)
+    ]
+    rest = order.amount_refunded - sum(line.refunded_amount for line in lines)
+    if rest > 0:
+        room = [line.amount - line.refunded_amount for line in lines]
+        for line, share in zip(lines, rules.split_points(min(rest, sum(room)), room), strict=True):
+            line.refunded_amount += share
+    return lines
 
 
 def _refund_share(
     order: Order, amount: int | None, items: list[dict[str, Any]] | None
-) -> tuple[int, int]:
-    """How much money a refund returns and how many points it reverses; updates the order's
-    per-item refunded quantities."""
+) -> tuple[int, int, list[dict[str, Any]]]:
+    """How much money a refund returns, how many points it reverses, and the order's items
+    with what is now refunded of each."""
+    lines = _refund_lines(order)
     refundable = order.total - order.amount_refunded
+    if order.total > 0 and refundable <= 0:
+        raise RefundExceedsOrderError(
+            "The order is wholly refunded: nothing is left to refund.", refundable_amount=0
+        )
+    wanted: list[tuple[str, int]] = []
     if items:
-        lines = {line["sku"]: line for line in order.items}
-        new_lines = [dict(line) for line in order.items]
-        by_sku = {line["sku"]: line for line in new_lines}
-        money = 0
-        points = 0
+        skus = {line.sku for line in lines}
         for index, item in enumerate(items):
-            line = lines.get(item["sku"])
-            if line is None:
+            if item["sku"] not in skus:
                 raise InvalidFieldError(
                     f"items/{index}/sku", "The order has no item with this sku."
                 )
-            left = line["quantity"] - line["refunded_quantity"]
-            if item["quantity"] > left:
-                raise RefundExceedsOrderError(
-                    f"Only {left} of {item['sku']!r} are left to refund.",
-                    sku=item["sku"],
-                    refundable_quantity=left,
-                )
-            target = by_sku[item["sku"]]
-            before = rules.cumulative_share(
-                line["points"], target["refunded_quantity"], line["quantity"]
-            )
-            target["refunded_quantity"] += item["quantity"]
-            after = rules.cumulative_share(
-                line["points"], target["refunded_quantity"], line["quantity"]
-            )
-            points += after - before
-            money += item["quantity"] * line["unit_price"]
-        money = min(money, refundable)
-        order.items = new_lines
-    else:
-        assert amount is not None
-        if amount > refundable:
+            wanted.append((item["sku"], item["quantity"]))
+    try:
+        share = rules.refund_share(
+            lines,
+            points_reversed=order.points_reversed,
+            order_points=order.points,
+            amount=amount,
+            items=wanted,
+        )
+    except rules.RefundTooLargeError as error:
+        if error.sku is not None:
             raise RefundExceedsOrderError(
-                f"{refundable} of the order's {order.total} are left to refund.",
-                refundable_amount=refundable,
-            )
-        money = amount
-        points = rules.cumulative_share(
-            order.points, order.amount_refunded + amount, order.total
-        ) - rules.cumulative_share(order.points, order.amount_refunded, order.total)
-    if money <= 0 and not items:
+                f"Only {error.left} of this item are left to refund.",
+                sku=error.sku,
+                refundable_quantity=error.left,
+            ) from None
+        raise RefundExceedsOrderError(
+            f"{refundable} of the order's {order.total} are left to refund.",
+            refundable_amount=refundable,
+        ) from None
+    if share.money <= 0 and not items:
         raise RefundExceedsOrderError(
             "Nothing is left of the order to refund.", refundable_amount=refundable
         )
-    points = max(0, min(points, order.points - order.points_reversed))
-    return money, points
+    # An order without items is one line of its own and keeps no items.
+    new_items = [
+        {
+            **item,
+            "refunded_quantity": line.refunded_quantity,
+            "amount": line.amount,
+            "refunded_amount": line.refunded_amount,
+        }
+        for item, line in zip(order.items, lines, strict=False)
+    ]
+    return share.money, share.points, new_items
 
 
 def _reverse(
@@ -625,53 +952,247 @@ def _reverse(
     now: dt.datetime,
     actor: str | None,
 ) -> None:
-    order_lots = list(
+    """Take ``points`` of ``order`` back for ``refund`` (see `refund_order` for the order in
+    which they are found). Records on the refund what had expired, what was short and what
+    stays outstanding."""
+    own_lots = list(
         session.scalars(
             select(Lot)
-            .where(Lot.order_pk == order.id, Lot.remaining > 0)
+            .where(Lot.order_pk == order.id)
             .order_by(Lot.activated_at.is_not(None), Lot.id)
+            .execution_options(populate_existing=True)
         )
     )
-    plan: list[tuple[Lot, int]] = []
+    takes: list[tuple[Lot, int]] = []  # the reversal's allocations
     left = points
     from_pending = from_active = 0
-    for lot in order_lots:  # pending lots first, then the order's active ones
+    for lot in own_lots:  # pending lots first, then the order's active ones
         take = min(lot.remaining, left)
         if take:
-            plan.append((lot, take))
+            takes.append((lot, take))
             left -= take
             if lot.activated_at is None:
                 from_pending += take
             else:
                 from_active += take
-    if left:
-        others = [lot for lot in _spendable_lots(session, wallet) if lot.order_pk != order.id]
-        spendable = sum(lot.remaining for lot in others)
-        for lot_id, take in rules.plan_consumption(_views(others), min(left, spendable)):
-            plan.append((next(lot for lot in others if lot.id == lot_id), take))
-            from_active += take
-            left -= take
+
+    if left:  # expired points of the order are gone: nothing to take for them
+        expired = _expired_points(session, order) - _points_expired_by_refunds(session, order)
+        refund.points_expired = min(left, max(expired, 0))
+        left -= refund.points_expired
+
+    stand_in = _stand_in(session, wallet, order, left) if left else _StandIn([], [])
+    takes += stand_in.takes
+    from_active += stand_in.points
+    left -= stand_in.points
+
     debt = left if settings.refund_policy == "allow_negative" else 0
     refund.shortfall = left - debt
+    refund.debt = debt
+    refund.outstanding = left
+    notes = []
+    if refund.points_expired:
+        notes.append(f"{refund.points_expired} points had expired")
+    if refund.shortfall:
+        notes.append(f"{refund.shortfall} points already spent")
+    # Every entry is written before any lot moves, so that a lot that gets points back and
+    # gives them up again in this refund is never written in between.
     entry = _post(
         session,
         wallet,
         kind="reversal",
-        points=-(points - refund.shortfall),
+        points=-(from_pending + from_active + debt),
         pending=-from_pending,
         available=-(from_active + debt),
         debt=debt,
         earned=-points,
         counter_account="issuance",
         reference=("refund", refund.refund_id),
-        reason=f"Refund of order {order.order_id}"
-        + (f"; {refund.shortfall} points already spent" if refund.shortfall else ""),
+        reason=f"Refund of order {order.order_id}" + "".join(f"; {n}" for n in notes),
+        actor=actor,
+        now=now,
+        refund=refund,
+    )
+    refund.entry_id = entry.id
+    _transfer(
+        session,
+        wallet,
+        stand_in,
+        reason=f"Refund of order {order.order_id}: other points held in place of the order's",
+        refund=refund,
         actor=actor,
         now=now,
     )
-    refund.entry_id = entry.id
-    for lot, take in plan:
+    for lot, take in takes:
         _allocate(session, entry, lot, take)
+
+
+@dataclass(frozen=True)
+class _StandIn:
+    """Other available points standing in for points of an order that the member spent or
+    holds: ``moves`` make holds and returnable redemptions hold other lots instead of the
+    order's (planned per consumer), and ``takes`` are what the caller's entry takes: from the
+    order's lots what the moves free, and from other lots the rest."""
+
+    moves: list[tuple[_Consumer, list[tuple[Lot, int]]]]
+    takes: list[tuple[Lot, int]]
+
+    @property
+    def points(self) -> int:
+        return sum(take for _, take in self.takes)
+
+
+def _stand_in(session: Session, wallet: Wallet, order: Order, points: int) -> _StandIn:
+    """Plan up to ``points`` of other available points (soonest-expiring first) in place of
+    the order's: first for the order's points that open holds and returnable redemptions hold
+    (they may come back), then for points the member spent for good."""
+    others = [lot for lot in _spendable_lots(session, wallet) if lot.order_pk != order.id]
+    spare = {lot.id: lot.remaining for lot in others}
+    moves: list[tuple[_Consumer, list[tuple[Lot, int]]]] = []
+    takes: list[tuple[Lot, int]] = []
+    left = points
+    for consumer in _consumers_of(session, order):
+        moved = min(left, consumer.points, sum(spare.values()))
+        if moved <= 0:
+            break
+        moves.append((consumer, _plan_from(others, spare, moved)))
+        takes.append((consumer.lot, moved))
+        left -= moved
+    takes += _plan_from(others, spare, min(left, sum(spare.values())))
+    return _StandIn(moves, takes)
+
+
+def _transfer(
+    session: Session,
+    wallet: Wallet,
+    stand_in: _StandIn,
+    *,
+    reason: str,
+    refund: Refund,
+    actor: str | None,
+    now: dt.datetime,
+) -> None:
+    """Write the stand-in's moves: a zero-point ``transfer`` entry per hold or redemption,
+    giving its points back to the order's lot and taking as many from the standing-in lots.
+    Entries first, then allocations, so that a lot getting points back and giving them up
+    again in the caller's entry is never written in between."""
+    entries = [
+        _post(
+            session,
+            wallet,
+            kind="transfer",
+            points=0,
+            reference=(consumer.reference_type, consumer.reference_id),
+            reason=reason,
+            actor=actor,
+            now=now,
+            refund=refund,
+        )
+        for consumer, _ in stand_in.moves
+    ]
+    for entry, (consumer, plan) in zip(entries, stand_in.moves, strict=True):
+        _allocate(session, entry, consumer.lot, -sum(take for _, take in plan))
+        for lot, take in plan:
+            _allocate(session, entry, lot, take)
+
+
+def _plan_from(lots: list[Lot], spare: dict[int, int], points: int) -> list[tuple[Lot, int]]:
+    """Take ``points`` from ``lots`` soonest-expiring first, counting on ``spare`` (what each
+    lot has left in this plan, updated) rather than on the lots themselves."""
+    views = [rules.LotView(lot.id, spare[lot.id], lot.expires_at) for lot in lots]
+    by_id = {lot.id: lot for lot in lots}
+    plan = []
+    for lot_id, take in rules.plan_consumption(views, points):
+        spare[lot_id] -= take
+        plan.append((by_id[lot_id], take))
+    return plan
+
+
+@dataclass(frozen=True)
+class _Consumer:
+    """An open hold or a returnable redemption holding points of an order's lot."""
+
+    reference_type: str  # hold or redemption
+    reference_id: str
+    lot: Lot
+    points: int
+
+
+def _consumers_of(session: Session, order: Order) -> list[_Consumer]:
+    """The open holds (soonest to end first), then the redemptions that could still be given
+    back (newest first), that hold points of the order's lots, with how many each holds."""
+
+    def holding(
+        model: type[Hold] | type[Redemption], kind: str, where: list[Any], order_by: list[Any]
+    ) -> list[tuple[str, str, int, int]]:
+        """Per ``model`` row and lot of the order: the points its entry and the transfers for
+        it took from the lot, net, in ``order_by`` order (columns of ``model``)."""
+        points = func.sum(Allocation.points)
+        taken_by = or_(
+            Entry.id == model.entry_id,
+            and_(
+                Entry.kind == "transfer",
+                Entry.reference_type == kind,
+                Entry.reference_id == model.id,
+            ),
+        )
+        rows = session.execute(
+            select(model.id, Allocation.lot_id, points)
+            .join(Entry, taken_by)
+            .join(Allocation, Allocation.entry_id == Entry.id)
+            .join(Lot, Lot.id == Allocation.lot_id)
+            .where(model.wallet_id == order.wallet_id, Lot.order_pk == order.id, *where)
+            .group_by(model.id, Allocation.lot_id)  # the order_by columns depend on the id
+            .having(points > 0)
+            .order_by(*order_by, Allocation.lot_id)
+        )
+        return [(kind, str(ref), int(lot_id), int(held)) for ref, lot_id, held in rows]
+
+    rows = holding(Hold, "hold", [Hold.status == "held"], [Hold.expires_at, Hold.entry_id])
+    rows += holding(
+        Redemption,
+        "redemption",
+        [Redemption.returned_at.is_(None), Redemption.hold_id.is_(None)],
+        [Redemption.entry_id.desc()],
+    )
+    lots = {lot.id: lot for lot in session.scalars(select(Lot).where(Lot.order_pk == order.id))}
+    return [_Consumer(kind, ref, lots[lot_id], held) for kind, ref, lot_id, held in rows]
+
+
+def _expired_points(session: Session, order: Order) -> int:
+    """Points of the order's lots that expired: in the lot, while held, or while a reward
+    claim had them (a cancelled claim whose points had expired gave them back to nobody)."""
+    expired = session.scalar(
+        select(func.coalesce(func.sum(Allocation.points), 0))
+        .join(Lot, Lot.id == Allocation.lot_id)
+        .join(Entry, Entry.id == Allocation.entry_id)
+        .where(Lot.order_pk == order.id, Entry.kind == "expiry", Allocation.points > 0)
+    )
+    kept = session.scalar(
+        select(func.coalesce(func.sum(Allocation.points), 0))
+        .join(Lot, Lot.id == Allocation.lot_id)
+        .join(Entry, Entry.id == Allocation.entry_id)
+        .join(
+            Redemption,
+            or_(
+                Entry.id == Redemption.entry_id,
+                and_(
+                    Entry.kind.in_(("transfer", "reversal")),
+                    Entry.reference_type == "redemption",
+                    Entry.reference_id == Redemption.id,
+                ),
+            ),
+        )
+        .where(Lot.order_pk == order.id, Redemption.returned_at.is_not(None))
+    )
+    return int(expired or 0) + int(kept or 0)
+
+
+def _points_expired_by_refunds(session: Session, order: Order) -> int:
+    points = session.scalar(
+        select(func.coalesce(func.sum(Refund.points_expired), 0)).where(Refund.order_pk == order.id)
+    )
+    return int(points or 0)
 
 
 # --- redemptions and holds -----------------------------------------------------------------
@@ -715,6 +1236,17 @@ def lock_member(session: Session, member_id: str) -> Member:
     return the member. Take it first: it orders locks so that operations on one member queue
     rather than deadlock. Raises `MemberNotFoundError`."""
     return _lock_wallet(session, member_id).member
+
+
+def lock_members(session: Session, member_ids: list[str]) -> dict[str, Member]:
+    """Lock the wallets of several members for the caller's transaction, in member-id order
+    (the one order in which any operation takes more than one wallet), creating missing
+    ones; returns the members by id. An operation that will touch several members' points
+    (a referral rewards both sides) takes them all here first, before any other wallet.
+    Raises `MemberNotFoundError`."""
+    return {
+        member_id: locked.member for member_id, locked in _lock_wallets(session, member_ids).items()
+    }
 
 
 def spend_points(
@@ -779,24 +1311,38 @@ def return_redemption(
     settings = get_settings(session)
     now = clock.now()
     _settle(session, wallet, settings, now, actor)
-    live, _late = _restoration(session, redemption.entry_id, redemption.points, now)
+    live = _restoration(
+        session,
+        wallet,
+        settings,
+        ("redemption", redemption.id),
+        redemption.entry_id,
+        redemption.points,
+        now,
+    ).live
     back = sum(points for _, points in live)
     if back:
-        entry = _post(
+        _give_back(
             session,
             wallet,
-            kind="reversal",
-            points=back,
-            available=back,
-            counter_account="redemption",
-            reference=("redemption", redemption.id),
-            reason=reason,
-            actor=actor,
-            now=now,
-            repays_debt=True,
+            live,
+            lambda keep: _post(
+                session,
+                wallet,
+                kind="reversal",
+                points=back,
+                available=back,
+                counter_account="redemption",
+                reference=("redemption", redemption.id),
+                reason=reason,
+                actor=actor,
+                now=now,
+                repays_debt=True,
+                keep=keep,
+            ),
+            now,
+            actor,
         )
-        _restore(session, wallet, entry, live)
-        _repay(session, wallet, entry)
     redemption.returned_at = now
     return PointsMove(redemption.id, back, Balance.of(wallet))
 
@@ -916,24 +1462,35 @@ def capture_hold(
             _require_active(_member(session, hold.member_id))
             redemption_id = new_id("red")
             rest = hold.points - captured
-            live, late = _restoration(session, hold.entry_id, rest, now) if rest else ([], 0)
-            _expire_held(session, wallet, hold, late, now, actor)
-            entry = _post(
+            restoration = (
+                _restoration(session, wallet, settings, ("hold", hold.id), hold.entry_id, rest, now)
+                if rest
+                else _Restoration([], [])
+            )
+            late = restoration.late_points
+            _expire_held(session, wallet, hold, restoration.late, now, actor)
+            entry = _give_back(
                 session,
                 wallet,
-                kind="capture",
-                points=-captured,
-                held=-(hold.points - late),
-                available=rest - late,
-                counter_account="redemption",
-                reference=("hold", hold.id),
-                external_reference=hold.reference,
-                actor=actor,
-                now=now,
-                repays_debt=True,
+                restoration.live,
+                lambda keep: _post(
+                    session,
+                    wallet,
+                    kind="capture",
+                    points=-captured,
+                    held=-(hold.points - late),
+                    available=rest - late,
+                    counter_account="redemption",
+                    reference=("hold", hold.id),
+                    external_reference=hold.reference,
+                    actor=actor,
+                    now=now,
+                    repays_debt=True,
+                    keep=keep,
+                ),
+                now,
+                actor,
             )
-            _restore(session, wallet, entry, live)
-            _repay(session, wallet, entry)
             session.add(
                 Redemption(
                     id=redemption_id,
@@ -966,11 +1523,12 @@ def release_hold(session: Session, *, hold_id: str, actor: str | None = None) ->
     with unit_of_work(session):
         hold, wallet = _lock_hold(session, hold_id)
         now = clock.now()
-        _settle(session, wallet, get_settings(session), now, actor)
+        settings = get_settings(session)
+        _settle(session, wallet, settings, now, actor)
         if hold.status != "held":
             refused = HoldNotHeldError(hold.id, hold.status)
         else:
-            _release(session, wallet, hold, "released", now, actor)
+            _release(session, wallet, settings, hold, "released", now, actor)
     if refused is not None:
         raise refused
     return HoldResult(hold, Balance.of(wallet))
@@ -1014,13 +1572,11 @@ def adjust(
         if points > 0:
             _active_lot(session, wallet, settings, entry, points, now)
             _repay(session, wallet, entry)
-            if settings.expiry_policy == "inactivity":
-                _note_due(
-                    wallet,
-                    rules.inactivity_deadline(_last_activity(wallet), settings.expiry_months),
-                )
         else:
             _consume(session, wallet, entry, -points)
+        # A manager's adjustment is activity: a goodwill credit to a lapsed member starts a
+        # fresh inactivity deadline rather than expiring at the next read.
+        _touch(wallet, settings, now)
     return PointsMove(entry_public_id(entry), points, Balance.of(wallet))
 
 
@@ -1037,7 +1593,9 @@ def reverse_bonus(
     order was refunded) inside the caller's unit of work, under the programme's refund
     policy: from the available points, soonest-expiring first; what is missing is forgiven
     (``within_balance``) or becomes debt (``allow_negative``). Returns the points actually
-    taken back (as ``points``, negative) and the balance. Locks the member's wallet."""
+    taken back (as ``points``, negative) and the balance. The bonus no longer counts as
+    earned (tiers count earned points), even when nothing could be taken back. Locks the
+    member's wallet."""
     if points <= 0:
         raise ValueError("a clawback takes at least one point")
     locked = _lock_wallet(session, member_id)
@@ -1046,7 +1604,8 @@ def reverse_bonus(
     _settle(session, wallet, settings, now, actor)
     taken = min(points, max(wallet.available, 0))
     debt = points - taken if settings.refund_policy == "allow_negative" else 0
-    if taken + debt == 0:
+    earned = min(points, wallet.lifetime_earned)
+    if taken + debt == 0 and earned == 0:
         return PointsMove("", 0, Balance.of(wallet))
     missing = points - taken - debt
     entry = _post(
@@ -1056,7 +1615,7 @@ def reverse_bonus(
         points=-(taken + debt),
         available=-(taken + debt),
         debt=debt,
-        earned=-min(points, wallet.lifetime_earned),
+        earned=-earned,
         counter_account="issuance",
         reference=reference,
         reason=reason + (f"; {missing} points already spent" if missing else ""),
@@ -1079,6 +1638,25 @@ def settle_wallet(session: Session, *, wallet_id: str, actor: str | None = None)
         return _settle(session, wallet, get_settings(session), clock.now(), actor)
 
 
+@retrying
+def settle_wallets(
+    session: Session,
+    *,
+    member_ids: list[str],
+    actor: str | None = None,
+    skip_locked: bool = False,
+) -> int:
+    """Do what is due now on these members' wallets, in one unit of work that locks them in
+    member-id order (with ``skip_locked``, wallets other transactions hold are left to
+    them); returns the number of entries written."""
+    with unit_of_work(session):
+        locked = _lock_wallets(session, list(member_ids), skip_locked=skip_locked)
+        now = clock.now()
+        return sum(
+            _settle(session, item.wallet, item.settings, now, actor) for item in locked.values()
+        )
+
+
 def due_wallet_count(session: Session) -> int:
     """How many wallets have something due now (for progress displays)."""
     count = session.scalar(
@@ -1097,12 +1675,15 @@ def settle_due_batch(session: Session, *, batch_size: int = 50, actor: str = "jo
     """
     with unit_of_work(session):
         now = clock.now()
-        query = (
-            select(Wallet)
+        due = (
+            select(Wallet.id)
             .where(Wallet.next_due_at <= now)
             .order_by(Wallet.next_due_at)
             .limit(batch_size)
         )
+        # Locked in member-id order, the order of every multi-wallet operation; nothing in
+        # a batch locks another wallet (follow-ups on other members run after the commit).
+        query = select(Wallet).where(Wallet.id.in_(due)).order_by(Wallet.member_id)
         if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
         wallets = list(session.scalars(query))
@@ -1146,35 +1727,60 @@ def _lock_wallet(session: Session, member_id: str) -> _Locked:
     """Lock the member's wallet for this transaction (creating it on first use) and read the
     member and the settings with it. Raises `MemberNotFoundError`.
     """
+    return _lock_wallets(session, [member_id])[member_id]
+
+
+def _lock_wallets(
+    session: Session, member_ids: Sequence[str | None], *, skip_locked: bool = False
+) -> dict[str, _Locked]:
+    """Lock the wallets of these members (``None`` is skipped), creating missing ones, in
+    member-id order: every operation that takes more than one wallet takes them in this
+    order, so two of them never wait on each other in a circle. Reads the members and the
+    settings in the same round trip. With ``skip_locked`` (reads), wallets that other
+    transactions hold are left out rather than waited for. Raises `MemberNotFoundError`."""
+    ids = sorted({member_id for member_id in member_ids if member_id is not None})
     query = (
         select(Wallet, Member, ProgramSettings)
         .join(Member, Member.id == Wallet.member_id)
         .join(ProgramSettings, ProgramSettings.id == 1)
-        .where(Wallet.member_id == member_id)
-        .with_for_update(of=Wallet)
+        .where(Wallet.member_id.in_(ids) if len(ids) > 1 else Wallet.member_id == ids[0])
+        .order_by(Wallet.member_id)
+        .with_for_update(of=Wallet, skip_locked=skip_locked)
         .execution_options(populate_existing=True)
     )
-    row = session.execute(query).first()
-    if row is None:
-        _member(session, member_id)  # raises when there is no such member
+    rows = {row[0].member_id: _Locked(*row) for row in session.execute(query)}
+    if skip_locked:
+        return rows
+    missing = [member_id for member_id in ids if member_id not in rows]
+    if missing:
+        for member_id in missing:
+            _member(session, member_id)  # raises when there is no such member
         now = clock.now()
-        values = {
-            "id": new_id("wal"),
-            "member_id": member_id,
-            "available": 0,
-            "pending": 0,
-            "held": 0,
-            "debt": 0,
-            "lifetime_earned": 0,
-            "created_at": now,
-            "updated_at": now,
-        }
         insert = dialect_insert(session)
-        session.execute(insert(Wallet).values(**values).on_conflict_do_nothing())
-        row = session.execute(query).first()
-        if row is None:  # no settings row: a database from before the defaults existed
+        session.execute(
+            insert(Wallet)
+            .values(
+                [
+                    {
+                        "id": new_id("wal"),
+                        "member_id": member_id,
+                        "available": 0,
+                        "pending": 0,
+                        "held": 0,
+                        "debt": 0,
+                        "lifetime_earned": 0,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for member_id in missing
+                ]
+            )
+            .on_conflict_do_nothing()
+        )
+        rows = {row[0].member_id: _Locked(*row) for row in session.execute(query)}
+        if len(rows) != len(ids):  # no settings row: a database from before the defaults
             raise AssertionError("the program_settings row is missing; run loyalty db upgrade")
-    return _Locked(*row)
+    return rows
 
 
 def _ready_to_spend(
@@ -1228,15 +1834,18 @@ def _post(
     actor: str | None,
     now: dt.datetime,
     repays_debt: bool = False,
+    keep: int = 0,
+    refund: Refund | None = None,
 ) -> Entry:
     """Write one entry and move the wallet's cached balances with it.
 
     An entry that makes points spendable (``repays_debt``) repays the wallet's debt from them
-    in the same entry; the caller then takes the repaid points from the lots with `_repay`.
+    in the same entry, all but ``keep`` of them (taken at once by a refund's shortfall); the
+    caller then takes the repaid points from the lots with `_repay`.
     """
     repay = 0
     if repays_debt and wallet.debt:
-        repay = min(wallet.debt, max(0, wallet.available + wallet.debt + available))
+        repay = min(wallet.debt, max(0, wallet.available + wallet.debt + available - keep))
         debt -= repay
         if repay:
             reason = (reason + "; " if reason else "") + f"repaid {repay} points of debt"
@@ -1263,6 +1872,7 @@ def _post(
         external_reference=external_reference,
         reason=reason,
         actor=actor,
+        refund_pk=refund.id if refund is not None else None,
         balance_available=wallet.available,
         balance_pending=wallet.pending,
         balance_held=wallet.held,
@@ -1274,9 +1884,117 @@ def _post(
 
 
 def _repay(session: Session, wallet: Wallet, entry: Entry) -> None:
-    """Take the debt an entry repaid from the lots, once its points are in them."""
-    if entry.debt_delta < 0:
-        _consume(session, wallet, entry, -entry.debt_delta)
+    """Take the debt an entry repaid from the lots, once its points are in them.
+
+    Debt that refunds left (``allow_negative``) is repaid first, oldest refund first, with
+    the refunded order's own points where they are back in its lots; else the holds and
+    redemptions that still hold the order's points hold the repaying points instead, and
+    the order's points are taken. So a refunded order never keeps points that repaid debt
+    stood in for. Other debt (clawbacks) is repaid from the lots soonest-expiring first."""
+    repaid = -entry.debt_delta
+    if repaid <= 0:
+        return
+    claims = session.scalars(
+        select(Refund)
+        .join(Order, Order.id == Refund.order_pk)
+        .where(Order.wallet_id == wallet.id, Refund.debt > 0, Refund.outstanding > 0)
+        .order_by(Refund.entry_id)
+    ).all()
+    for claim in claims:
+        if repaid <= 0:
+            break
+        owed = min(repaid, claim.outstanding)
+        claim.outstanding -= owed
+        repaid -= owed
+        order = session.get(Order, claim.order_pk)
+        assert order is not None
+        own = [lot for lot in _spendable_lots(session, wallet) if lot.order_pk == order.id]
+        takes = _plan_from(own, {lot.id: lot.remaining for lot in own}, owed)
+        owed -= sum(take for _, take in takes)
+        stand_in = _stand_in(session, wallet, order, owed) if owed else _StandIn([], [])
+        _transfer(
+            session,
+            wallet,
+            stand_in,
+            reason=f"Debt of a refund of order {order.order_id} repaid: these points held in "
+            "place of the order's",
+            refund=claim,
+            actor=entry.actor,
+            now=entry.created_at,
+        )
+        for lot, take in takes + stand_in.takes:
+            _allocate(session, entry, lot, take)
+    if repaid:
+        _consume(session, wallet, entry, repaid)
+
+
+def _owed_back(
+    session: Session, live: list[tuple[Lot, int]]
+) -> list[tuple[Refund, list[tuple[Lot, int]]]]:
+    """Of the points about to go back to lots (``live``), those that refunds of the lots'
+    orders are still short of (``within_balance``), oldest refund first, with the lots they
+    will be taken from: a refund's shortfall is not forgiven while the order's own points
+    come back, and it comes before any other use of them (debt included)."""
+    back: dict[str, int] = {}
+    room: dict[int, int] = {}
+    for lot, points in live:
+        if lot.order_pk is not None:
+            back[lot.order_pk] = back.get(lot.order_pk, 0) + points
+            room[lot.id] = lot.remaining + points
+    if not back:
+        return []
+    owed: list[tuple[Refund, list[tuple[Lot, int]]]] = []
+    for refund in session.scalars(
+        select(Refund)
+        .where(Refund.order_pk.in_(back), Refund.debt == 0, Refund.outstanding > 0)
+        .order_by(Refund.entry_id)
+    ):
+        lots = [lot for lot, _ in live if lot.order_pk == refund.order_pk]
+        plan = _plan_from(lots, room, min(refund.outstanding, back[refund.order_pk]))
+        if plan:
+            back[refund.order_pk] -= sum(take for _, take in plan)
+            owed.append((refund, plan))
+    return owed
+
+
+def _give_back(
+    session: Session,
+    wallet: Wallet,
+    live: list[tuple[Lot, int]],
+    post: Callable[[int], Entry],
+    now: dt.datetime,
+    actor: str | None,
+) -> Entry:
+    """Give points of a hold or redemption back to the ``live`` lots they came from: ``post``
+    writes the crediting entry (told how many of the points refunds take back at once, which
+    repay no debt), then the lots get their points, refunds still short take theirs, and
+    the rest repays debt."""
+    owed = _owed_back(session, live)
+    entry = post(sum(take for _, plan in owed for _, take in plan))
+    _restore(session, wallet, entry, live)
+    for refund, plan in owed:
+        points = sum(take for _, take in plan)
+        order = session.get(Order, refund.order_pk)
+        assert order is not None
+        reclaim = _post(
+            session,
+            wallet,
+            kind="reversal",
+            points=-points,
+            available=-points,
+            counter_account="issuance",
+            reference=("refund", refund.refund_id),
+            reason=f"Points of refunded order {order.order_id} came back: taken for the "
+            "refund's shortfall",
+            actor=actor,
+            now=now,
+            refund=refund,
+        )
+        for lot, take in plan:
+            _allocate(session, reclaim, lot, take)
+        refund.outstanding -= points
+    _repay(session, wallet, entry)
+    return entry
 
 
 def _new_lot(
@@ -1324,9 +2042,7 @@ def _active_lot(
         points,
         activates_at=now,
         active=True,
-        expires_at=rules.expiry_for(
-            now, settings.expiry_policy, settings.expiry_months, settings.expiry_period
-        ),
+        expires_at=_expiry(settings, now),
         order=None,
         now=now,
     )
@@ -1370,18 +2086,45 @@ def _consume(session: Session, wallet: Wallet, entry: Entry, points: int) -> Non
         _allocate(session, entry, lots[lot_id], take)
 
 
+@dataclass(frozen=True)
+class _Restoration:
+    """Where points of a debit go back: ``live`` lots get them, ``late`` ones expired
+    meanwhile (their date passed, or all points expired for inactivity) and do not."""
+
+    live: list[tuple[Lot, int]]
+    late: list[tuple[Lot, int]]
+
+    @property
+    def late_points(self) -> int:
+        return sum(points for _, points in self.late)
+
+
 def _restoration(
-    session: Session, debit_entry_id: int, points: int, now: dt.datetime
-) -> tuple[list[tuple[Lot, int]], int]:
-    """Which lots get ``points`` of a debit back (exactly the lots it took them from, last
-    taken first), and how many of those points have expired meanwhile: their lot's date
-    passed, or it was expired, while they were held. Those are not given back."""
-    taken = session.execute(
+    session: Session,
+    wallet: Wallet,
+    settings: ProgramSettings,
+    reference: tuple[str, str],
+    debit_entry_id: int,
+    points: int,
+    now: dt.datetime,
+) -> _Restoration:
+    """Which lots get ``points`` of a debit (a hold, a redemption) back: exactly the lots it
+    holds them from (taken by its entry, or moved there by transfers for it), last taken
+    first. Points whose lot expired meanwhile are not given back."""
+    transfers = select(Entry.id).where(
+        Entry.kind == "transfer",
+        Entry.reference_type == reference[0],
+        Entry.reference_id == reference[1],
+        Entry.wallet_id == wallet.id,
+    )
+    taken: dict[int, int] = {}
+    for lot_id, took in session.execute(
         select(Allocation.lot_id, Allocation.points)
-        .where(Allocation.entry_id == debit_entry_id)
+        .where(or_(Allocation.entry_id == debit_entry_id, Allocation.entry_id.in_(transfers)))
         .order_by(Allocation.id)
-    ).all()
-    plan = rules.plan_restoration([(lot_id, took) for lot_id, took in taken], points)
+    ):
+        taken[lot_id] = taken.get(lot_id, 0) + took
+    plan = rules.plan_restoration([(i, p) for i, p in taken.items() if p > 0], points)
     lots = {
         lot.id: lot
         for lot in session.scalars(
@@ -1390,15 +2133,16 @@ def _restoration(
             .execution_options(populate_existing=True)
         )
     }
+    lapsed = _lapsed(wallet, settings, now)
     live: list[tuple[Lot, int]] = []
-    late = 0
+    late: list[tuple[Lot, int]] = []
     for lot_id, back in plan:
         lot = lots[lot_id]
-        if lot.expired_at is not None or (lot.expires_at is not None and lot.expires_at <= now):
-            late += back
-        else:
-            live.append((lot, back))
-    return live, late
+        expired = lot.expired_at is not None or (
+            lot.expires_at is not None and lot.expires_at <= now
+        )
+        (late if expired or lapsed else live).append((lot, back))
+    return _Restoration(live, late)
 
 
 def _restore(session: Session, wallet: Wallet, entry: Entry, live: list[tuple[Lot, int]]) -> None:
@@ -1408,47 +2152,73 @@ def _restore(session: Session, wallet: Wallet, entry: Entry, live: list[tuple[Lo
 
 
 def _expire_held(
-    session: Session, wallet: Wallet, hold: Hold, late: int, now: dt.datetime, actor: str | None
+    session: Session,
+    wallet: Wallet,
+    hold: Hold,
+    late: list[tuple[Lot, int]],
+    now: dt.datetime,
+    actor: str | None,
 ) -> None:
-    """Held points whose lots expired while they were held expire straight from the hold."""
-    if late:
-        _post(
-            session,
-            wallet,
-            kind="expiry",
-            points=-late,
-            held=-late,
-            counter_account="expiry",
-            reference=("hold", hold.id),
-            reason="Held points reached their expiry date before the hold ended",
-            actor=actor,
-            now=now,
-        )
+    """Held points whose lots expired while they were held expire straight from the hold.
+    The entry names each lot they expire from (it gives the points back to the lot and takes
+    them again, so the lot's remaining does not move)."""
+    points = sum(p for _, p in late)
+    if not points:
+        return
+    entry = _post(
+        session,
+        wallet,
+        kind="expiry",
+        points=-points,
+        held=-points,
+        counter_account="expiry",
+        reference=("hold", hold.id),
+        reason="Held points reached their expiry date before the hold ended",
+        actor=actor,
+        now=now,
+    )
+    for lot, back in late:
+        _allocate(session, entry, lot, -back)
+        _allocate(session, entry, lot, back)
 
 
 def _release(
-    session: Session, wallet: Wallet, hold: Hold, status: str, now: dt.datetime, actor: str | None
+    session: Session,
+    wallet: Wallet,
+    settings: ProgramSettings,
+    hold: Hold,
+    status: str,
+    now: dt.datetime,
+    actor: str | None,
 ) -> None:
-    live, late = _restoration(session, hold.entry_id, hold.points, now)
-    _expire_held(session, wallet, hold, late, now, actor)
-    back = hold.points - late
+    restoration = _restoration(
+        session, wallet, settings, ("hold", hold.id), hold.entry_id, hold.points, now
+    )
+    _expire_held(session, wallet, hold, restoration.late, now, actor)
+    back = hold.points - restoration.late_points
     if back:
-        entry = _post(
+        _give_back(
             session,
             wallet,
-            kind="release",
-            points=back,
-            held=-back,
-            available=back,
-            reference=("hold", hold.id),
-            external_reference=hold.reference,
-            reason="Hold timed out" if status == "expired" else None,
-            actor=actor,
-            now=now,
-            repays_debt=True,
+            restoration.live,
+            lambda keep: _post(
+                session,
+                wallet,
+                kind="release",
+                points=back,
+                held=-back,
+                available=back,
+                reference=("hold", hold.id),
+                external_reference=hold.reference,
+                reason="Hold timed out" if status == "expired" else None,
+                actor=actor,
+                now=now,
+                repays_debt=True,
+                keep=keep,
+            ),
+            now,
+            actor,
         )
-        _restore(session, wallet, entry, live)
-        _repay(session, wallet, entry)
     hold.status = status
     hold.closed_at = now
 
@@ -1458,13 +2228,22 @@ def _touch(wallet: Wallet, settings: ProgramSettings, now: dt.datetime) -> None:
     expire that much later."""
     wallet.last_activity_at = now
     if settings.expiry_policy == "inactivity":
-        _note_due(wallet, rules.inactivity_deadline(now, settings.expiry_months))
+        _note_due(wallet, _deadline(settings, now))
 
 
 def _last_activity(wallet: Wallet) -> dt.datetime:
     """When the member last earned or spent; a wallet only ever credited by hand counts from
     its creation."""
     return wallet.last_activity_at or wallet.created_at
+
+
+def _lapsed(wallet: Wallet, settings: ProgramSettings, now: dt.datetime) -> bool:
+    """Whether, under the inactivity policy, the member's deadline has passed: all their
+    points have expired (or expire when next settled)."""
+    return (
+        settings.expiry_policy == "inactivity"
+        and _deadline(settings, _last_activity(wallet)) <= now
+    )
 
 
 def _is_due(wallet: Wallet, settings: ProgramSettings, now: dt.datetime) -> bool:
@@ -1488,9 +2267,9 @@ def _settle(
     for hold in session.scalars(
         select(Hold)
         .where(Hold.wallet_id == wallet.id, Hold.status == "held", Hold.expires_at <= now)
-        .order_by(Hold.expires_at, Hold.id)
+        .order_by(Hold.expires_at, Hold.entry_id)
     ):
-        _release(session, wallet, hold, "expired", now, actor)
+        _release(session, wallet, settings, hold, "expired", now, actor)
         written += 1
     for lot in session.scalars(
         select(Lot)
@@ -1517,10 +2296,7 @@ def _settle(
             written += 1
         if lot.order_pk is not None:
             activated_orders.append(lot.order_pk)
-    inactive = (
-        settings.expiry_policy == "inactivity"
-        and rules.inactivity_deadline(_last_activity(wallet), settings.expiry_months) <= now
-    )
+    inactive = _lapsed(wallet, settings, now)
     expiring = select(Lot).where(
         Lot.wallet_id == wallet.id,
         Lot.activated_at.is_not(None),
@@ -1546,13 +2322,31 @@ def _settle(
         _allocate(session, entry, lot, points)
         lot.expired_at = now
         written += 1
+    if inactive:
+        # Spent or held points of these lots that come back later (a released hold, a
+        # cancelled claim) come back to expired lots: they expire too.
+        for lot in session.scalars(
+            select(Lot).where(
+                Lot.wallet_id == wallet.id,
+                Lot.activated_at.is_not(None),
+                Lot.expired_at.is_(None),
+            )
+        ):
+            lot.expired_at = now
     wallet.next_due_at = _next_due(session, wallet, settings)
-    # Other areas hear of activated orders once the wallet is settled: what they credit in
-    # return (a referral reward) settles nothing twice.
-    for order_pk in dict.fromkeys(activated_orders):
-        referrals_service.on_order_activated(
-            session, member_id=wallet.member_id, order_pk=order_pk, now=now, actor=actor
+    if activated_orders:
+        # An activated order may qualify the member's referral, which rewards the referrer
+        # too: that takes the referrer's wallet, so it runs after this commits, in a unit of
+        # work that locks both wallets in member-id order (the job catches up if it cannot).
+        referrer_id = session.scalar(
+            select(Member.referrer_id).where(Member.id == wallet.member_id)
         )
+        if referrer_id is not None:
+            member_id = wallet.member_id
+            after_commit(
+                session,
+                lambda s: referrals_service.qualify_referral(s, referee_id=member_id, actor=actor),
+            )
     return written
 
 
@@ -1577,8 +2371,22 @@ def _next_due(session: Session, wallet: Wallet, settings: ProgramSettings) -> dt
             )
         ),
     ]
-    if settings.expiry_policy == "inactivity" and wallet.available + wallet.debt > 0:
-        candidates.append(rules.inactivity_deadline(_last_activity(wallet), settings.expiry_months))
+    if settings.expiry_policy == "inactivity" and (
+        wallet.available + wallet.debt > 0
+        or wallet.held > 0
+        or session.scalar(
+            select(Lot.id)
+            .where(
+                Lot.wallet_id == wallet.id,
+                Lot.activated_at.is_not(None),
+                Lot.expired_at.is_(None),
+            )
+            .limit(1)
+        )
+        is not None
+    ):
+        # Points spent or held from lots that are not yet expired could come back.
+        candidates.append(_deadline(settings, _last_activity(wallet)))
     moments = [_aware(m) for m in candidates if m is not None]
     return min(moments) if moments else None
 

@@ -44,44 +44,75 @@ def enroll_member(
     code of the member who invited this one. Raises `InvalidFieldError` for an unknown code.
     """
     with unit_of_work(session):
-        existing = _by_external_id(session, external_id)
-        if existing is not None:
-            return _with_points(session, [existing])[0], False
-        referrer_id = None
-        if referral_code:
-            referrer_id = _referrer_id(session, referral_code)
-        for _attempt in range(REFERRAL_CODE_ATTEMPTS):
-            member = Member(
-                id=new_id("mem"),
-                external_id=external_id,
-                email=email.lower() if email else None,
-                name=name,
-                birthday=birthday,
-                timezone=timezone or "UTC",
-                marketing_consent=marketing_consent,
-                status="active",
-                referral_code=rules.new_referral_code(),
-                referrer_id=referrer_id,
-                metadata_=metadata or {},
-                enrolled_at=enrolled_at or utcnow(),
-                enrolled_by=actor,
-            )
-            try:
-                with session.begin_nested():
-                    session.add(member)
-            except IntegrityError as error:
-                name_ = constraint_name(error)
-                if name_ == "uq_members_external_id":
-                    winner = _by_external_id(session, external_id)
-                    assert winner is not None
-                    return _with_points(session, [winner])[0], False
-                if name_ != "uq_members_referral_code":
-                    raise
-                continue
-            if referrer_id is not None:
-                referrals_service.on_enrolled(session, member=member, now=utcnow(), actor=actor)
-            return _with_points(session, [member])[0], True
-        raise RuntimeError("could not generate a unique referral code")
+        member, created = _enroll(
+            session,
+            external_id=external_id,
+            email=email,
+            name=name,
+            birthday=birthday,
+            timezone=timezone,
+            referral_code=referral_code,
+            marketing_consent=marketing_consent,
+            enrolled_at=enrolled_at,
+            metadata=metadata,
+            actor=actor,
+        )
+    # An existing member's balances as of now (its due work done), as every read shows them.
+    return _with_points(session, [member], settle=not created)[0], created
+
+
+def _enroll(
+    session: Session,
+    *,
+    external_id: str,
+    email: str | None,
+    name: str | None,
+    birthday: dt.date | None,
+    timezone: str | None,
+    referral_code: str | None,
+    marketing_consent: bool,
+    enrolled_at: dt.datetime | None,
+    metadata: dict[str, Any] | None,
+    actor: str | None,
+) -> tuple[Member, bool]:
+    existing = _by_external_id(session, external_id)
+    if existing is not None:
+        return existing, False
+    referrer_id = None
+    if referral_code:
+        referrer_id = _referrer_id(session, referral_code)
+    for _attempt in range(REFERRAL_CODE_ATTEMPTS):
+        member = Member(
+            id=new_id("mem"),
+            external_id=external_id,
+            email=email.lower() if email else None,
+            name=name,
+            birthday=birthday,
+            timezone=timezone or "UTC",
+            marketing_consent=marketing_consent,
+            status="active",
+            referral_code=rules.new_referral_code(),
+            referrer_id=referrer_id,
+            metadata_=metadata or {},
+            enrolled_at=enrolled_at or utcnow(),
+            enrolled_by=actor,
+        )
+        try:
+            with session.begin_nested():
+                session.add(member)
+        except IntegrityError as error:
+            name_ = constraint_name(error)
+            if name_ == "uq_members_external_id":
+                winner = _by_external_id(session, external_id)
+                assert winner is not None
+                return winner, False
+            if name_ != "uq_members_referral_code":
+                raise
+            continue
+        if referrer_id is not None:
+            referrals_service.on_enrolled(session, member=member, now=utcnow(), actor=actor)
+        return member, True
+    raise RuntimeError("could not generate a unique referral code")
 
 
 def get_member(session: Session, member_id: str) -> Member:
@@ -94,14 +125,15 @@ def get_member(session: Session, member_id: str) -> Member:
 
 def get_member_with_points(session: Session, member_id: str) -> Member:
     """The member with this id and its balances. Raises `MemberNotFoundError`."""
-    return _with_points(session, [get_member(session, member_id)])[0]
+    return _with_points(session, [get_member(session, member_id)], settle=True)[0]
 
 
-def _with_points(session: Session, members: list[Member]) -> list[Member]:
+def _with_points(session: Session, members: list[Member], *, settle: bool = False) -> list[Member]:
     """Attach each member's balances and tier, read from the ledger and the tiers in one
-    query each."""
+    query each. With ``settle`` (outside a unit of work), due points work is done first so
+    the balances are those of now, as the balance call shows them."""
     ids = [m.id for m in members]
-    wallets = ledger_service.points_summaries(session, ids)
+    wallets = ledger_service.points_summaries(session, ids, settle=settle)
     tiers = tiers_service.current_tiers(session, ids)
     for member in members:
         tier = tiers.get(member.id)
@@ -145,7 +177,7 @@ def update_member(session: Session, *, member_id: str, changes: dict[str, Any]) 
             member.metadata_ = changes["metadata"] or {}
         if "status" in changes:
             member.status = changes["status"]
-    return _with_points(session, [member])[0]
+    return _with_points(session, [member], settle=True)[0]
 
 
 def list_members(
@@ -178,7 +210,7 @@ def list_members(
         query = query.where(Member.id > cursor)
     members = list(session.scalars(query))
     more = len(members) > limit
-    members = _with_points(session, members[:limit])
+    members = _with_points(session, members[:limit], settle=True)
     return Page(items=members, next_cursor=members[-1].id if more else None)
 
 

@@ -1,15 +1,16 @@
 """Referrals: codes, attribution, qualification, rewards, abuse limits and clawback.
 
 A member's referrer is set at enrolment; `on_enrolled` attributes the referral there (final:
-one row per referee) and runs the abuse checks. The ledger calls `on_order_activated` and
-`on_order_refunded` inside its own units of work: a referral qualifies on the referee's
-first order at or above the minimum once that order's return window is over, and is clawed
-back when a refund takes the order below the minimum.
+one row per referee) and runs the abuse checks. A referral qualifies on the referee's first
+order at or above the minimum once that order's return window is over (`qualify_referral`,
+which the ledger runs after an activation commits and the job runs for orders that never
+gave one), and is clawed back when a refund takes the order below the minimum (the ledger
+calls `on_order_refunded` inside the refund's unit of work).
 
-Points move only through the ledger's helpers (`lock_member`, `credit_bonus`,
-`reverse_bonus`), inside the caller's unit of work. Locks are taken in one order: the
-referee's wallet, then the referral row, then the referrer's wallet. Referrals cannot loop,
-so two qualifications never wait on each other in a circle.
+Points move only through the ledger's helpers (`lock_members`, `credit_bonus`,
+`reverse_bonus`), inside the caller's unit of work. Both members' wallets are locked first,
+in member-id order (the one order of every multi-wallet operation), then the referral row,
+so qualifications, clawbacks and the job never wait on each other in a circle.
 """
 
 from __future__ import annotations
@@ -244,10 +245,11 @@ def list_reviews(session: Session, *, limit: int = 50, cursor: str | None = None
 def approve_referral(session: Session, *, referral_id: str, reason: str, actor: str) -> Referral:
     """Approve a held (or rejected) referral: it becomes pending, and qualifies at once when
     the referee's qualifying order has already activated. Audited with the reason. Locks
-    the referee's wallet, the referral, then (on qualification) the referrer's wallet.
+    both members' wallets (in member-id order), then the referral.
     Raises `ReferralNotFoundError`, `ReferralNotReviewableError`."""
     with unit_of_work(session):
-        ledger.lock_member(session, get_referral(session, referral_id).referee_id)
+        found = get_referral(session, referral_id)
+        ledger.lock_members(session, [found.referee_id, found.referrer_id])
         referral = _lock(session, Referral.id == referral_id)
         assert referral is not None
         if referral.status not in ("held", "rejected"):
@@ -348,16 +350,21 @@ def on_enrolled(
     return referral
 
 
-def on_order_activated(
-    session: Session, *, member_id: str, order_pk: str, now: dt.datetime, actor: str | None
-) -> None:
-    """Called by the ledger inside its unit of work, with the member's wallet locked, when an
-    order's points activate (its return window is over): qualify the member's pending
-    referral when its qualifying order has activated. Idempotent."""
-    referral = _lock(session, Referral.referee_id == member_id)
+@retrying
+def qualify_referral(session: Session, *, referee_id: str, actor: str | None = None) -> bool:
+    """Qualify the member's pending referral when its qualifying order has activated, in a
+    unit of work of its own. The ledger runs it after an activation commits; the job runs
+    it for orders that never gave one. Locks both members' wallets in member-id order, then
+    the referral. Returns whether it qualified. Idempotent."""
+    referral = session.scalar(select(Referral).where(Referral.referee_id == referee_id))
     if referral is None or referral.status != "pending":
-        return
-    _qualify_if_due(session, referral, get_settings(session), now, actor)
+        return False
+    with unit_of_work(session):
+        ledger.lock_members(session, [referral.referee_id, referral.referrer_id])
+        referral = _lock(session, Referral.id == referral.id)
+        if referral is None or referral.status != "pending":
+            return False
+        return _qualify_if_due(session, referral, get_settings(session), clock.now(), actor)
 
 
 def on_order_refunded(
@@ -408,8 +415,8 @@ def on_order_refunded(
     referral.status = "clawed_back"
     referral.clawed_back_at = now
     session.flush()
-    # The referrer's qualified-referral badges follow (the referrer's wallet is locked by
-    # the clawback above, after the referee's).
+    # The referrer's qualified-referral badges follow (the refund locked both wallets first,
+    # in member-id order).
     community_service.after_referral_clawed_back(
         session, member_id=referral.referrer_id, now=now, actor=actor
     )
@@ -459,14 +466,8 @@ def _due_referral_ids(session: Session, *, after: str, batch_size: int) -> list[
     return [(str(a), str(b)) for a, b in session.execute(query).all()]
 
 
-@retrying
 def _qualify_due(session: Session, *, referral_id: str, referee_id: str) -> bool:
-    with unit_of_work(session):
-        ledger.lock_member(session, referee_id)
-        referral = _lock(session, Referral.id == referral_id)
-        if referral is None or referral.status != "pending":
-            return False
-        return _qualify_if_due(session, referral, get_settings(session), clock.now(), "jobs")
+    return qualify_referral(session, referee_id=referee_id, actor="jobs")
 
 
 def _qualify_if_due(
@@ -535,8 +536,8 @@ def _qualify(
                 actor=actor,
             )
             referral.referee_claim_id = claim.id
-    # The referrer's wallet, after the referee's: caps are counted under this lock, so
-    # qualifications of one referrer's referees count each other.
+    # The referrer's wallet is locked (the caller locked both in member-id order): caps are
+    # counted under this lock, so qualifications of one referrer's referees count each other.
     referrer = ledger.lock_member(session, referral.referrer_id)
     outcome = "referrer_inactive"
     if referrer.status == "active":

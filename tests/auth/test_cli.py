@@ -28,7 +28,8 @@ def test_create_with_json_prints_exactly_one_object(app: Flask) -> None:
     )
     assert result.exit_code == 0, result.output
     created = json.loads(result.output)
-    assert set(created) == {"client_id", "client_secret", "scopes"}
+    assert set(created) == {"client_id", "client_secret", "scopes", "channel_id"}
+    assert created["channel_id"] == "chn_default"
     assert created["scopes"] == ["members:read", "points:accrue"]
 
     client = app.test_client()

@@ -64,10 +64,12 @@ def post_event(
     *,
     at: dt.datetime | None = None,
     client_id: str = "cli_test",
+    channel_id: str = "chn_default",
     **properties: Any,
 ) -> dict[str, Any]:
     result = service.record_event(
         session,
+        channel_id=channel_id,
         client_id=client_id,
         event_id=event_id,
         member_id=member_id,

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from loyalty.audit.models import AuditRecord
+from loyalty.auth import service as auth_service
 from loyalty.clock import FrozenClock
 from loyalty.community import rules, service
 from loyalty.community.models import BadgeAward, BadgeProgress
@@ -214,8 +215,12 @@ def test_the_same_event_counts_once(session: Session, member: Member) -> None:
     assert available(session, member_id) == 10
     with pytest.raises(EventConflictError):
         post_event(session, member_id, "e1", at=START - DAY)
-    # Event ids are per API client.
+    # Event ids are per channel: another client of the channel replays, another channel has
+    # its own.
     post_event(session, member_id, "e1", client_id="cli_other")
+    assert available(session, member_id) == 10
+    pos = auth_service.create_channel(session, name="Store POS")
+    post_event(session, member_id, "e1", client_id="cli_pos", channel_id=pos.id)
     assert available(session, member_id) == 20
 
 
@@ -396,7 +401,7 @@ def test_property_sum_badge(session: Session, member: Member) -> None:
 def test_a_challenge_counts_only_inside_its_window(
     session: Session, member: Member, clock: FrozenClock
 ) -> None:
-    clock.set(dt.datetime(2026, 12, 5, tzinfo=dt.UTC))
+    clock.set(dt.datetime(2026, 11, 25, tzinfo=dt.UTC))
     make_type(session)
     november = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
     make_badge(

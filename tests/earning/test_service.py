@@ -187,7 +187,7 @@ def test_campaign_for_a_tier_and_for_silent_members(
     campaign(session, name="We miss you", target="stages", target_values=["silent", "churned"])
     regular = member(enrolled_at=START - 400 * DAY)
     # The old order (200 points) made them Gold; they have not ordered for 300 days since.
-    order(session, regular, 20000, placed_at=START - 300 * DAY)
+    order(session, regular, 20000, placed_at=START - 300 * DAY, backfill=True)  # history
     comeback = order(session, regular, 1000)
     assert comeback["description"] == (
         "base 10 + Gold x1.25 +2 + Gold week +7 + We miss you x2 +10"

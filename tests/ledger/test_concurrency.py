@@ -238,3 +238,62 @@ def test_lock_waits_are_bounded(app: Flask, rich_member: str) -> None:
         connection.invalidate()
         connection.close()
     assert type(result).__name__ == "LedgerBusyError"
+
+
+def test_one_refund_id_racing_on_two_members_orders_is_a_conflict(
+    app: Flask,
+    new_session: Callable[[], Session],
+    make_headers: Callable[..., dict[str, str]],
+    clock: FrozenClock,
+) -> None:
+    headers = make_headers("points:accrue")
+    client = app.test_client()
+    for i in (1, 2):
+        member, _ = members_service.enroll_member(new_session(), external_id=f"r{i}")
+        body = {"order_id": f"o{i}", "member_id": member.id, "total": 1000, "currency": "USD"}
+        assert client.post("/v1/orders", json=body, headers=headers).status_code == 201
+
+    def post(index: int, _session: Session) -> tuple[int, str]:
+        response = app.test_client().post(
+            f"/v1/orders/o{index + 1}/refunds",
+            json={"refund_id": "same", "amount": 500},
+            headers=headers,
+        )
+        return response.status_code, response.json["code"] if response.status_code == 409 else ""
+
+    for _ in range(5):
+        results = race(app, 2, post)
+        if sorted(results) == [(201, ""), (409, "refund-conflict")]:
+            break
+        # Both answered: the second saw the first's refund and replayed or refused it.
+        assert all(status in (200, 201, 409) for status, _ in results), results  # type: ignore[misc]
+    assert new_session().scalar(select(func.count()).select_from(Refund)) == 1
+
+
+@pytest.mark.parametrize("keyed", [False, True])
+def test_one_order_id_racing_for_two_members_never_fails(
+    app: Flask,
+    new_session: Callable[[], Session],
+    make_headers: Callable[..., dict[str, str]],
+    clock: FrozenClock,
+    keyed: bool,
+) -> None:
+    session = new_session()
+    members = [members_service.enroll_member(session, external_id=f"k{i}")[0].id for i in (1, 2)]
+    headers = make_headers("points:accrue")
+
+    for attempt in range(5):
+
+        def post(index: int, _session: Session, attempt: int = attempt) -> int:
+            body = {
+                "order_id": f"dup-{attempt}",
+                "member_id": members[index],
+                "total": 1000,
+                "currency": "USD",
+            }
+            extra = {"Idempotency-Key": f"key-{attempt}-{index}"} if keyed else {}
+            response = app.test_client().post("/v1/orders", json=body, headers={**headers, **extra})
+            assert response.mimetype in ("application/json", "application/problem+json")
+            return response.status_code
+
+        assert sorted(race(app, 2, post)) == [201, 409]

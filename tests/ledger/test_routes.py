@@ -13,7 +13,7 @@ from loyalty.clock import FrozenClock
 from tests.test_problems import assert_problem
 
 Headers = dict[str, str]
-PAST = "2026-02-01T10:00:00Z"  # before the test clock's start: points active at once
+PAST = "2026-02-20T10:00:00Z"  # 18 days before the test clock: points active at once
 
 
 @pytest.fixture
@@ -245,7 +245,6 @@ def test_adjustment_validation(
         ({"currency": "ZZZ"}, "#/currency"),
         ({"order_id": ""}, "#/order_id"),
         ({"order_id": "x" * 129}, "#/order_id"),
-        ({"placed_at": "2030-01-01T00:00:00Z"}, "#/placed_at"),
         ({"items": [{"sku": "a", "quantity": 0, "unit_price": 1}]}, "#/items/0/quantity"),
         ({"items": [{"sku": "a", "quantity": 1}]}, "#/items/0/unit_price"),
         (
@@ -266,6 +265,31 @@ def test_order_validation(
     body = {"order_id": "A", "member_id": member_id, "total": 100, "currency": "USD", **change}
     problem = assert_problem(api("post", "/v1/orders", body), 422, "validation-failed")
     assert {e["pointer"] for e in problem["errors"]} == {pointer}
+
+
+@pytest.mark.parametrize(
+    ("placed_at", "code"),
+    [
+        ("2030-01-01T00:00:00Z", "order-in-future"),
+        ("2026-03-10T12:06:00Z", "order-in-future"),  # 6 minutes ahead of the clock
+        ("2026-02-07T12:00:00Z", "order-too-old"),  # 31 days ago: history goes via the import
+        ("1970-01-01T00:00:00Z", "order-too-old"),
+    ],
+)
+def test_orders_from_the_far_past_or_the_future_are_refused(
+    api: Callable[..., Any], member_id: str, placed_at: str, code: str
+) -> None:
+    body = {"order_id": "A", "member_id": member_id, "total": 100, "currency": "USD"}
+    problem = assert_problem(api("post", "/v1/orders", {**body, "placed_at": placed_at}), 422, code)
+    assert [e["pointer"] for e in problem["errors"]] == ["#/placed_at"]
+    # Within the bounds (30 days back, 5 minutes ahead) they are recorded.
+    assert (
+        api("post", "/v1/orders", {**body, "placed_at": "2026-02-08T12:00:01Z"}).status_code == 201
+    )
+    body["order_id"] = "B"
+    assert (
+        api("post", "/v1/orders", {**body, "placed_at": "2026-03-10T12:04:00Z"}).status_code == 201
+    )
 
 
 def test_order_for_unknown_or_inactive_members(api: Callable[..., Any], member_id: str) -> None:
@@ -482,3 +506,26 @@ def test_every_state_changing_post_accepts_a_key(api: Callable[..., Any], member
         )
         assert response.status_code == 201
     assert api("get", f"/v1/members/{member_id}/balance").json["available"] == 100
+
+
+def test_reads_show_holds_and_balances_as_of_now(
+    api: Callable[..., Any], member_id: str, clock: FrozenClock
+) -> None:
+    """A hold whose time ran out reads as expired, and the member object's points agree with
+    the balance call, before the job has run."""
+    order = {"order_id": "now-1", "member_id": member_id, "total": 10000, "currency": "USD"}
+    assert api("post", "/v1/orders", {**order, "placed_at": PAST}).status_code == 201
+    assert api("post", "/v1/orders", {**order, "order_id": "now-2"}).status_code == 201
+    hold = api("post", f"/v1/members/{member_id}/holds", {"points": 60, "expires_in": 60})
+    assert hold.status_code == 201
+    clock.advance(dt.timedelta(days=15))
+
+    read = api("get", f"/v1/holds/{hold.json['id']}")
+    assert read.status_code == 200
+    assert read.json["status"] == "expired"
+    balance = api("get", f"/v1/members/{member_id}/balance").json
+    member = api("get", f"/v1/members/{member_id}").json
+    listed = api("get", "/v1/members?external_id=shopper-1").json["items"][0]
+    assert (balance["available"], balance["pending"], balance["held"]) == (200, 0, 0)
+    for shown in (member["points"], listed["points"]):
+        assert (shown["available"], shown["pending"], shown["held"]) == (200, 0, 0)

@@ -11,6 +11,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from loyalty.auth import service as auth_service
 from loyalty.clock import FrozenClock
 from loyalty.db import unit_of_work
 from loyalty.errors import (
@@ -122,9 +123,21 @@ def test_same_order_twice_is_one_accrual(
         service.accrue_order(
             session, client_id=CLIENT, order_id="A-1", member_id=m, total=5001, currency="USD"
         )
-    # order ids are per client: another storefront may use the same id
-    other = service.accrue_order(
+    # Order ids are per channel: another client of the channel (rotated credentials) gets
+    # the first result; another channel may use the same id for an order of its own.
+    rotated = service.accrue_order(
         session, client_id="cli_other", order_id="A-1", member_id=m, total=5000, currency="USD"
+    )
+    assert (rotated.created, rotated.body) == (False, first.body)
+    pos = auth_service.create_channel(session, name="Store POS")
+    other = service.accrue_order(
+        session,
+        channel_id=pos.id,
+        client_id="cli_pos",
+        order_id="A-1",
+        member_id=m,
+        total=5000,
+        currency="USD",
     )
     assert other.created
     assert balance(session, m) == (0, 100, 0)
@@ -457,14 +470,15 @@ def test_adjustments(session: Session, member: Member, clock: FrozenClock) -> No
 def test_rolling_expiry(session: Session, member: Member, clock: FrozenClock) -> None:
     settings(session, expiry_policy="rolling", expiry_months=12)
     m = member()
-    order(session, m, 10000, placed_at=clock.now())  # earned 2026-03-10
-    clock.set(dt.datetime(2027, 3, 10, 23, 59, tzinfo=dt.UTC))
+    # Earned 2026-03-10, spendable from 2026-03-24: valid 12 months from then.
+    order(session, m, 10000, placed_at=clock.now())
+    clock.set(dt.datetime(2027, 3, 24, 23, 59, tzinfo=dt.UTC))
     report = service.get_balance(session, m)
     assert (report.available, [(e.points, e.expires_at) for e in report.expiring]) == (
         100,
-        [(100, dt.datetime(2027, 3, 11, tzinfo=dt.UTC))],
+        [(100, dt.datetime(2027, 3, 25, tzinfo=dt.UTC))],
     )
-    clock.set(dt.datetime(2027, 3, 11, tzinfo=dt.UTC))
+    clock.set(dt.datetime(2027, 3, 25, tzinfo=dt.UTC))
     assert balance(session, m) == (0, 0, 0)
     assert kinds(session, m)[-1] == ("expiry", -100)
 

@@ -141,10 +141,8 @@ def test_the_first_big_enough_order_qualifies_when_it_activates(
     assert available(session, ann.id) == 500
     assert available(session, bob.id) == 20 + 60 + 200
     assert service.qualified_referrals(session, ann.id) == 1
-    # Activation hooks firing again change nothing.
-    service.on_order_activated(
-        session, member_id=bob.id, order_pk=referral.order_pk or "", now=clock.now(), actor=None
-    )
+    # Qualifying again changes nothing.
+    assert service.qualify_referral(session, referee_id=bob.id) is False
     settle(session, bob.id)
     assert available(session, ann.id) == 500
     entries = ledger.list_entries(session, ann.id).items
