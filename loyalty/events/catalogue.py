@@ -1,0 +1,162 @@
+"""The outbound event types and the ``data`` each carries (payload version 1).
+
+Every outbound event is an envelope ``{id, type, version, occurred_at, member_id, data}``; this
+module says which types exist and documents each one's ``data``. Fields are only ever added to
+a version; a change that removes or retypes a field gets a new version.
+"""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields
+
+from loyalty.api import Timestamp
+
+PAYLOAD_VERSION = 1
+
+
+class Balance(Schema):
+    available = fields.Integer(required=True)
+    pending = fields.Integer(required=True)
+    held = fields.Integer(required=True)
+
+
+class MemberData(Schema):
+    member_id = fields.String(required=True)
+    external_id = fields.String(required=True)
+    status = fields.String(required=True)
+    tier = fields.String(allow_none=True, metadata={"description": "The tier's code."})
+    referrer_id = fields.String(allow_none=True)
+    enrolled_at = Timestamp(required=True)
+
+
+class MemberUpdatedData(MemberData):
+    changed = fields.List(
+        fields.String(), required=True, metadata={"description": "The fields that changed."}
+    )
+
+
+class PointsAccruedData(Schema):
+    order_id = fields.String(required=True)
+    channel_id = fields.String(required=True)
+    points = fields.Integer(required=True)
+    status = fields.String(required=True, metadata={"description": "`pending` or `active`."})
+    activates_at = Timestamp(required=True)
+    balance = fields.Nested(Balance, required=True)
+
+
+class PointsActivatedData(Schema):
+    order_id = fields.String(allow_none=True)
+    points = fields.Integer(required=True)
+    balance = fields.Nested(Balance, required=True)
+
+
+class PointsRedeemedData(Schema):
+    entry_id = fields.String(required=True)
+    points = fields.Integer(required=True)
+    reference = fields.String(
+        allow_none=True, metadata={"description": "What the points paid for (`hold:...`, ...)."}
+    )
+    balance = fields.Nested(Balance, required=True)
+
+
+class PointsReversedData(Schema):
+    order_id = fields.String(required=True)
+    refund_id = fields.String(required=True)
+    points = fields.Integer(required=True)
+    shortfall = fields.Integer(required=True)
+    balance = fields.Nested(Balance, required=True)
+
+
+class PointsAdjustedData(Schema):
+    entry_id = fields.String(required=True)
+    points = fields.Integer(required=True)
+    reason = fields.String(required=True)
+    balance = fields.Nested(Balance, required=True)
+
+
+class PointsExpiredData(Schema):
+    points = fields.Integer(required=True)
+    reason = fields.String(
+        required=True, metadata={"description": "`expiry_date` or `inactivity`."}
+    )
+    balance = fields.Nested(Balance, required=True)
+
+
+class PointsExpiringSoonData(Schema):
+    points = fields.Integer(required=True)
+    expires_at = Timestamp(required=True)
+
+
+class HoldData(Schema):
+    hold_id = fields.String(required=True)
+    points = fields.Integer(required=True, metadata={"description": "The points held."})
+    captured_points = fields.Integer(allow_none=True)
+    status = fields.String(required=True)
+    balance = fields.Nested(Balance, required=True)
+
+
+class TierData(Schema):
+    from_tier = fields.String(allow_none=True)
+    to_tier = fields.String(allow_none=True)
+    reason = fields.String(required=True)
+
+
+class RewardData(Schema):
+    claim_id = fields.String(required=True)
+    reward_id = fields.String(required=True)
+    points = fields.Integer(required=True)
+    code = fields.String(allow_none=True, metadata={"description": "The member's coupon code."})
+
+
+class BadgeData(Schema):
+    badge_id = fields.String(required=True)
+    level = fields.Integer(allow_none=True)
+    bonus_points = fields.Integer(required=True)
+
+
+class ReferralData(Schema):
+    referral_id = fields.String(required=True)
+    referrer_id = fields.String(required=True)
+    referee_id = fields.String(required=True)
+
+
+class FirstOrderData(Schema):
+    order_id = fields.String(required=True)
+    care_window_ends_at = Timestamp(required=True)
+
+
+class BirthdayData(Schema):
+    birthday = fields.Date(required=True)
+
+
+class InactiveData(Schema):
+    last_activity_at = Timestamp(required=True)
+    inactive_days = fields.Integer(required=True)
+
+
+# type -> (schema of its data, description)
+CATALOGUE: dict[str, tuple[type[Schema], str]] = {
+    "member.enrolled": (MemberData, "A member joined the programme."),
+    "member.updated": (MemberUpdatedData, "A member's profile or status changed."),
+    "points.accrued": (PointsAccruedData, "An order earned points (pending or active)."),
+    "points.activated": (PointsActivatedData, "Pending points became spendable."),
+    "points.redeemed": (PointsRedeemedData, "Points were spent (a redemption or a capture)."),
+    "points.reversed": (PointsReversedData, "A refund took an order's points back."),
+    "points.adjusted": (PointsAdjustedData, "A manager credited or debited points."),
+    "points.expired": (PointsExpiredData, "Points expired."),
+    "points.expiring_soon": (PointsExpiringSoonData, "Points expire within the notice period."),
+    "hold.created": (HoldData, "Points were held at checkout."),
+    "hold.captured": (HoldData, "A hold was captured (spent)."),
+    "hold.released": (HoldData, "A hold was released; its points are back."),
+    "hold.expired": (HoldData, "A hold ran out of time; its points are back."),
+    "tier.upgraded": (TierData, "A member moved up a tier."),
+    "tier.downgraded": (TierData, "A member moved down a tier (or lost it)."),
+    "reward.claimed": (RewardData, "A member claimed a reward with points."),
+    "reward.used": (RewardData, "A claimed reward's coupon was used."),
+    "badge.awarded": (BadgeData, "A member earned a badge (or a badge level)."),
+    "referral.qualified": (ReferralData, "A referred member's first order qualified."),
+    "referral.clawed_back": (ReferralData, "A qualifying order was refunded: rewards taken back."),
+    "lifecycle.first_order": (FirstOrderData, "A member's first order: the 72-hour care window."),
+    "member.birthday": (BirthdayData, "It is the member's birthday (their time zone)."),
+    "member.inactive": (InactiveData, "No activity for the configured number of days."),
+}
