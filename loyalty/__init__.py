@@ -19,7 +19,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, require_secret: bool 
     ``require_secret=False`` lets commands that serve nothing run without a secret key.
     Raises `loyalty.config.ConfigError` when the configuration cannot run the service.
     """
-    from loyalty import api, db, problems
+    from loyalty import api, db, problems, wiring
     from loyalty.audit import routes as audit_routes
     from loyalty.auth import routes as auth_routes
     from loyalty.community import routes as community_routes
@@ -31,6 +31,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, require_secret: bool 
     from loyalty.rewards import routes as rewards_routes
     from loyalty.tiers import routes as tiers_routes
 
+    wiring.install()
     app = Flask(__name__, instance_path=os.environ.get("LOYALTY_INSTANCE_PATH") or None)
     load_config(app, config, require_secret=require_secret)
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the schemas' field order

@@ -13,10 +13,9 @@ from flask import Flask, current_app
 from flask.cli import FlaskGroup, ScriptInfo, with_appcontext
 from flask.cli import run_command as flask_run_command
 
-from loyalty import create_app, schema
+from loyalty import create_app, migrator
 from loyalty.auth import service as auth_service
-from loyalty.auth.models import DEFAULT_CHANNEL
-from loyalty.auth.rules import SCOPES
+from loyalty.auth.rules import DEFAULT_CHANNEL, SCOPES
 from loyalty.config import ConfigError, check_secret
 from loyalty.db import get_session
 from loyalty.errors import LoyaltyError
@@ -71,7 +70,7 @@ def db_group() -> None:
 
 def _alembic() -> Any:
     try:
-        return schema.alembic_config(current_app.config["DATABASE_URL"])
+        return migrator.alembic_config(current_app.config["DATABASE_URL"])
     except RuntimeError as error:  # a broken installation without its migrations
         raise click.ClickException(str(error)) from None
 
@@ -81,7 +80,7 @@ def _alembic() -> Any:
 @with_appcontext
 def db_upgrade(revision: str) -> None:
     """Migrate the database up to REVISION (default: the latest)."""
-    schema.upgrade(_alembic(), revision)
+    migrator.upgrade(_alembic(), revision)
     click.echo(f"Database at {revision}.")
 
 
@@ -90,7 +89,7 @@ def db_upgrade(revision: str) -> None:
 @with_appcontext
 def db_downgrade(revision: str) -> None:
     """Migrate the database down to REVISION (e.g. -1, or base)."""
-    schema.downgrade(_alembic(), revision)
+    migrator.downgrade(_alembic(), revision)
     click.echo(f"Database at {revision}.")
 
 
@@ -100,19 +99,19 @@ def db_downgrade(revision: str) -> None:
 @with_appcontext
 def db_revision(message: str, autogenerate: bool) -> None:
     """Write a new migration with the next sequential id, in the source checkout."""
-    if not schema.in_checkout():
+    if not migrator.in_checkout():
         raise click.ClickException(
-            f"{schema.migrations_dir()} is an installed package's folder: write new migrations "
+            f"{migrator.migrations_dir()} is an installed package's folder: write new migrations "
             "in a source checkout installed with `pip install -e .`."
         )
-    schema.revision(_alembic(), message, autogenerate=autogenerate)
+    migrator.revision(_alembic(), message, autogenerate=autogenerate)
 
 
 @db_group.command("check")
 @with_appcontext
 def db_check() -> None:
     """Fail when the models and the migrated database differ."""
-    schema.check(_alembic())
+    migrator.check(_alembic())
     click.echo("No differences between the models and the database.")
 
 

@@ -52,7 +52,7 @@ from loyalty.errors import (
     LedgerBusyError,
     LoyaltyError,
 )
-from loyalty.ledger.rules import request_fingerprint
+from loyalty.fingerprint import request_fingerprint
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -86,8 +86,9 @@ class IdempotencyRecord(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
-    """Make a view honour ``Idempotency-Key``; without the header it runs as it is."""
+def idempotent(view: Callable[..., Any], *, caller: Callable[[], str]) -> Callable[..., Any]:
+    """Make a view honour ``Idempotency-Key``; without the header it runs as it is. Keys are
+    scoped to the API client ``caller()`` names (the request's authenticated client)."""
 
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -96,9 +97,7 @@ def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
             return view(*args, **kwargs)
         if not 1 <= len(key) <= 255 or not all(32 <= ord(c) < 127 for c in key):
             raise InvalidIdempotencyKeyError()
-        from loyalty.auth.security import current_principal
-
-        client_id = current_principal().client_id
+        client_id = caller()
         fingerprint = request_fingerprint(request.method, request.path, _body())
         session = get_session()
         for attempt in range(RETRIES):

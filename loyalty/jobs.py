@@ -9,12 +9,8 @@ from dataclasses import dataclass, field
 import click
 from sqlalchemy.orm import Session
 
-from loyalty import idempotency
-from loyalty.community import service as community_service
+from loyalty import idempotency, wiring
 from loyalty.ledger import service as ledger_service
-from loyalty.referrals import service as referrals_service
-from loyalty.rewards import service as rewards_service
-from loyalty.tiers import service as tiers_service
 
 
 @dataclass
@@ -50,8 +46,7 @@ def run_due(session: Session, *, batch_size: int = 50, progress: bool = False) -
                 break
             report.wallets_settled += settled
             bar.update(settled)
-    for area in (tiers_service, rewards_service, referrals_service, community_service):
-        for label, count in area.run_due(session, batch_size=batch_size).items():
-            report.counts[label] = report.counts.get(label, 0) + count
+    for label, count in wiring.run_area_due_work(session, batch_size=batch_size).items():
+        report.counts[label] = report.counts.get(label, 0) + count
     report.keys_purged = idempotency.purge_expired_keys(session)
     return report

@@ -16,8 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from loyalty.auth.errors import ChannelExistsError, ChannelNotFoundError
-from loyalty.auth.models import DEFAULT_CHANNEL, ApiClient, Channel
-from loyalty.auth.rules import SCOPES, parse_scopes, scope_string
+from loyalty.auth.models import ApiClient, Channel
+from loyalty.auth.rules import DEFAULT_CHANNEL, SCOPES, parse_scopes, scope_string
 from loyalty.db import new_id, unit_of_work, utcnow
 from loyalty.errors import (
     ClientNotFoundError,

@@ -21,8 +21,10 @@ from sqlalchemy.orm import Session
 
 from loyalty import clock
 from loyalty.audit import service as audit
-from loyalty.auth.models import DEFAULT_CHANNEL
+from loyalty.auth.rules import DEFAULT_CHANNEL
+from loyalty.bus import publish
 from loyalty.community import rules
+from loyalty.community.events import BadgeAwarded
 from loyalty.community.models import (
     Badge,
     BadgeAward,
@@ -59,9 +61,11 @@ from loyalty.errors import (
 )
 from loyalty.ledger import rules as ledger_rules
 from loyalty.ledger import service as ledger
+from loyalty.ledger.events import OrderRecorded, OrderRefunded
 from loyalty.members import service as members_service
 from loyalty.members.models import Member
 from loyalty.referrals import service as referrals_service
+from loyalty.referrals.events import ReferralClawedBack, ReferralQualified
 
 EVENT_TYPE_FIELDS = ("description", "properties")
 EVENT_RULE_FIELDS = (
@@ -807,33 +811,22 @@ def _ingest(
         return ledger.Replayable(event.response, created=True)
 
 
-# --- hooks called by the ledger and referrals -----------------------------------------------
+# --- subscribers: orders and referrals ------------------------------------------------------
 
 
-def after_order(
-    session: Session, *, member_id: str, order_pk: str, now: dt.datetime, actor: str | None
-) -> None:
-    """Called by the ledger inside the accrual's unit of work, with the member's wallet
-    locked, after an order is recorded: award the spend and order-count badge levels the
-    order reaches (with their bonus points)."""
+def on_order_recorded(session: Session, event: OrderRecorded) -> None:
+    """Subscriber: an order was recorded, the member's wallet locked: award the spend and
+    order-count badge levels the order reaches (with their bonus points)."""
     badges = [badge for badge in _active_badges(session) if badge.rule in ORDER_RULES]
     if not badges:
         return
-    member = members_service.get_member(session, member_id)
-    _evaluate(session, member, badges, now, actor, order_pk=order_pk)
+    member = members_service.get_member(session, event.member_id)
+    _evaluate(session, member, badges, event.occurred_at, event.actor, order_pk=event.order_pk)
 
 
-def on_order_refunded(
-    session: Session,
-    *,
-    member_id: str,
-    order_pk: str,
-    refund_pk: str,
-    now: dt.datetime,
-    actor: str | None,
-) -> None:
-    """Called by the ledger inside the refund's unit of work, with the member's wallet
-    locked, after a refund of the order is written: refresh the member's spend and order
+def on_order_refunded(session: Session, event: OrderRefunded) -> None:
+    """Subscriber: a refund of the order was written, the member's wallet locked: refresh
+    the member's spend and order
     metrics, and revoke the levels that this order earned, of badges that say
     ``revoke_on_refund``, whose threshold the member no longer reaches; their bonus points
     are clawed back under the programme's refund policy."""
@@ -841,34 +834,34 @@ def on_order_refunded(
     earned_by_order = list(
         session.scalars(
             select(BadgeAward.badge_id).where(
-                BadgeAward.order_pk == order_pk, BadgeAward.revoked_at.is_(None)
+                BadgeAward.order_pk == event.order_pk, BadgeAward.revoked_at.is_(None)
             )
         )
     )
     if not badges and not earned_by_order:
         return
-    member = members_service.get_member(session, member_id)
+    member = members_service.get_member(session, event.member_id)
     _revoke_unreached(
         session,
         member,
         badges,
-        now,
-        actor,
+        event.occurred_at,
+        event.actor,
         also=earned_by_order,
         reason="order refunded",
     )
 
 
-def after_referral_clawed_back(
-    session: Session, *, member_id: str, now: dt.datetime, actor: str | None
-) -> None:
-    """Called by referrals inside its unit of work, with the referrer's wallet locked, when
-    one of ``member_id``'s referrals is clawed back: refresh the qualified-referral metric
-    and revoke the levels no longer reached of badges that say ``revoke_on_refund``."""
+def on_referral_clawed_back(session: Session, event: ReferralClawedBack) -> None:
+    """Subscriber: one of the referrer's referrals was clawed back, the referrer's wallet
+    locked: refresh the qualified-referral metric and revoke the levels no longer reached of
+    badges that say ``revoke_on_refund``."""
     badges = [badge for badge in _active_badges(session) if badge.rule == "referrals"]
     if badges:
-        member = members_service.get_member(session, member_id)
-        _revoke_unreached(session, member, badges, now, actor, reason="referral clawed back")
+        member = members_service.get_member(session, event.referrer_id)
+        _revoke_unreached(
+            session, member, badges, event.occurred_at, event.actor, reason="referral clawed back"
+        )
 
 
 def _revoke_unreached(
@@ -919,17 +912,14 @@ def _revoke_unreached(
                 award.points_clawed_back = -move.points
 
 
-def after_referral_qualified(
-    session: Session, *, member_id: str, now: dt.datetime, actor: str | None
-) -> None:
-    """Called by referrals inside its unit of work, with the referrer's wallet locked, when
-    one of ``member_id``'s referrals qualifies: award the qualified-referral badge levels
-    reached (with their bonus points)."""
+def on_referral_qualified(session: Session, event: ReferralQualified) -> None:
+    """Subscriber: one of the referrer's referrals qualified, the referrer's wallet locked:
+    award the qualified-referral badge levels reached (with their bonus points)."""
     badges = [badge for badge in _active_badges(session) if badge.rule == "referrals"]
     if not badges:
         return
-    member = members_service.get_member(session, member_id)
-    _evaluate(session, member, badges, now, actor)
+    member = members_service.get_member(session, event.referrer_id)
+    _evaluate(session, member, badges, event.occurred_at, event.actor)
 
 
 def run_due(session: Session, *, batch_size: int = 200) -> dict[str, int]:
@@ -1008,6 +998,18 @@ def _evaluate(
                     reference=("badge", award_id),
                     actor=actor,
                 )
+            publish(
+                session,
+                BadgeAwarded(
+                    occurred_at=now,
+                    member_id=member.id,
+                    award_id=award_id,
+                    badge_id=badge.id,
+                    level=level.number,
+                    level_name=level.name,
+                    bonus_points=level.bonus_points,
+                ),
+            )
             outcome.awards.append(
                 {
                     "award_id": award_id,

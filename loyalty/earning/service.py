@@ -316,10 +316,10 @@ def _check_campaign(session: Session, campaign: Campaign, *, targets: bool = Tru
         campaign.target_values = sorted(set(values))
 
 
-def tier_references(session: Session, code: str) -> int:
-    """How many campaigns target the tier ``code``."""
+def tier_references(session: Session, code: str) -> tuple[str, int]:
+    """How many campaigns target the tier ``code`` (a tier referred to cannot be deleted)."""
     campaigns = session.scalars(select(Campaign).where(Campaign.target == "tiers"))
-    return sum(1 for campaign in campaigns if code in (campaign.target_values or []))
+    return "campaigns", sum(1 for campaign in campaigns if code in (campaign.target_values or []))
 
 
 def create_campaign(session: Session, *, actor: str, **values: Any) -> Campaign:

@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, Exists, Select, and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from loyalty import clock
 from loyalty.audit import service as audit_service
-from loyalty.auth.models import DEFAULT_CHANNEL
-from loyalty.community import service as community_service
+from loyalty.auth.rules import DEFAULT_CHANNEL
+from loyalty.bus import publish
 from loyalty.db import (
     Page,
     after_commit,
@@ -34,7 +34,6 @@ from loyalty.db import (
     retrying,
     unit_of_work,
 )
-from loyalty.earning import service as earning_service
 from loyalty.errors import (
     CaptureExceedsHoldError,
     EventInFutureError,
@@ -55,7 +54,7 @@ from loyalty.errors import (
     RefundConflictError,
     RefundExceedsOrderError,
 )
-from loyalty.ledger import rules
+from loyalty.ledger import events, ports, rules
 from loyalty.ledger.models import (
     Allocation,
     Entry,
@@ -70,8 +69,6 @@ from loyalty.ledger.models import (
 from loyalty.members import rules as members_rules
 from loyalty.members import service as members_service
 from loyalty.members.models import Member
-from loyalty.referrals import service as referrals_service
-from loyalty.tiers import service as tiers_service
 
 EXPIRING_WINDOW = dt.timedelta(days=90)
 # No single order earns more (it keeps every balance far inside 64-bit integers).
@@ -110,6 +107,10 @@ class Balance:
 
     def as_dict(self) -> dict[str, int]:
         return {"available": self.available, "pending": self.pending, "held": self.held}
+
+
+def _balance_after(wallet: Wallet) -> events.BalanceAfter:
+    return events.BalanceAfter(wallet.available, wallet.pending, wallet.held)
 
 
 @dataclass(frozen=True)
@@ -448,6 +449,54 @@ def last_order_at(session: Session, member_id: str) -> dt.datetime | None:
 
 
 @dataclass(frozen=True)
+class OrderRef:
+    """What other areas need of an order: its key and when its points activate."""
+
+    pk: str
+    activates_at: dt.datetime
+
+
+def _reaching(min_total: int, currency: str | None) -> list[ColumnElement[bool]]:
+    """Orders whose total after refunds is above 0 and at least ``min_total`` (in
+    ``currency`` when given)."""
+    net = Order.total - Order.amount_refunded
+    conditions = [net > 0, net >= min_total]
+    if currency is not None:
+        conditions.append(Order.currency == currency)
+    return conditions
+
+
+def first_order_reaching(
+    session: Session, member_id: str, *, min_total: int, currency: str | None
+) -> OrderRef | None:
+    """The member's first order by placement whose total after refunds reaches
+    ``min_total`` (in ``currency`` when given)."""
+    row = session.execute(
+        select(Order.id, Order.activates_at)
+        .where(Order.member_id == member_id, *_reaching(min_total, currency))
+        .order_by(Order.placed_at, Order.id)
+        .limit(1)
+    ).first()
+    return OrderRef(row[0], _aware(row[1])) if row is not None else None
+
+
+def has_order_reaching(
+    member_id: ColumnElement[str], *, min_total: int, currency: str | None, by: dt.datetime
+) -> Exists:
+    """A condition for another area's query: the member ``member_id`` (a column of it) has an
+    order reaching ``min_total`` whose points activate by ``by``."""
+    return (
+        select(Order.id)
+        .where(
+            Order.member_id == member_id,
+            Order.activates_at <= by,
+            *_reaching(min_total, currency),
+        )
+        .exists()
+    )
+
+
+@dataclass(frozen=True)
 class OrderView:
     """An order as the storefront reported it, what it earned, and its refunds."""
 
@@ -623,7 +672,7 @@ def accrue_order(
         _settle(session, wallet, settings, now, actor)
 
         placed = placed_at or now
-        quote = earning_service.price_order(
+        quote = ports.price_order(
             session,
             member=locked.member,
             total=total,
@@ -717,9 +766,20 @@ def accrue_order(
         else:
             session.flush()
         # Spend and order counts grow with every order, whatever it earned.
-        tiers_service.after_accrual(session, member_id=member_id, now=now, actor=actor)
-        community_service.after_order(
-            session, member_id=member_id, order_pk=order.id, now=now, actor=actor
+        publish(
+            session,
+            events.OrderRecorded(
+                occurred_at=now,
+                member_id=member_id,
+                balance=_balance_after(wallet),
+                actor=actor,
+                order_pk=order.id,
+                order_id=order_id,
+                channel_id=channel_id,
+                points=points,
+                pending=pending,
+                activates_at=activates_at,
+            ),
         )
     return Replayable(order.response, created=True)
 
@@ -799,15 +859,24 @@ def refund_order(
         order.points_reversed += points
         order.items = lines
         session.flush()
-        for area in (referrals_service, community_service):
-            area.on_order_refunded(
-                session,
+        publish(
+            session,
+            events.OrderRefunded(
+                occurred_at=now,
                 member_id=order.member_id,
-                order_pk=order.id,
-                refund_pk=refund.id,
-                now=now,
+                balance=_balance_after(wallet),
                 actor=actor,
-            )
+                order_pk=order.id,
+                order_id=order_id,
+                refund_pk=refund.id,
+                refund_id=refund_id,
+                points=points,
+                shortfall=refund.shortfall,
+                order_total=order.total,
+                amount_refunded=order.amount_refunded,
+                currency=order.currency,
+            ),
+        )
         # Written once, after the other areas' clawbacks, so that a replay shows exactly
         # what this answer shows.
         refund.response = {
@@ -1291,6 +1360,18 @@ def spend_points(
         )
     )
     _touch(wallet, settings, now)
+    publish(
+        session,
+        events.PointsRedeemed(
+            occurred_at=now,
+            member_id=member_id,
+            balance=_balance_after(wallet),
+            actor=actor,
+            entry_id=entry_public_id(entry),
+            points=points,
+            reference=reference,
+        ),
+    )
     return PointsMove(redemption_id, points, Balance.of(wallet))
 
 
@@ -1322,7 +1403,7 @@ def return_redemption(
     ).live
     back = sum(points for _, points in live)
     if back:
-        _give_back(
+        entry = _give_back(
             session,
             wallet,
             live,
@@ -1344,6 +1425,19 @@ def return_redemption(
             actor,
         )
     redemption.returned_at = now
+    if back:
+        publish(
+            session,
+            events.PointsReturned(
+                occurred_at=now,
+                member_id=redemption.member_id,
+                balance=_balance_after(wallet),
+                actor=actor,
+                entry_id=entry_public_id(entry),
+                points=back,
+                reference=redemption.reference,
+            ),
+        )
     return PointsMove(redemption.id, back, Balance.of(wallet))
 
 
@@ -1384,7 +1478,19 @@ def credit_bonus(
     _active_lot(session, wallet, settings, entry, points, now)
     _repay(session, wallet, entry)
     _touch(wallet, settings, now)
-    tiers_service.after_accrual(session, member_id=member_id, now=now, actor=actor)
+    publish(
+        session,
+        events.BonusCredited(
+            occurred_at=now,
+            member_id=member_id,
+            balance=_balance_after(wallet),
+            actor=actor,
+            entry_id=entry_public_id(entry),
+            points=points,
+            reason=reason,
+            reference=":".join(reference) if reference else None,
+        ),
+    )
     return PointsMove(entry_public_id(entry), points, Balance.of(wallet))
 
 
@@ -1434,6 +1540,7 @@ def place_hold(
         )
         session.add(hold)
         _note_due(wallet, expires_at)
+        _hold_changed(session, wallet, hold, now, actor)
     return HoldResult(hold, Balance.of(wallet))
 
 
@@ -1508,6 +1615,19 @@ def capture_hold(
             hold.redemption_id = redemption_id
             hold.closed_at = now
             _touch(wallet, settings, now)
+            _hold_changed(session, wallet, hold, now, actor)
+            publish(
+                session,
+                events.PointsRedeemed(
+                    occurred_at=now,
+                    member_id=hold.member_id,
+                    balance=_balance_after(wallet),
+                    actor=actor,
+                    entry_id=entry_public_id(entry),
+                    points=captured,
+                    reference=hold.reference,
+                ),
+            )
     if refused is not None:
         raise refused
     return HoldResult(hold, Balance.of(wallet))
@@ -1577,6 +1697,18 @@ def adjust(
         # A manager's adjustment is activity: a goodwill credit to a lapsed member starts a
         # fresh inactivity deadline rather than expiring at the next read.
         _touch(wallet, settings, now)
+        publish(
+            session,
+            events.PointsAdjusted(
+                occurred_at=now,
+                member_id=member_id,
+                balance=_balance_after(wallet),
+                actor=actor,
+                entry_id=entry_public_id(entry),
+                points=points,
+                reason=reason,
+            ),
+        )
     return PointsMove(entry_public_id(entry), points, Balance.of(wallet))
 
 
@@ -1624,6 +1756,19 @@ def reverse_bonus(
     )
     if taken:
         _consume(session, wallet, entry, taken)
+    publish(
+        session,
+        events.PointsTakenBack(
+            occurred_at=now,
+            member_id=member_id,
+            balance=_balance_after(wallet),
+            actor=actor,
+            entry_id=entry_public_id(entry),
+            points=-(taken + debt),
+            reason=reason,
+            reference=":".join(reference) if reference else None,
+        ),
+    )
     return PointsMove(entry_public_id(entry), -(taken + debt), Balance.of(wallet))
 
 
@@ -2180,6 +2325,23 @@ def _expire_held(
     for lot, back in late:
         _allocate(session, entry, lot, -back)
         _allocate(session, entry, lot, back)
+    _expired(session, wallet, points, "expiry_date", now, actor)
+
+
+def _expired(
+    session: Session, wallet: Wallet, points: int, reason: str, now: dt.datetime, actor: str | None
+) -> None:
+    publish(
+        session,
+        events.PointsExpired(
+            occurred_at=now,
+            member_id=wallet.member_id,
+            balance=_balance_after(wallet),
+            actor=actor,
+            points=points,
+            reason=reason,
+        ),
+    )
 
 
 def _release(
@@ -2221,6 +2383,25 @@ def _release(
         )
     hold.status = status
     hold.closed_at = now
+    _hold_changed(session, wallet, hold, now, actor)
+
+
+def _hold_changed(
+    session: Session, wallet: Wallet, hold: Hold, now: dt.datetime, actor: str | None
+) -> None:
+    publish(
+        session,
+        events.HoldChanged(
+            occurred_at=now,
+            member_id=hold.member_id,
+            balance=_balance_after(wallet),
+            actor=actor,
+            hold_id=hold.id,
+            points=hold.points,
+            captured_points=hold.captured_points,
+            status=hold.status,
+        ),
+    )
 
 
 def _touch(wallet: Wallet, settings: ProgramSettings, now: dt.datetime) -> None:
@@ -2263,7 +2444,6 @@ def _settle(
     if not _is_due(wallet, settings, now):
         return 0
     written = 0
-    activated_orders: list[str] = []
     for hold in session.scalars(
         select(Hold)
         .where(Hold.wallet_id == wallet.id, Hold.status == "held", Hold.expires_at <= now)
@@ -2277,8 +2457,12 @@ def _settle(
         .order_by(Lot.activates_at, Lot.id)
     ):
         lot.activated_at = now
+        order_ref = (
+            session.scalar(select(Order.order_id).where(Order.id == lot.order_pk))
+            if lot.order_pk is not None
+            else None
+        )
         if lot.remaining:
-            order_ref = session.scalar(select(Order.order_id).where(Order.id == lot.order_pk))
             entry = _post(
                 session,
                 wallet,
@@ -2294,8 +2478,19 @@ def _settle(
             )
             _repay(session, wallet, entry)
             written += 1
-        if lot.order_pk is not None:
-            activated_orders.append(lot.order_pk)
+        if lot.order_pk is not None and order_ref is not None:
+            publish(
+                session,
+                events.OrderActivated(
+                    occurred_at=now,
+                    member_id=wallet.member_id,
+                    balance=_balance_after(wallet),
+                    actor=actor,
+                    order_pk=lot.order_pk,
+                    order_id=order_ref,
+                    points=lot.remaining,
+                ),
+            )
     inactive = _lapsed(wallet, settings, now)
     expiring = select(Lot).where(
         Lot.wallet_id == wallet.id,
@@ -2305,8 +2500,10 @@ def _settle(
     )
     if not inactive:
         expiring = expiring.where(Lot.expires_at <= now)
+    expired = 0
     for lot in session.scalars(expiring.order_by(Lot.expires_at, Lot.id)):
         points = lot.remaining
+        expired += points
         entry = _post(
             session,
             wallet,
@@ -2322,6 +2519,8 @@ def _settle(
         _allocate(session, entry, lot, points)
         lot.expired_at = now
         written += 1
+    if expired:
+        _expired(session, wallet, expired, "inactivity" if inactive else "expiry_date", now, actor)
     if inactive:
         # Spent or held points of these lots that come back later (a released hold, a
         # cancelled claim) come back to expired lots: they expire too.
@@ -2334,19 +2533,6 @@ def _settle(
         ):
             lot.expired_at = now
     wallet.next_due_at = _next_due(session, wallet, settings)
-    if activated_orders:
-        # An activated order may qualify the member's referral, which rewards the referrer
-        # too: that takes the referrer's wallet, so it runs after this commits, in a unit of
-        # work that locks both wallets in member-id order (the job catches up if it cannot).
-        referrer_id = session.scalar(
-            select(Member.referrer_id).where(Member.id == wallet.member_id)
-        )
-        if referrer_id is not None:
-            member_id = wallet.member_id
-            after_commit(
-                session,
-                lambda s: referrals_service.qualify_referral(s, referee_id=member_id, actor=actor),
-            )
     return written
 
 

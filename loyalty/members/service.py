@@ -9,18 +9,25 @@ from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from loyalty.bus import publish
 from loyalty.db import Page, constraint_name, new_id, unit_of_work, utcnow
 from loyalty.errors import InvalidFieldError, MemberClosedError, MemberNotFoundError
-from loyalty.ledger import service as ledger_service
 from loyalty.members import rules
+from loyalty.members.events import MemberEnrolled, MemberUpdated
 from loyalty.members.models import Member, PointsSummary
-from loyalty.referrals import service as referrals_service
-from loyalty.tiers import service as tiers_service
+from loyalty.ports import Port
 
 # A clash of random referral codes is rare (see rules); this many tries make failure absurd.
 REFERRAL_CODE_ATTEMPTS = 5
 
 _PROFILE_FIELDS = ("email", "name", "birthday", "timezone", "marketing_consent")
+
+# Members' reads show each member's balances and tier, which the ledger and the tiers (areas
+# above this one) keep: ``points_summaries(session, member_ids, settle=...)`` gives wallets
+# (available, pending, held, lifetime_earned) by member id, ``current_tiers(session,
+# member_ids)`` tiers (code, name) by member id.
+points_summaries: Port[..., dict[str, Any]] = Port("members.points_summaries")
+current_tiers: Port[..., dict[str, Any]] = Port("members.current_tiers")
 
 
 def enroll_member(
@@ -109,8 +116,17 @@ def _enroll(
             if name_ != "uq_members_referral_code":
                 raise
             continue
-        if referrer_id is not None:
-            referrals_service.on_enrolled(session, member=member, now=utcnow(), actor=actor)
+        publish(
+            session,
+            MemberEnrolled(
+                occurred_at=utcnow(),
+                member_id=member.id,
+                external_id=member.external_id,
+                status=member.status,
+                referrer_id=referrer_id,
+                actor=actor,
+            ),
+        )
         return member, True
     raise RuntimeError("could not generate a unique referral code")
 
@@ -133,8 +149,8 @@ def _with_points(session: Session, members: list[Member], *, settle: bool = Fals
     query each. With ``settle`` (outside a unit of work), due points work is done first so
     the balances are those of now, as the balance call shows them."""
     ids = [m.id for m in members]
-    wallets = ledger_service.points_summaries(session, ids, settle=settle)
-    tiers = tiers_service.current_tiers(session, ids)
+    wallets = points_summaries(session, ids, settle=settle)
+    tiers = current_tiers(session, ids)
     for member in members:
         tier = tiers.get(member.id)
         member.attach_tier({"code": tier.code, "name": tier.name} if tier else None)
@@ -163,6 +179,8 @@ def update_member(session: Session, *, member_id: str, changes: dict[str, Any]) 
             raise MemberNotFoundError(member_id)
         if member.status == "closed":
             raise MemberClosedError(member_id)
+        before = {field: getattr(member, field) for field in (*_PROFILE_FIELDS, "status")}
+        before["metadata"] = member.metadata_
         for field in _PROFILE_FIELDS:
             if field in changes:
                 value = changes[field]
@@ -177,6 +195,22 @@ def update_member(session: Session, *, member_id: str, changes: dict[str, Any]) 
             member.metadata_ = changes["metadata"] or {}
         if "status" in changes:
             member.status = changes["status"]
+        after = {field: getattr(member, field) for field in (*_PROFILE_FIELDS, "status")}
+        after["metadata"] = member.metadata_
+        changed = tuple(field for field in before if before[field] != after[field])
+        if changed:
+            publish(
+                session,
+                MemberUpdated(
+                    occurred_at=utcnow(),
+                    member_id=member.id,
+                    external_id=member.external_id,
+                    status=member.status,
+                    referrer_id=member.referrer_id,
+                    enrolled_at=member.enrolled_at,
+                    changed=changed,
+                ),
+            )
     return _with_points(session, [member], settle=True)[0]
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from loyalty import clock
 from loyalty.audit import service as audit
+from loyalty.bus import publish
 from loyalty.db import Page, dialect_insert, keyset_page, new_id, retrying, unit_of_work
 from loyalty.errors import (
     ClaimLimitReachedError,
@@ -35,8 +36,9 @@ from loyalty.errors import (
 from loyalty.ledger import service as ledger
 from loyalty.members import service as members_service
 from loyalty.members.models import Member
-from loyalty.referrals import service as referrals_service
+from loyalty.ports import Ports
 from loyalty.rewards import rules
+from loyalty.rewards.events import ClaimChanged
 from loyalty.rewards.models import Claim, Perk, PerkGrant, Reward
 from loyalty.tiers import service as tiers_service
 
@@ -75,6 +77,10 @@ REFUSAL_DETAILS = {
 }
 # Attempts at a coupon code that no claim has yet (a clash is about 1 in 10^23).
 COUPON_ATTEMPTS = 5
+
+# The areas above that give a reward by id (referrals' rewards) each answer whether they do; a
+# reward something gives cannot be deleted.
+reward_references: Ports[[Session, str], bool] = Ports("rewards.reward_references")
 
 
 @dataclass(frozen=True)
@@ -130,10 +136,10 @@ class ClaimResult:
 # --- rewards catalogue ----------------------------------------------------------------------
 
 
-def tier_references(session: Session, code: str) -> int:
-    """How many rewards and perks name the tier ``code``."""
+def tier_references(session: Session, code: str) -> tuple[str, int]:
+    """How many rewards and perks name the tier ``code`` (a tier referred to cannot be deleted)."""
     rows = [*session.scalars(select(Reward.tier_codes)), *session.scalars(select(Perk.tier_codes))]
-    return sum(1 for codes in rows if code in (codes or []))
+    return "rewards or perks", sum(1 for codes in rows if code in (codes or []))
 
 
 def get_reward(session: Session, reward_id: str) -> Reward:
@@ -215,7 +221,7 @@ def delete_reward(session: Session, *, reward_id: str, actor: str) -> None:
         reward = _lock_reward(session, reward_id)
         claimed = session.scalar(select(exists().where(Claim.reward_id == reward_id)))
         given = session.scalar(select(exists().where(Perk.reward_id == reward_id)))
-        named = referrals_service.names_reward(session, reward_id)
+        named = any(reward_references(session, reward_id))
         if claimed or given or named:
             raise RewardInUseError(reward_id)
         before = audit.snapshot_of(reward, REWARD_FIELDS)
@@ -541,6 +547,7 @@ def use_claim(session: Session, *, claim_id: str, actor: str | None = None) -> C
             raise ClaimNotIssuedError(claim_id, claim.state)
         claim.status = "used"
         claim.used_at = clock.now()
+        _claim_changed(session, claim, claim.used_at)
         return claim
 
 
@@ -575,6 +582,7 @@ def cancel_claim(session: Session, *, claim_id: str, actor: str | None = None) -
         claim.status = "cancelled"
         claim.cancelled_at = clock.now()
         claim.points_returned = returned
+        _claim_changed(session, claim, claim.cancelled_at)
         return ClaimResult(claim, balance, returned)
 
 
@@ -765,7 +773,24 @@ def _issue(
     )
     session.add(claim)
     session.flush()
+    _claim_changed(session, claim, now)
     return claim
+
+
+def _claim_changed(session: Session, claim: Claim, now: dt.datetime) -> None:
+    publish(
+        session,
+        ClaimChanged(
+            occurred_at=now,
+            member_id=claim.member_id,
+            claim_id=claim.id,
+            reward_id=claim.reward_id,
+            points=claim.points,
+            code=claim.coupon_code,
+            status=claim.status,
+            source=claim.source,
+        ),
+    )
 
 
 def _claims_count(session: Session, member_id: str, reward_id: str) -> int:

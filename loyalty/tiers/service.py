@@ -48,8 +48,8 @@ from sqlalchemy.orm import Session
 
 from loyalty import clock
 from loyalty.audit import service as audit_service
+from loyalty.bus import publish
 from loyalty.db import Page, UTCDateTime, dialect_insert, retrying, unit_of_work
-from loyalty.earning import service as earning_service
 from loyalty.errors import (
     BaseTierHeldError,
     InvalidFieldError,
@@ -62,10 +62,12 @@ from loyalty.errors import (
     TierReferencedError,
 )
 from loyalty.ledger import service as ledger_service
+from loyalty.ledger.events import BonusCredited, OrderRecorded
 from loyalty.members import service as members_service
 from loyalty.members.models import Member
-from loyalty.rewards import service as rewards_service
+from loyalty.ports import Ports
 from loyalty.tiers import rules
+from loyalty.tiers.events import TierChanged
 from loyalty.tiers.models import MemberTier, Tier, TierChange, TierSettings
 
 JOB_ACTOR = "jobs"
@@ -81,6 +83,10 @@ TIER_FIELDS = (
 # Changing these moves members between tiers: the job re-evaluates everyone.
 QUALIFYING_FIELDS = ("rank", "threshold", "retain_threshold")
 POLICY_FIELDS = ("metric", "window", "grace_days", "downgrade")
+
+# The areas above that refer to tiers by code (earning's campaigns, rewards and perks) each
+# answer ``(what, how many)`` for a tier; a tier something refers to cannot be deleted.
+tier_references: Ports[[Session, str], tuple[str, int]] = Ports("tiers.tier_references")
 
 
 @dataclass(frozen=True)
@@ -332,14 +338,7 @@ def delete_tier(session: Session, *, code: str, actor: str) -> None:
         )
         if tier is None:
             raise TierNotFoundError(code)
-        where = [
-            what
-            for what, count in (
-                ("campaigns", earning_service.tier_references(session, code)),
-                ("rewards or perks", rewards_service.tier_references(session, code)),
-            )
-            if count
-        ]
+        where = [what for what, count in tier_references(session, code) if count]
         if where:
             raise TierReferencedError(code, where)
         holders = int(
@@ -492,11 +491,17 @@ def end_assignment(
 # --- qualification: on accrual and in the job ----------------------------------------------
 
 
+def on_points_earned(session: Session, event: OrderRecorded | BonusCredited) -> None:
+    """Subscriber: an order was recorded or bonus points credited, the member's wallet
+    locked; spend, order counts and earned points grew, so the member may move up."""
+    after_accrual(session, member_id=event.member_id, now=event.occurred_at, actor=event.actor)
+
+
 def after_accrual(session: Session, *, member_id: str, now: dt.datetime, actor: str | None) -> None:
     """Upgrade the member at once when activity now qualifies for a higher computed tier.
 
-    Called by the ledger inside the accrual's unit of work, after the order's entry is written
-    and with the member's wallet locked; never commits. Without a ladder it costs one query.
+    Runs inside the accrual's unit of work (`on_points_earned`), after the order's entry is
+    written and with the member's wallet locked; never commits. Without a ladder it costs one query.
     Locks the member's tier row only when there is an upgrade to write.
     """
     tiers = _tiers(session)
@@ -820,6 +825,20 @@ def _log(
             at=now,
             actor=actor,
         )
+    )
+    ranks = {code: ref.rank for code, ref in ladder(session).items()}
+    before, after = ranks.get(from_code or "", -1), ranks.get(to_code or "", -1)
+    publish(
+        session,
+        TierChanged(
+            occurred_at=now,
+            member_id=row.member_id,
+            kind=kind,
+            from_tier=from_code,
+            to_tier=to_code,
+            direction="up" if after > before else "down" if after < before else "same",
+            reason=reason,
+        ),
     )
 
 
