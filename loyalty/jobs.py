@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from loyalty import idempotency
 from loyalty.community import service as community_service
+from loyalty.events import delivery as webhooks
 from loyalty.ledger import service as ledger_service
 from loyalty.referrals import service as referrals_service
 from loyalty.rewards import service as rewards_service
@@ -35,8 +36,8 @@ class Report:
 
 def run_due(session: Session, *, batch_size: int = 50, progress: bool = False) -> Report:
     """Do everything due now: settle due wallets (activations, expiries, hold timeouts), tier
-    reviews and re-evaluations, birthday gifts and claim expiry, and purge idempotency keys
-    past their retention."""
+    reviews and re-evaluations, birthday gifts and claim expiry, webhook deliveries, and purge
+    idempotency keys past their retention."""
     report = Report()
     # An inactivity switch-on interrupted half-way is finished before the wallets are read.
     report.counts["wallets marked due"] = ledger_service.sweep_due_wallets(session)
@@ -50,7 +51,7 @@ def run_due(session: Session, *, batch_size: int = 50, progress: bool = False) -
                 break
             report.wallets_settled += settled
             bar.update(settled)
-    for area in (tiers_service, rewards_service, referrals_service, community_service):
+    for area in (tiers_service, rewards_service, referrals_service, community_service, webhooks):
         for label, count in area.run_due(session, batch_size=batch_size).items():
             report.counts[label] = report.counts.get(label, 0) + count
     report.keys_purged = idempotency.purge_expired_keys(session)
