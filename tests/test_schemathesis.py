@@ -6,11 +6,11 @@ The run is deterministic (a fixed seed, derandomized generation) and runs on the
 PostgreSQL test database, one test per operation, each in the test's rolled-back transaction
 with a small world made through the API (`world`: a member with points, an order, a hold, a
 claim, tiers, a reward, a perk, a multiplier, a campaign, event types, a rule, a badge, a
-webhook endpoint) so that valid requests can succeed. `test_api` adjusts a generated request only where the contract
-states a rule that JSON Schema cannot (dates relative to now, a window's end after its start,
-unique SKUs and levels, references to what exists, a new Idempotency-Key per request). Valid
-requests that the API may still refuse for a business reason are listed with the reason
-(`EXPECTED_REFUSALS`, `STATE_REFUSALS`). Run it alone with
+webhook endpoint) so that valid requests can succeed. `test_api` adjusts a generated request
+only where the contract states a rule that JSON Schema cannot (dates relative to now, a
+window's end after its start, unique SKUs and levels, references to what exists, a new
+Idempotency-Key per request). Valid requests that the API may still refuse for a business
+reason are listed with the reason (`EXPECTED_REFUSALS`, `STATE_REFUSALS`). Run it alone with
 ``python -m pytest tests/test_schemathesis.py -n auto``.
 """
 
