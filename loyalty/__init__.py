@@ -25,6 +25,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, require_secret: bool 
     from loyalty.community import routes as community_routes
     from loyalty.config import load_config
     from loyalty.earning import routes as earning_routes
+    from loyalty.events import routes as events_routes
     from loyalty.ledger import routes as ledger_routes
     from loyalty.members import routes as member_routes
     from loyalty.referrals import routes as referrals_routes
@@ -48,4 +49,5 @@ def create_app(config: Mapping[str, Any] | None = None, *, require_secret: bool 
     the_api.register_blueprint(referrals_routes.blp)
     the_api.register_blueprint(community_routes.blp)
     the_api.register_blueprint(audit_routes.blp)
+    events_routes.register(the_api)
     return app

@@ -276,7 +276,8 @@ def channels_list(as_json: bool) -> None:
 
 @main.group("jobs")
 def jobs_group() -> None:
-    """Background work: activate pending points, expire points, release timed-out holds."""
+    """Background work: activate pending points, expire points, release timed-out holds,
+    deliver webhooks."""
 
 
 @jobs_group.command("run")
@@ -298,6 +299,50 @@ def jobs_run(once: bool, batch_size: int, interval: float, progress: bool | None
         if once:
             return
         time.sleep(interval)
+
+
+@main.command("worker")
+@click.option("--batch-size", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@click.option(
+    "--jobs-interval",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds between passes of all the due work (`loyalty jobs run`).",
+)
+@click.option(
+    "--poll-interval",
+    default=None,
+    type=click.FloatRange(min=0.05),
+    help="Seconds between looks for new events and due retries [default: 1 on SQLite; 5 on "
+    "PostgreSQL, where a committed event wakes the worker at once].",
+)
+@with_appcontext
+def worker_command(batch_size: int, jobs_interval: float, poll_interval: float | None) -> None:
+    """Deliver webhooks as events are committed and do the due work every so often; runs
+    until SIGTERM or SIGINT (Ctrl-C). Safe to run as several processes at once."""
+    import signal
+    import threading
+
+    from loyalty import worker
+
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        click.echo(f"{signal.Signals(signum).name}: stopping after the work in progress.")
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    click.echo("Worker started: delivering webhooks and doing the due work (Ctrl-C stops).")
+    worker.run(
+        current_app._get_current_object(),  # type: ignore[attr-defined]
+        stop=stop,
+        batch_size=batch_size,
+        jobs_interval=jobs_interval,
+        poll_interval=poll_interval,
+    )
+    click.echo("Worker stopped.")
 
 
 @main.group("ledger")
@@ -404,3 +449,7 @@ def _import(what: str, path: Path, channel_id: str, progress: bool | None) -> No
     click.echo(report.summary(what))
     if report.failed:
         raise click.exceptions.Exit(1)
+
+
+if __name__ == "__main__":  # python3 -m loyalty.cli, from a checkout
+    main()

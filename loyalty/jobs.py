@@ -31,8 +31,8 @@ class Report:
 
 def run_due(session: Session, *, batch_size: int = 50, progress: bool = False) -> Report:
     """Do everything due now: settle due wallets (activations, expiries, hold timeouts), tier
-    reviews and re-evaluations, birthday gifts and claim expiry, and purge idempotency keys
-    past their retention."""
+    reviews and re-evaluations, birthday gifts and claim expiry, webhook deliveries, and purge
+    idempotency keys past their retention."""
     report = Report()
     # An inactivity switch-on interrupted half-way is finished before the wallets are read.
     report.counts["wallets marked due"] = ledger_service.sweep_due_wallets(session)

@@ -17,6 +17,7 @@ from loyalty import api, bus
 from loyalty.auth import security
 from loyalty.community import service as community
 from loyalty.earning import service as earning
+from loyalty.events import delivery as webhooks
 from loyalty.ledger import ports as ledger_ports
 from loyalty.ledger import service as ledger
 from loyalty.ledger.events import (
@@ -69,6 +70,7 @@ DUE_WORK: tuple[Callable[..., dict[str, int]], ...] = (
     rewards.run_due,
     referrals.run_due,
     community.run_due,
+    webhooks.run_due,
 )
 
 

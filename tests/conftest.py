@@ -33,6 +33,9 @@ def base_config(database_url: str) -> dict[str, Any]:
         "SECRET_KEY": TEST_SECRET_KEY,
         "DATABASE_URL": database_url,
         "ARGON2_PROFILE": "CHEAPEST",
+        # Webhook receivers in tests listen on loopback (tests/events sets it back to check
+        # the refusals).
+        "WEBHOOKS_ALLOW_PRIVATE": True,
     }
 
 
