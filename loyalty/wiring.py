@@ -18,6 +18,7 @@ from loyalty.auth import security
 from loyalty.community import service as community
 from loyalty.earning import service as earning
 from loyalty.events import delivery as webhooks
+from loyalty.events import writer as outbox_writer
 from loyalty.ledger import ports as ledger_ports
 from loyalty.ledger import service as ledger
 from loyalty.ledger.events import (
@@ -49,6 +50,8 @@ SUBSCRIBERS: bus.Table = (
     # The referrer's qualified-referral badges.
     (ReferralQualified, community.on_referral_qualified),
     (ReferralClawedBack, community.on_referral_clawed_back),
+    # Last, every event: its outbound form goes to the outbox (then signed webhooks).
+    (bus.Event, outbox_writer.write),
 )
 
 

@@ -48,8 +48,9 @@ def record(
 
     One INSERT (and, once per transaction on PostgreSQL, a NOTIFY); never commits, never
     fans out. ``data`` is written as the catalogue's schema for ``type`` dumps it (timestamps
-    as RFC 3339, undeclared keys dropped). Raises `UnknownOutboundEventError` for a type that
-    is not in the catalogue and ValueError for a naive ``occurred_at``.
+    as RFC 3339, undeclared keys dropped, every declared key present: null when not given).
+    Raises `UnknownOutboundEventError` for a type that is not in the catalogue and ValueError
+    for a naive ``occurred_at``.
     """
     if type not in CATALOGUE:
         raise UnknownOutboundEventError(
@@ -65,12 +66,17 @@ def record(
             version=PAYLOAD_VERSION,
             occurred_at=occurred_at,
             member_id=member_id,
-            data=_data_schema(type).dump(data),
+            data=_payload(type, data),
             created_at=clock.now(),
         )
     )
     _notify_at_commit(session)
     return event_id
+
+
+def _payload(event_type: str, data: dict[str, Any]) -> dict[str, Any]:
+    schema = _data_schema(event_type)
+    return {name: None for name in schema.fields} | schema.dump(data)
 
 
 def _notify_at_commit(session: Session) -> None:

@@ -16,9 +16,9 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
+from importlib import metadata
 from urllib.parse import urlsplit
 
-from loyalty import __version__
 from loyalty.events import rules
 
 SCHEMES = {"http": 80, "https": 443}
@@ -28,7 +28,7 @@ READ_TIMEOUT = 10.0
 # How much of the answer's body is read, and kept in the delivery log.
 READ_LIMIT = 4096
 EXCERPT_LENGTH = 1000
-USER_AGENT = f"loyalty-webhooks/{__version__}"
+USER_AGENT = f"loyalty-webhooks/{metadata.version('loyalty')}"
 
 
 class TargetRefusedError(Exception):

@@ -14,6 +14,7 @@ class MemberEnrolled(Event):
     external_id: str
     status: str
     referrer_id: str | None
+    enrolled_at: dt.datetime
     actor: str | None
 
 

@@ -124,6 +124,7 @@ def _enroll(
                 external_id=member.external_id,
                 status=member.status,
                 referrer_id=referrer_id,
+                enrolled_at=member.enrolled_at,
                 actor=actor,
             ),
         )

@@ -73,8 +73,10 @@ def make_endpoint(
 
 def accrued_data(points: int = 10, order_id: str = "order-1") -> dict[str, Any]:
     return {
+        "source": "order",
         "order_id": order_id,
         "channel_id": "chn_default",
+        "reference": None,
         "points": points,
         "status": "pending",
         "activates_at": START + dt.timedelta(days=14),

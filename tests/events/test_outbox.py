@@ -35,8 +35,10 @@ def test_a_committed_unit_of_work_has_its_event(session: Session) -> None:
         "occurred_at": "2026-03-10T12:00:00Z",
         "member_id": "mem_1",
         "data": {
+            "source": "order",
             "order_id": "order-1",
             "channel_id": "chn_default",
+            "reference": None,
             "points": 10,
             "status": "pending",
             "activates_at": "2026-03-24T12:00:00Z",
