@@ -14,6 +14,17 @@ from sqlalchemy.orm import Session
 from loyalty import clock
 from loyalty.audit import service as audit
 from loyalty.community import rules
+from loyalty.community.errors import (
+    BadgeInUseError,
+    BadgeNotFoundError,
+    EventRuleExistsError,
+    EventRuleNotFoundError,
+    EventTypeExistsError,
+    EventTypeInUseError,
+    EventTypeNotFoundError,
+    InvalidEventPropertyError,
+    UnknownEventTypeError,
+)
 from loyalty.community.models import (
     Badge,
     BadgeAward,
@@ -24,18 +35,7 @@ from loyalty.community.models import (
     EventType,
 )
 from loyalty.db import Page, constraint_name, keyset_page, new_id, retrying, unit_of_work
-from loyalty.errors import (
-    BadgeInUseError,
-    BadgeNotFoundError,
-    EventRuleExistsError,
-    EventRuleNotFoundError,
-    EventTypeExistsError,
-    EventTypeInUseError,
-    EventTypeNotFoundError,
-    InvalidEventPropertyError,
-    InvalidFieldError,
-    UnknownEventTypeError,
-)
+from loyalty.errors import InvalidFieldError
 
 EVENT_TYPE_FIELDS = ("description", "properties")
 

@@ -16,11 +16,12 @@ from sqlalchemy.orm import Session
 from loyalty import clock
 from loyalty.auth.rules import DEFAULT_CHANNEL
 from loyalty.community import rules
+from loyalty.community.errors import EventConflictError, InvalidEventPropertyError
 from loyalty.community.models import CommunityEvent, EventRule, MemberStreak
 from loyalty.community.service.badges import _active_badges, _evaluate
 from loyalty.community.service.configuration import _definitions_of, get_settings
 from loyalty.db import constraint_name, new_id, retrying, unit_of_work
-from loyalty.errors import EventConflictError, InvalidEventPropertyError, MemberNotActiveError
+from loyalty.errors import MemberNotActiveError
 from loyalty.ledger import rules as ledger_rules
 from loyalty.ledger import service as ledger
 

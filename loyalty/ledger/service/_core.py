@@ -15,8 +15,9 @@ from sqlalchemy.orm import Session
 
 from loyalty import clock
 from loyalty.db import dialect_insert, new_id
-from loyalty.errors import HoldNotFoundError, MemberNotActiveError
+from loyalty.errors import MemberNotActiveError
 from loyalty.ledger import events, rules
+from loyalty.ledger.errors import HoldNotFoundError
 from loyalty.ledger.models import (
     Allocation,
     Entry,

@@ -19,11 +19,11 @@ from loyalty import clock
 from loyalty.auth.rules import DEFAULT_CHANNEL
 from loyalty.bus import publish
 from loyalty.db import constraint_name, new_id, retrying, unit_of_work
-from loyalty.errors import (
+from loyalty.errors import InvalidFieldError, LoyaltyError
+from loyalty.ledger import events, ports, rules
+from loyalty.ledger.errors import (
     EventInFutureError,
     EventTooOldError,
-    InvalidFieldError,
-    LoyaltyError,
     OrderConflictError,
     OrderInFutureError,
     OrderNotFoundError,
@@ -31,7 +31,6 @@ from loyalty.errors import (
     RefundConflictError,
     RefundExceedsOrderError,
 )
-from loyalty.ledger import events, ports, rules
 from loyalty.ledger.models import (
     Allocation,
     Entry,

@@ -17,13 +17,13 @@ from sqlalchemy.orm import Session
 from loyalty import clock
 from loyalty.bus import publish
 from loyalty.db import new_id, retrying, unit_of_work
-from loyalty.errors import (
+from loyalty.errors import MemberClosedError
+from loyalty.ledger import events
+from loyalty.ledger.errors import (
     InsufficientPointsError,
-    MemberClosedError,
     RedemptionAlreadyReturnedError,
     RedemptionNotFoundError,
 )
-from loyalty.ledger import events
 from loyalty.ledger.models import ProgramSettings, Redemption, Wallet
 from loyalty.ledger.service._core import (
     Balance,

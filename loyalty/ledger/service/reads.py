@@ -18,8 +18,9 @@ from sqlalchemy.orm import Session
 from loyalty import clock
 from loyalty.auth.rules import DEFAULT_CHANNEL
 from loyalty.db import Page
-from loyalty.errors import HoldNotFoundError, InvalidFieldError, OrderNotFoundError
+from loyalty.errors import InvalidFieldError
 from loyalty.ledger import rules
+from loyalty.ledger.errors import HoldNotFoundError, OrderNotFoundError
 from loyalty.ledger.models import Entry, Hold, Lot, Order, Refund, Wallet
 from loyalty.ledger.service._core import _aware, _is_due, _member
 from loyalty.ledger.service.due import settle_wallet, settle_wallets

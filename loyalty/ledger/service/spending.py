@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session
 from loyalty import clock
 from loyalty.bus import publish
 from loyalty.db import new_id, retrying, unit_of_work
-from loyalty.errors import CaptureExceedsHoldError, HoldNotHeldError
 from loyalty.ledger import events
+from loyalty.ledger.errors import CaptureExceedsHoldError, HoldNotHeldError
 from loyalty.ledger.models import Hold, Redemption
 from loyalty.ledger.service._core import (
     Balance,
