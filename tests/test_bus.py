@@ -44,13 +44,13 @@ def test_the_table_says_who_reacts_to_what_in_order(app: Flask) -> None:
     assert table == [
         ("MemberEnrolled", "loyalty.referrals.service.on_member_enrolled"),
         ("OrderRecorded", "loyalty.tiers.service.on_points_earned"),
-        ("OrderRecorded", "loyalty.community.service.on_order_recorded"),
+        ("OrderRecorded", "loyalty.community.service.subscribers.on_order_recorded"),
         ("BonusCredited", "loyalty.tiers.service.on_points_earned"),
         ("OrderActivated", "loyalty.referrals.service.on_order_activated"),
         ("OrderRefunded", "loyalty.referrals.service.on_order_refunded"),
-        ("OrderRefunded", "loyalty.community.service.on_order_refunded"),
-        ("ReferralQualified", "loyalty.community.service.on_referral_qualified"),
-        ("ReferralClawedBack", "loyalty.community.service.on_referral_clawed_back"),
+        ("OrderRefunded", "loyalty.community.service.subscribers.on_order_refunded"),
+        ("ReferralQualified", "loyalty.community.service.subscribers.on_referral_qualified"),
+        ("ReferralClawedBack", "loyalty.community.service.subscribers.on_referral_clawed_back"),
         ("Event", "loyalty.events.writer.write"),
     ]
     # Every subscriber is reached by the events of its row (and of its subclasses), in the

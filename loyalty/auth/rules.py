@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from loyalty.errors import UnknownScopeError
+from loyalty.auth.errors import UnknownScopeError
 
 # Every programme starts with this channel; clients join it unless told otherwise.
 DEFAULT_CHANNEL = "chn_default"

@@ -15,17 +15,17 @@ from flask_jwt_extended import create_access_token
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from loyalty.auth.errors import ChannelExistsError, ChannelNotFoundError
+from loyalty.auth.errors import (
+    ChannelExistsError,
+    ChannelNotFoundError,
+    ClientNotFoundError,
+    InvalidClientError,
+    ScopeNotGrantedError,
+)
 from loyalty.auth.models import ApiClient, Channel
 from loyalty.auth.rules import DEFAULT_CHANNEL, SCOPES, parse_scopes, scope_string
 from loyalty.db import new_id, unit_of_work, utcnow
-from loyalty.errors import (
-    ClientNotFoundError,
-    InvalidClientError,
-    RuleViolationError,
-    ScopeNotGrantedError,
-    TokenRevokedError,
-)
+from loyalty.errors import RuleViolationError, TokenRevokedError
 
 
 @cache

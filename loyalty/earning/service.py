@@ -22,14 +22,14 @@ from loyalty import clock
 from loyalty.audit import service as audit_service
 from loyalty.db import Page, constraint_name, new_id, retrying, unit_of_work
 from loyalty.earning import rules
-from loyalty.earning.models import Campaign, EarningSettings, ProductMultiplier
-from loyalty.errors import (
+from loyalty.earning.errors import (
     CampaignInUseError,
     CampaignNotFoundError,
-    InvalidFieldError,
     MultiplierConflictError,
     MultiplierNotFoundError,
 )
+from loyalty.earning.models import Campaign, EarningSettings, ProductMultiplier
+from loyalty.errors import InvalidFieldError
 from loyalty.ledger import rules as ledger_rules
 from loyalty.ledger import service as ledger_service
 from loyalty.members import rules as member_rules

@@ -11,8 +11,9 @@ from sqlalchemy.orm import Session
 
 from loyalty.bus import publish
 from loyalty.db import Page, constraint_name, new_id, unit_of_work, utcnow
-from loyalty.errors import InvalidFieldError, MemberClosedError, MemberNotFoundError
+from loyalty.errors import InvalidFieldError, MemberClosedError
 from loyalty.members import rules
+from loyalty.members.errors import MemberNotFoundError
 from loyalty.members.events import MemberEnrolled, MemberUpdated
 from loyalty.members.models import Member, PointsSummary
 from loyalty.ports import Port

@@ -27,22 +27,18 @@ from loyalty import clock
 from loyalty.audit import service as audit
 from loyalty.bus import publish
 from loyalty.db import Page, after_commit, new_id, retrying, unit_of_work
-from loyalty.errors import (
-    InvalidFieldError,
-    ReferralNotFoundError,
-    ReferralNotReviewableError,
-    RewardNotFoundError,
-    UnknownRewardError,
-)
+from loyalty.errors import InvalidFieldError, UnknownRewardError
 from loyalty.ledger import service as ledger
 from loyalty.ledger.events import OrderActivated, OrderRefunded
 from loyalty.members import service as members_service
 from loyalty.members.events import MemberEnrolled
 from loyalty.members.models import Member
 from loyalty.referrals import rules
+from loyalty.referrals.errors import ReferralNotFoundError, ReferralNotReviewableError
 from loyalty.referrals.events import ReferralClawedBack, ReferralQualified
 from loyalty.referrals.models import Referral, ReferralSettings
 from loyalty.rewards import service as rewards_service
+from loyalty.rewards.errors import RewardNotFoundError
 from loyalty.tiers import service as tiers_service
 
 SETTINGS_FIELDS = (

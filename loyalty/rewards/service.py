@@ -18,26 +18,24 @@ from loyalty import clock
 from loyalty.audit import service as audit
 from loyalty.bus import publish
 from loyalty.db import Page, dialect_insert, keyset_page, new_id, retrying, unit_of_work
-from loyalty.errors import (
+from loyalty.errors import InvalidFieldError, MemberNotActiveError, UnknownRewardError
+from loyalty.ledger import service as ledger
+from loyalty.members import service as members_service
+from loyalty.members.models import Member
+from loyalty.ports import Ports
+from loyalty.rewards import rules
+from loyalty.rewards.errors import (
     ClaimLimitReachedError,
     ClaimNotFoundError,
     ClaimNotIssuedError,
-    InvalidFieldError,
-    MemberNotActiveError,
     PerkInUseError,
     PerkNotFoundError,
     RewardInUseError,
     RewardNotClaimableError,
     RewardNotFoundError,
     RewardOutOfStockError,
-    UnknownRewardError,
     UnknownTierCodeError,
 )
-from loyalty.ledger import service as ledger
-from loyalty.members import service as members_service
-from loyalty.members.models import Member
-from loyalty.ports import Ports
-from loyalty.rewards import rules
 from loyalty.rewards.events import ClaimChanged
 from loyalty.rewards.models import Claim, Perk, PerkGrant, Reward
 from loyalty.tiers import service as tiers_service

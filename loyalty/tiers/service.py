@@ -50,9 +50,15 @@ from loyalty import clock
 from loyalty.audit import service as audit_service
 from loyalty.bus import publish
 from loyalty.db import Page, UTCDateTime, dialect_insert, retrying, unit_of_work
-from loyalty.errors import (
+from loyalty.errors import InvalidFieldError
+from loyalty.ledger import service as ledger_service
+from loyalty.ledger.events import BonusCredited, OrderRecorded
+from loyalty.members import service as members_service
+from loyalty.members.models import Member
+from loyalty.ports import Ports
+from loyalty.tiers import rules
+from loyalty.tiers.errors import (
     BaseTierHeldError,
-    InvalidFieldError,
     NoManualTierError,
     TierExistsError,
     TierInUseError,
@@ -61,12 +67,6 @@ from loyalty.errors import (
     TierRankTakenError,
     TierReferencedError,
 )
-from loyalty.ledger import service as ledger_service
-from loyalty.ledger.events import BonusCredited, OrderRecorded
-from loyalty.members import service as members_service
-from loyalty.members.models import Member
-from loyalty.ports import Ports
-from loyalty.tiers import rules
 from loyalty.tiers.events import TierChanged
 from loyalty.tiers.models import MemberTier, Tier, TierChange, TierSettings
 

@@ -29,14 +29,14 @@ from sqlalchemy.orm import Session
 from loyalty.clock import FrozenClock
 from loyalty.db import unit_of_work
 from loyalty.earning import service as earning_service
-from loyalty.errors import (
+from loyalty.ledger import service
+from loyalty.ledger.errors import (
     CaptureExceedsHoldError,
     HoldNotHeldError,
     InsufficientPointsError,
     RedemptionAlreadyReturnedError,
     RefundExceedsOrderError,
 )
-from loyalty.ledger import service
 from loyalty.ledger.invariants import verify
 from loyalty.ledger.models import Lot, Order, Refund, Wallet
 from loyalty.ledger.rules import expiry_for, inactivity_deadline

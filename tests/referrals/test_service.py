@@ -14,15 +14,11 @@ from sqlalchemy.orm import Session
 from loyalty import bus
 from loyalty.audit.models import AuditRecord
 from loyalty.clock import FrozenClock
-from loyalty.errors import (
-    InvalidFieldError,
-    MemberNotFoundError,
-    ReferralNotFoundError,
-    ReferralNotReviewableError,
-    UnknownRewardError,
-)
+from loyalty.errors import InvalidFieldError, UnknownRewardError
 from loyalty.ledger import service as ledger
+from loyalty.members.errors import MemberNotFoundError
 from loyalty.referrals import service
+from loyalty.referrals.errors import ReferralNotFoundError, ReferralNotReviewableError
 from loyalty.referrals.events import ReferralQualified
 from loyalty.rewards import service as rewards_service
 from loyalty.rewards.models import Claim
