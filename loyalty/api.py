@@ -251,6 +251,27 @@ class Blueprint(flask_smorest.Blueprint):
 
         return decorator
 
+    def created_or_replayed(
+        self, schema: type[Schema] | Schema, *, created: str, replayed: str
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """A POST keyed by the caller's natural key (``order_id``, ``refund_id``,
+        ``event_id``, ``external_id``...): 201 with ``schema`` when it created something, 200
+        with the first result when the same request came before. The view returns
+        ``(result, created)``."""
+
+        def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
+            @wraps(func)
+            def wrapper(*args: Any, **kwargs: Any) -> tuple[Any, int]:
+                result, was_created = func(*args, **kwargs)
+                return result, 201 if was_created else 200
+
+            wrapper = self.alt_response(200, schema=schema, description=replayed, success=True)(
+                wrapper
+            )
+            return self.response(201, schema, description=created)(wrapper)
+
+        return decorator
+
     def public(self, func: Callable[..., Any]) -> Callable[..., Any]:
         """Mark an operation as needing no token."""
         return self.doc(security=[])(func)

@@ -18,7 +18,7 @@ from sqlalchemy.sql.elements import Label
 
 from loyalty import clock
 from loyalty.audit import service as audit
-from loyalty.db import Page, UTCDateTime, keyset_page, new_id, retrying, unit_of_work
+from loyalty.db import Page, UTCDateTime, keyset_page, locked_row, new_id, retrying, unit_of_work
 from loyalty.errors import InvalidFieldError
 from loyalty.events import rules, transport
 from loyalty.events.delivery import SECRET_PURPOSE
@@ -77,10 +77,9 @@ def get_endpoint(session: Session, endpoint_id: str) -> WebhookEndpoint:
 
 
 def _lock_endpoint(session: Session, endpoint_id: str) -> WebhookEndpoint:
-    endpoint = session.get(WebhookEndpoint, endpoint_id, with_for_update=True)
-    if endpoint is None:
-        raise WebhookEndpointNotFoundError(endpoint_id)
-    return endpoint
+    return locked_row(
+        session, WebhookEndpoint, endpoint_id, WebhookEndpointNotFoundError(endpoint_id)
+    )
 
 
 def list_endpoints(
@@ -241,14 +240,9 @@ def list_attempts(
         .where(WebhookAttempt.endpoint_id == endpoint_id)
         .order_by(WebhookAttempt.id.desc())
     )
-    if cursor is not None:
-        if not (cursor.isdigit() and len(cursor) <= 18):
-            raise InvalidFieldError("cursor", "Not a valid cursor.")
-        query = query.where(WebhookAttempt.id < int(cursor))
-    attempts = list(session.scalars(query.limit(limit + 1)))
-    more = len(attempts) > limit
-    attempts = attempts[:limit]
-    return Page(items=attempts, next_cursor=str(attempts[-1].id) if more else None)
+    return keyset_page(
+        session, query, WebhookAttempt.id, limit, cursor, newest_first=True, numeric=True
+    )
 
 
 @retrying

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from loyalty.bus import publish
-from loyalty.db import Page, constraint_name, new_id, unit_of_work, utcnow
+from loyalty.db import Page, constraint_name, keyset_page, locked_row, new_id, unit_of_work, utcnow
 from loyalty.errors import InvalidFieldError, MemberClosedError
 from loyalty.members import rules
 from loyalty.members.errors import MemberNotFoundError
@@ -176,9 +176,7 @@ def update_member(session: Session, *, member_id: str, changes: dict[str, Any]) 
     `MemberNotFoundError`.
     """
     with unit_of_work(session):
-        member = session.get(Member, member_id, with_for_update=True)
-        if member is None:
-            raise MemberNotFoundError(member_id)
+        member = locked_row(session, Member, member_id, MemberNotFoundError(member_id))
         if member.status == "closed":
             raise MemberClosedError(member_id)
         before = {field: getattr(member, field) for field in (*_PROFILE_FIELDS, "status")}
@@ -229,7 +227,7 @@ def list_members(
     cursor: str | None = None,
 ) -> Page[Member]:
     """Members matching every filter given, in enrolment-record order, a page at a time."""
-    query: Select[Member] = select(Member).order_by(Member.id).limit(limit + 1)
+    query: Select[Member] = select(Member).order_by(Member.id)
     if external_id is not None:
         query = query.where(Member.external_id == external_id)
     if email is not None:
@@ -242,12 +240,8 @@ def list_members(
         query = query.where(Member.enrolled_at >= enrolled_after)
     if enrolled_before is not None:
         query = query.where(Member.enrolled_at < enrolled_before)
-    if cursor is not None:
-        query = query.where(Member.id > cursor)
-    members = list(session.scalars(query))
-    more = len(members) > limit
-    members = _with_points(session, members[:limit], settle=True)
-    return Page(items=members, next_cursor=members[-1].id if more else None)
+    page = keyset_page(session, query, Member.id, limit, cursor)
+    return Page(_with_points(session, page.items, settle=True), page.next_cursor)
 
 
 def _by_external_id(session: Session, external_id: str) -> Member | None:

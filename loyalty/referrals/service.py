@@ -20,13 +20,13 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from loyalty import clock
 from loyalty.audit import service as audit
 from loyalty.bus import publish
-from loyalty.db import Page, after_commit, new_id, retrying, unit_of_work
+from loyalty.db import Page, after_commit, keyset_page, new_id, retrying, settings_row, unit_of_work
 from loyalty.errors import InvalidFieldError, UnknownRewardError
 from loyalty.ledger import service as ledger
 from loyalty.ledger.events import OrderActivated, OrderRefunded
@@ -90,12 +90,7 @@ class MemberReferrals:
 def get_settings(session: Session) -> ReferralSettings:
     """The referral programme's terms (the migration's defaults until a manager changes
     them)."""
-    settings = session.get(ReferralSettings, 1)
-    if settings is None:  # a database migrated before the row existed; never expected
-        settings = ReferralSettings(
-            id=1, enabled=True, min_order_total=0, referrer_points=0, referee_points=0
-        )
-    return settings
+    return settings_row(session, ReferralSettings)
 
 
 @retrying
@@ -104,14 +99,7 @@ def update_settings(session: Session, *, changes: dict[str, Any], actor: str) ->
     are. Referrals already qualified keep their rewards. Locks the settings row. Raises
     `UnknownRewardError` and `InvalidFieldError`."""
     with unit_of_work(session):
-        settings = session.scalar(
-            select(ReferralSettings)
-            .where(ReferralSettings.id == 1)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-        if settings is None:
-            raise AssertionError("the referral_settings row is missing; run loyalty db upgrade")
+        settings = settings_row(session, ReferralSettings, lock=True)
         for name in ("referrer_reward_id", "referee_reward_id"):
             reward_id = changes.get(name)
             if reward_id is not None:
@@ -126,21 +114,15 @@ def update_settings(session: Session, *, changes: dict[str, Any], actor: str) ->
             problem = rules.link_template_problem(template)
             if problem:
                 raise InvalidFieldError("link_template", problem)
-        before = audit.snapshot_of(settings, SETTINGS_FIELDS)
-        for name in SETTINGS_FIELDS:
-            if name in changes:
-                setattr(settings, name, changes[name])
-        settings.updated_at = clock.now()
-        settings.updated_by = actor
-        audit.record(
+        with audit.recorded_update(
             session,
+            settings,
+            SETTINGS_FIELDS,
             actor=actor,
-            action="updated",
             entity_type="referral_settings",
             entity_id="referrals",
-            before=before,
-            after=audit.snapshot_of(settings, SETTINGS_FIELDS),
-        )
+        ):
+            audit.apply_changes(settings, changes, SETTINGS_FIELDS)
         return settings
 
 
@@ -229,15 +211,8 @@ def member_referrals(
 
 def list_reviews(session: Session, *, limit: int = 50, cursor: str | None = None) -> Page[Referral]:
     """Referrals held for a manager's review, oldest first, a page at a time."""
-    query: Select[Referral] = (
-        select(Referral).where(Referral.status == "held").order_by(Referral.id)
-    )
-    if cursor is not None:
-        query = query.where(Referral.id > cursor)
-    rows = list(session.scalars(query.limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page(items=rows, next_cursor=rows[-1].id if more else None)
+    query = select(Referral).where(Referral.status == "held").order_by(Referral.id)
+    return keyset_page(session, query, Referral.id, limit, cursor)
 
 
 # --- review ---------------------------------------------------------------------------------

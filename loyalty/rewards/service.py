@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from loyalty import clock
 from loyalty.audit import service as audit
 from loyalty.bus import publish
-from loyalty.db import Page, dialect_insert, keyset_page, new_id, retrying, unit_of_work
+from loyalty.db import Page, dialect_insert, keyset_page, locked_row, new_id, retrying, unit_of_work
 from loyalty.errors import InvalidFieldError, MemberNotActiveError, UnknownRewardError
 from loyalty.ledger import service as ledger
 from loyalty.members import service as members_service
@@ -193,20 +193,12 @@ def update_reward(
     `InvalidFieldError`, `UnknownTierCodeError`."""
     with unit_of_work(session):
         reward = _lock_reward(session, reward_id)
-        before = audit.snapshot_of(reward, REWARD_FIELDS)
-        _check_reward(session, {**before, **changes}, changed=changes)
-        for field, value in changes.items():
-            setattr(reward, field, value)
-        reward.updated_at = clock.now()
-        audit.record(
-            session,
-            actor=actor,
-            action="updated",
-            entity_type="reward",
-            entity_id=reward.id,
-            before=before,
-            after=audit.snapshot_of(reward, REWARD_FIELDS),
-        )
+        with audit.recorded_update(
+            session, reward, REWARD_FIELDS, actor=actor, entity_type="reward", entity_id=reward.id
+        ) as before:
+            _check_reward(session, {**before, **changes}, changed=changes)
+            for field, value in changes.items():
+                setattr(reward, field, value)
         return reward
 
 
@@ -322,23 +314,13 @@ def update_perk(session: Session, *, perk_id: str, changes: dict[str, Any], acto
     already granted stay granted. Raises `PerkNotFoundError`, `InvalidFieldError`,
     `UnknownTierCodeError`, `UnknownRewardError`."""
     with unit_of_work(session):
-        perk = session.scalar(select(Perk).where(Perk.id == perk_id).with_for_update())
-        if perk is None:
-            raise PerkNotFoundError(perk_id)
-        before = audit.snapshot_of(perk, PERK_FIELDS)
-        _check_perk(session, {**before, **changes}, changed=changes)
-        for field, value in changes.items():
-            setattr(perk, field, value)
-        perk.updated_at = clock.now()
-        audit.record(
-            session,
-            actor=actor,
-            action="updated",
-            entity_type="perk",
-            entity_id=perk.id,
-            before=before,
-            after=audit.snapshot_of(perk, PERK_FIELDS),
-        )
+        perk = locked_row(session, Perk, perk_id, PerkNotFoundError(perk_id))
+        with audit.recorded_update(
+            session, perk, PERK_FIELDS, actor=actor, entity_type="perk", entity_id=perk.id
+        ) as before:
+            _check_perk(session, {**before, **changes}, changed=changes)
+            for field, value in changes.items():
+                setattr(perk, field, value)
         return perk
 
 
@@ -347,9 +329,7 @@ def delete_perk(session: Session, *, perk_id: str, actor: str) -> None:
     """Delete a perk that was never granted (audited); otherwise raise `PerkInUseError`
     (deactivate it instead). Raises `PerkNotFoundError`."""
     with unit_of_work(session):
-        perk = session.scalar(select(Perk).where(Perk.id == perk_id).with_for_update())
-        if perk is None:
-            raise PerkNotFoundError(perk_id)
+        perk = locked_row(session, Perk, perk_id, PerkNotFoundError(perk_id))
         if session.scalar(select(exists().where(PerkGrant.perk_id == perk_id))):
             raise PerkInUseError(perk_id)
         before = audit.snapshot_of(perk, PERK_FIELDS)
@@ -527,12 +507,7 @@ def list_member_claims(
             query = query.where(Claim.status == "issued", Claim.expires_at > now)
         else:
             query = query.where(Claim.status == status)
-    if cursor is not None:
-        query = query.where(Claim.id < cursor)
-    claims = list(session.scalars(query.limit(limit + 1)))
-    more = len(claims) > limit
-    claims = claims[:limit]
-    return Page(items=claims, next_cursor=claims[-1].id if more else None)
+    return keyset_page(session, query, Claim.id, limit, cursor, newest_first=True)
 
 
 @retrying
@@ -807,27 +782,11 @@ def _claims_count(session: Session, member_id: str, reward_id: str) -> int:
 
 
 def _lock_reward(session: Session, reward_id: str) -> Reward:
-    reward = session.scalar(
-        select(Reward)
-        .where(Reward.id == reward_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    if reward is None:
-        raise RewardNotFoundError(reward_id)
-    return reward
+    return locked_row(session, Reward, reward_id, RewardNotFoundError(reward_id))
 
 
 def _lock_claim(session: Session, claim_id: str) -> Claim:
-    claim = session.scalar(
-        select(Claim)
-        .where(Claim.id == claim_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    if claim is None:
-        raise ClaimNotFoundError(claim_id)
-    return claim
+    return locked_row(session, Claim, claim_id, ClaimNotFoundError(claim_id))
 
 
 def _check_tiers(session: Session, codes: list[str]) -> None:

@@ -49,7 +49,15 @@ from sqlalchemy.orm import Session
 from loyalty import clock
 from loyalty.audit import service as audit_service
 from loyalty.bus import publish
-from loyalty.db import Page, UTCDateTime, dialect_insert, retrying, unit_of_work
+from loyalty.db import (
+    Page,
+    UTCDateTime,
+    dialect_insert,
+    keyset_page,
+    retrying,
+    settings_row,
+    unit_of_work,
+)
 from loyalty.errors import InvalidFieldError
 from loyalty.ledger import service as ledger_service
 from loyalty.ledger.events import BonusCredited, OrderRecorded
@@ -178,17 +186,7 @@ def get_tier(session: Session, code: str) -> Tier:
 
 def get_policy(session: Session) -> TierSettings:
     """The qualification policy (metric, window, grace days, downgrade mode)."""
-    settings = session.get(TierSettings, 1)
-    if settings is None:  # a database migrated before the row existed; never expected
-        settings = TierSettings(
-            id=1,
-            metric="points",
-            window="lifetime",
-            grace_days=0,
-            downgrade="one_step",
-            ladder_version=1,
-        )
-    return settings
+    return settings_row(session, TierSettings)
 
 
 def get_member_tier(session: Session, member_id: str) -> MemberTierView:
@@ -206,14 +204,9 @@ def list_history(
     query: Select[TierChange] = (
         select(TierChange).where(TierChange.member_id == member_id).order_by(TierChange.id.desc())
     )
-    if cursor is not None:
-        if not (cursor.isdigit() and len(cursor) <= 18):
-            raise InvalidFieldError("cursor", "Not a valid cursor.")
-        query = query.where(TierChange.id < int(cursor))
-    changes = list(session.scalars(query.limit(limit + 1)))
-    more = len(changes) > limit
-    changes = changes[:limit]
-    return Page(items=changes, next_cursor=str(changes[-1].id) if more else None)
+    return keyset_page(
+        session, query, TierChange.id, limit, cursor, newest_first=True, numeric=True
+    )
 
 
 # --- the ladder and the policy -------------------------------------------------------------
@@ -374,9 +367,7 @@ def update_policy(session: Session, *, changes: dict[str, Any], actor: str) -> T
     with unit_of_work(session):
         settings = _lock_policy(session)
         before = {field: getattr(settings, field) for field in POLICY_FIELDS}
-        for field in POLICY_FIELDS:
-            if field in changes:
-                setattr(settings, field, changes[field])
+        audit_service.apply_changes(settings, changes, POLICY_FIELDS)
         after = {field: getattr(settings, field) for field in POLICY_FIELDS}
         if after != before:
             _bump(settings, clock.now(), actor)
@@ -900,11 +891,7 @@ def _hold_tier(session: Session, code: str) -> bool:
 
 
 def _lock_policy(session: Session) -> TierSettings:
-    settings = session.get(TierSettings, 1, with_for_update=True, populate_existing=True)
-    if settings is None:
-        settings = get_policy(session)
-        session.add(settings)
-    return settings
+    return settings_row(session, TierSettings, lock=True)
 
 
 def _bump(settings: TierSettings, now: dt.datetime, actor: str) -> None:

@@ -87,7 +87,7 @@ def test_terms_get_and_patch(api: Api) -> None:
     ("body", "pointer"),
     [
         ({"referrer_points": -1}, "#/referrer_points"),
-        ({"min_order_currency": "usd"}, "#/min_order_currency"),
+        ({"min_order_currency": "Usd"}, "#/min_order_currency"),
         ({"min_order_currency": "XXQ"}, "#/min_order_currency"),
         ({"velocity_limit": 0}, "#/velocity_limit"),
         ({"shared_tier_days": 0}, "#/shared_tier_days"),

@@ -34,7 +34,16 @@ from loyalty.community.models import (
     EventRule,
     EventType,
 )
-from loyalty.db import Page, constraint_name, keyset_page, new_id, retrying, unit_of_work
+from loyalty.db import (
+    Page,
+    constraint_name,
+    keyset_page,
+    locked_row,
+    new_id,
+    retrying,
+    settings_row,
+    unit_of_work,
+)
 from loyalty.errors import InvalidFieldError
 
 EVENT_TYPE_FIELDS = ("description", "properties")
@@ -70,35 +79,23 @@ SETTINGS_FIELDS = ("streak_grace_days",)
 
 def get_settings(session: Session) -> CommunitySettings:
     """The community policy (the grace days of check-in streaks)."""
-    settings = session.get(CommunitySettings, 1)
-    if settings is None:  # a database migrated before the row existed; never expected
-        settings = CommunitySettings(id=1, streak_grace_days=0)
-    return settings
+    return settings_row(session, CommunitySettings)
 
 
 @retrying
 def update_settings(session: Session, *, changes: dict[str, Any], actor: str) -> CommunitySettings:
     """Change the community policy (audited). Locks the settings row."""
     with unit_of_work(session):
-        settings = session.scalar(
-            select(CommunitySettings).where(CommunitySettings.id == 1).with_for_update()
-        )
-        assert settings is not None, "the migration creates the settings row"
-        before = audit.snapshot_of(settings, SETTINGS_FIELDS)
-        for name in SETTINGS_FIELDS:
-            if name in changes:
-                setattr(settings, name, changes[name])
-        settings.updated_at = clock.now()
-        settings.updated_by = actor[:64]
-        audit.record(
+        settings = settings_row(session, CommunitySettings, lock=True)
+        with audit.recorded_update(
             session,
+            settings,
+            SETTINGS_FIELDS,
             actor=actor,
-            action="updated",
             entity_type="community_settings",
             entity_id="community",
-            before=before,
-            after=audit.snapshot_of(settings, SETTINGS_FIELDS),
-        )
+        ):
+            audit.apply_changes(settings, changes, SETTINGS_FIELDS)
         return settings
 
 
@@ -115,12 +112,7 @@ def list_event_types(
 ) -> Page[EventType]:
     """Event types by name, a page at a time."""
     query = select(EventType).order_by(EventType.name)
-    if cursor is not None:
-        query = query.where(EventType.name > cursor)
-    rows = list(session.scalars(query.limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page(items=rows, next_cursor=rows[-1].name if more else None)
+    return keyset_page(session, query, EventType.name, limit, cursor)
 
 
 @retrying
@@ -171,28 +163,26 @@ def update_event_type(
     type. Raises `EventTypeNotFoundError`, `InvalidEventPropertyError`."""
     with unit_of_work(session):
         event_type = _lock_event_type(session, name)
-        before = audit.snapshot_of(event_type, EVENT_TYPE_FIELDS)
-        if "properties" in changes:
-            definitions = _definitions(changes["properties"] or {})
-            for used in _numeric_properties_in_use(session, name):
-                if definitions.get(used, {}).get("type") not in rules.NUMERIC_TYPES:
-                    raise InvalidEventPropertyError(
-                        f"properties/{used}",
-                        f"Property {used!r} is counted by a rule or badge; it must stay numeric.",
-                    )
-            event_type.properties = definitions
-        if "description" in changes:
-            event_type.description = changes["description"]
-        event_type.updated_at = clock.now()
-        audit.record(
+        with audit.recorded_update(
             session,
+            event_type,
+            EVENT_TYPE_FIELDS,
             actor=actor,
-            action="updated",
             entity_type="event_type",
             entity_id=name,
-            before=before,
-            after=audit.snapshot_of(event_type, EVENT_TYPE_FIELDS),
-        )
+        ):
+            if "properties" in changes:
+                definitions = _definitions(changes["properties"] or {})
+                for used in _numeric_properties_in_use(session, name):
+                    if definitions.get(used, {}).get("type") not in rules.NUMERIC_TYPES:
+                        raise InvalidEventPropertyError(
+                            f"properties/{used}",
+                            f"Property {used!r} is counted by a rule or badge; it must stay "
+                            "numeric.",
+                        )
+                event_type.properties = definitions
+            if "description" in changes:
+                event_type.description = changes["description"]
         return event_type
 
 
@@ -280,28 +270,18 @@ def update_event_rule(
     """Change an event rule (audited); events already recorded keep their points. Locks the
     rule. Raises `EventRuleNotFoundError` and the errors of `create_event_rule`."""
     with unit_of_work(session):
-        rule = session.scalar(
-            select(EventRule)
-            .where(EventRule.id == rule_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-        if rule is None:
-            raise EventRuleNotFoundError(rule_id)
-        before = audit.snapshot_of(rule, EVENT_RULE_FIELDS)
-        _check_event_rule(session, {**before, **changes})
-        for name, value in changes.items():
-            setattr(rule, name, value)
-        rule.updated_at = clock.now()
-        audit.record(
+        rule = locked_row(session, EventRule, rule_id, EventRuleNotFoundError(rule_id))
+        with audit.recorded_update(
             session,
+            rule,
+            EVENT_RULE_FIELDS,
             actor=actor,
-            action="updated",
             entity_type="event_rule",
             entity_id=rule.id,
-            before=before,
-            after=audit.snapshot_of(rule, EVENT_RULE_FIELDS),
-        )
+        ) as before:
+            _check_event_rule(session, {**before, **changes})
+            for name, value in changes.items():
+                setattr(rule, name, value)
         return rule
 
 
@@ -310,9 +290,7 @@ def delete_event_rule(session: Session, *, rule_id: str, actor: str) -> None:
     """Delete an event rule (audited); events already recorded keep their points. Raises
     `EventRuleNotFoundError`."""
     with unit_of_work(session):
-        rule = session.scalar(select(EventRule).where(EventRule.id == rule_id).with_for_update())
-        if rule is None:
-            raise EventRuleNotFoundError(rule_id)
+        rule = locked_row(session, EventRule, rule_id, EventRuleNotFoundError(rule_id))
         before = audit.snapshot_of(rule, EVENT_RULE_FIELDS)
         session.delete(rule)
         audit.record(
@@ -379,22 +357,14 @@ def update_badge(session: Session, *, badge_id: str, changes: dict[str, Any], ac
     awarded stay awarded. Locks the badge. Raises `BadgeNotFoundError`, `InvalidFieldError`."""
     with unit_of_work(session):
         badge = _lock_badge(session, badge_id)
-        before = audit.snapshot_of(badge, BADGE_FIELDS)
-        _check_badge(session, {**before, **changes})
-        if "levels" in changes:
-            changes = {**changes, "levels": rules.stored_levels(changes["levels"])}
-        for name, value in changes.items():
-            setattr(badge, name, value)
-        badge.updated_at = clock.now()
-        audit.record(
-            session,
-            actor=actor,
-            action="updated",
-            entity_type="badge",
-            entity_id=badge.id,
-            before=before,
-            after=audit.snapshot_of(badge, BADGE_FIELDS),
-        )
+        with audit.recorded_update(
+            session, badge, BADGE_FIELDS, actor=actor, entity_type="badge", entity_id=badge.id
+        ) as before:
+            _check_badge(session, {**before, **changes})
+            if "levels" in changes:
+                changes = {**changes, "levels": rules.stored_levels(changes["levels"])}
+            for name, value in changes.items():
+                setattr(badge, name, value)
         return badge
 
 
@@ -504,24 +474,8 @@ def _check_badge(session: Session, values: dict[str, Any]) -> None:
 
 
 def _lock_event_type(session: Session, name: str) -> EventType:
-    event_type = session.scalar(
-        select(EventType)
-        .where(EventType.name == name)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    if event_type is None:
-        raise EventTypeNotFoundError(name)
-    return event_type
+    return locked_row(session, EventType, name, EventTypeNotFoundError(name))
 
 
 def _lock_badge(session: Session, badge_id: str) -> Badge:
-    badge = session.scalar(
-        select(Badge)
-        .where(Badge.id == badge_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    if badge is None:
-        raise BadgeNotFoundError(badge_id)
-    return badge
+    return locked_row(session, Badge, badge_id, BadgeNotFoundError(badge_id))

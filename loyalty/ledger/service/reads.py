@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from loyalty import clock
 from loyalty.auth.rules import DEFAULT_CHANNEL
-from loyalty.db import Page
+from loyalty.db import Page, fetch_page, keyset_page
 from loyalty.errors import InvalidFieldError
 from loyalty.ledger import rules
 from loyalty.ledger.errors import HoldNotFoundError, OrderNotFoundError
@@ -125,14 +125,7 @@ def list_entries(
     query: Select[Entry] = (
         select(Entry).where(Entry.member_id == member_id).order_by(Entry.id.desc())
     )
-    if cursor is not None:
-        if not (cursor.isdigit() and len(cursor) <= 18):
-            raise InvalidFieldError("cursor", "Not a valid cursor.")
-        query = query.where(Entry.id < int(cursor))
-    entries = list(session.scalars(query.limit(limit + 1)))
-    more = len(entries) > limit
-    entries = entries[:limit]
-    return Page(items=entries, next_cursor=str(entries[-1].id) if more else None)
+    return keyset_page(session, query, Entry.id, limit, cursor, newest_first=True, numeric=True)
 
 
 @dataclass(frozen=True)
@@ -297,13 +290,10 @@ def list_member_orders(
         query = query.where(
             or_(Order.placed_at < after, and_(Order.placed_at == after, Order.id < order_pk))
         )
-    orders = list(session.scalars(query.limit(limit + 1)))
-    more = len(orders) > limit
-    orders = orders[:limit]
-    last = orders[-1] if more else None
+    page = fetch_page(session, query, limit, lambda last: f"{last.placed_at.isoformat()}|{last.id}")
     return Page(
-        items=_order_views(session, orders),
-        next_cursor=f"{last.placed_at.isoformat()}|{last.id}" if last is not None else None,
+        items=_order_views(session, page.items),
+        next_cursor=page.next_cursor,
     )
 
 

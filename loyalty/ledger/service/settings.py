@@ -4,7 +4,6 @@ timeout) and the sweep that marks wallets due when the inactivity policy is swit
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
@@ -12,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from loyalty import clock
 from loyalty.audit import service as audit_service
-from loyalty.db import after_commit, retrying, unit_of_work
+from loyalty.db import after_commit, retrying, settings_row, unit_of_work
 from loyalty.errors import InvalidFieldError
 from loyalty.ledger.models import ProgramSettings, Wallet
 from loyalty.ledger.service._core import _note_due
@@ -43,22 +42,7 @@ INACTIVITY_DAYS_PER_MONTH = 28
 
 def get_settings(session: Session) -> ProgramSettings:
     """The programme's core settings (the defaults until a manager changes them)."""
-    settings = session.get(ProgramSettings, 1)
-    if settings is None:  # a database migrated before the row existed; never expected
-        settings = ProgramSettings(
-            id=1,
-            earn_rate=Decimal(1),
-            rounding="floor",
-            pending_days=14,
-            expiry_policy="rolling",
-            expiry_months=36,
-            expiry_period="year",
-            refund_policy="within_balance",
-            hold_timeout_seconds=900,
-            timezone="UTC",
-            max_order_age_days=30,
-        )
-    return settings
+    return settings_row(session, ProgramSettings)
 
 
 @retrying
@@ -75,14 +59,9 @@ def update_settings(session: Session, *, changes: dict[str, Any], actor: str) ->
     if "timezone" in changes and not members_rules.is_time_zone(changes["timezone"]):
         raise InvalidFieldError("timezone", "Not a known IANA time zone (e.g. Europe/Berlin).")
     with unit_of_work(session):
-        settings = session.get(ProgramSettings, 1, with_for_update=True)
-        if settings is None:
-            settings = get_settings(session)
-            session.add(settings)
+        settings = settings_row(session, ProgramSettings, lock=True)
         before = {field: getattr(settings, field) for field in SETTINGS_FIELDS}
-        for field in SETTINGS_FIELDS:
-            if field in changes:
-                setattr(settings, field, changes[field])
+        audit_service.apply_changes(settings, changes, SETTINGS_FIELDS)
         if (
             settings.expiry_policy == "inactivity"
             and settings.pending_days >= INACTIVITY_DAYS_PER_MONTH * settings.expiry_months
