@@ -343,13 +343,14 @@ class Model:
 
     def release(self, hold: Consumer, status: str, now: dt.datetime) -> None:
         live, late = self.restoration(hold, hold.points, now)
+        # Ended before its points go back: what they repay of debt is not re-pointed onto it.
+        hold.status = status
         late_points = self.expire_late(late)
         back = hold.points - late_points
         if back:
             self.history.append(("release", back))
             self.held -= back
             self.give_back(live, back)
-        hold.status = status
 
     # --- due work -------------------------------------------------------------------------
 
@@ -836,11 +837,11 @@ class LedgerMachine(RuleBasedStateMachine):
         captured = hold.points if points is None else points
         rest = hold.points - captured
         live, late = model.restoration(hold, rest, now) if rest else ([], [])
+        hold.status = "captured"  # before the rest goes back, as a release
         late_points = model.expire_late(late)
         model.history.append(("capture", -captured))
         model.held -= hold.points - late_points
         model.give_back(live, rest - late_points)
-        hold.status = "captured"
         model.last_activity = now
 
     def _release(self, hold: Consumer) -> None:
