@@ -889,8 +889,11 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(pick=st.integers(0, 10**6), first=st.integers(0, 2))
     def refund_by_item_then_amount(self, pick: int, first: int) -> None:
-        """Refunds by item and by amount mixed on one order: one line by item, then what is
-        left of the order by amount, so the order ends wholly refunded."""
+        """Refunds by item and by amount mixed on one order: a line without the 2x
+        multiplier by item, then what is left of the order (its 2x line with the rest) by
+        amount, so the order ends wholly refunded. The points per unit of money then differ
+        between what is refunded by item and by amount, where proportional shares leave
+        points behind."""
         model = self.settled()
         candidates = [
             o
@@ -900,7 +903,7 @@ class LedgerMachine(RuleBasedStateMachine):
         if not candidates:
             return
         order = candidates[pick % len(candidates)]
-        line = order.lines[first % len(order.lines)]
+        line = order.lines[1 + first % (len(order.lines) - 1)]  # lines[0] is the 2x SKU
         self._refund_items(order, [(line.sku or "", line.quantity)])
         self.agrees_with_the_model()
         if order.refunded < order.total:
@@ -1001,7 +1004,10 @@ class LedgerMachine(RuleBasedStateMachine):
         assert list(outstanding) == [r.outstanding for r in model.refunds if r.outstanding]
         entries = service.list_entries(self.session, self.member_id, limit=200).items
         assert [(e.kind, e.points) for e in reversed(entries)] == model.history[-200:]
-        assert verify(self.session) == []
+        # This example's wallet only (and the ledger as a whole): a wallet an earlier,
+        # failing example left wrong must not fail every example after it.
+        found = [v for v in verify(self.session) if v.wallet_id in (None, wallet.id)]
+        assert found == [], "\n".join(str(v) for v in found)
 
 
 def test_ledger_agrees_with_its_model(app: Flask, session: Session, clock: FrozenClock) -> None:
