@@ -343,13 +343,14 @@ class Model:
 
     def release(self, hold: Consumer, status: str, now: dt.datetime) -> None:
         live, late = self.restoration(hold, hold.points, now)
+        # Ended before its points go back: what they repay of debt is not re-pointed onto it.
+        hold.status = status
         late_points = self.expire_late(late)
         back = hold.points - late_points
         if back:
             self.history.append(("release", back))
             self.held -= back
             self.give_back(live, back)
-        hold.status = status
 
     # --- due work -------------------------------------------------------------------------
 
@@ -836,11 +837,11 @@ class LedgerMachine(RuleBasedStateMachine):
         captured = hold.points if points is None else points
         rest = hold.points - captured
         live, late = model.restoration(hold, rest, now) if rest else ([], [])
+        hold.status = "captured"  # before the rest goes back, as a release
         late_points = model.expire_late(late)
         model.history.append(("capture", -captured))
         model.held -= hold.points - late_points
         model.give_back(live, rest - late_points)
-        hold.status = "captured"
         model.last_activity = now
 
     def _release(self, hold: Consumer) -> None:
@@ -888,8 +889,11 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(pick=st.integers(0, 10**6), first=st.integers(0, 2))
     def refund_by_item_then_amount(self, pick: int, first: int) -> None:
-        """Refunds by item and by amount mixed on one order: one line by item, then what is
-        left of the order by amount, so the order ends wholly refunded."""
+        """Refunds by item and by amount mixed on one order: a line without the 2x
+        multiplier by item, then what is left of the order (its 2x line with the rest) by
+        amount, so the order ends wholly refunded. The points per unit of money then differ
+        between what is refunded by item and by amount, where proportional shares leave
+        points behind."""
         model = self.settled()
         candidates = [
             o
@@ -899,7 +903,7 @@ class LedgerMachine(RuleBasedStateMachine):
         if not candidates:
             return
         order = candidates[pick % len(candidates)]
-        line = order.lines[first % len(order.lines)]
+        line = order.lines[1 + first % (len(order.lines) - 1)]  # lines[0] is the 2x SKU
         self._refund_items(order, [(line.sku or "", line.quantity)])
         self.agrees_with_the_model()
         if order.refunded < order.total:
@@ -1000,7 +1004,10 @@ class LedgerMachine(RuleBasedStateMachine):
         assert list(outstanding) == [r.outstanding for r in model.refunds if r.outstanding]
         entries = service.list_entries(self.session, self.member_id, limit=200).items
         assert [(e.kind, e.points) for e in reversed(entries)] == model.history[-200:]
-        assert verify(self.session) == []
+        # This example's wallet only (and the ledger as a whole): a wallet an earlier,
+        # failing example left wrong must not fail every example after it.
+        found = [v for v in verify(self.session) if v.wallet_id in (None, wallet.id)]
+        assert found == [], "\n".join(str(v) for v in found)
 
 
 def test_ledger_agrees_with_its_model(app: Flask, session: Session, clock: FrozenClock) -> None:

@@ -130,7 +130,9 @@ class _Consumer:
 
 def _consumers_of(session: Session, order: Order) -> list[_Consumer]:
     """The open holds (soonest to end first), then the redemptions that could still be given
-    back (newest first), that hold points of the order's lots, with how many each holds."""
+    back (newest first), that hold points of the order's lots, with how many each holds.
+    A hold or redemption whose points are going back is marked ended first (released,
+    captured, returned), so it is not one of them: its points are no longer held."""
 
     def holding(
         model: type[Hold] | type[Redemption], kind: str, where: list[Any], order_by: list[Any]
@@ -408,6 +410,10 @@ def _release(
     restoration = _restoration(
         session, wallet, settings, ("hold", hold.id), hold.entry_id, hold.points, now
     )
+    # Ended before its points go back: debt they repay is re-pointed onto the holds and
+    # claims still open (`_consumers_of`), never onto this one, whose points are back.
+    hold.status = status
+    hold.closed_at = now
     _expire_held(session, wallet, hold, restoration.late, now, actor)
     back = hold.points - restoration.late_points
     if back:
@@ -433,8 +439,6 @@ def _release(
             now,
             actor,
         )
-    hold.status = status
-    hold.closed_at = now
     _hold_changed(session, wallet, hold, now, actor)
 
 

@@ -155,6 +155,9 @@ def return_redemption(
         now,
     ).live
     back = sum(points for _, points in live)
+    # Returned before its points go back: debt they repay is re-pointed onto the holds and
+    # claims still open, never onto this one.
+    redemption.returned_at = now
     if back:
         entry = _give_back(
             session,
@@ -177,8 +180,6 @@ def return_redemption(
             now,
             actor,
         )
-    redemption.returned_at = now
-    if back:
         publish(
             session,
             events.PointsReturned(

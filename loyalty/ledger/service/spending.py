@@ -152,6 +152,11 @@ def capture_hold(
                 else _Restoration([], [])
             )
             late = restoration.late_points
+            # Captured before the rest goes back (see `_release`).
+            hold.status = "captured"
+            hold.captured_points = captured
+            hold.redemption_id = redemption_id
+            hold.closed_at = now
             _expire_held(session, wallet, hold, restoration.late, now, actor)
             entry = _give_back(
                 session,
@@ -187,10 +192,6 @@ def capture_hold(
                     hold_id=hold.id,
                 )
             )
-            hold.status = "captured"
-            hold.captured_points = captured
-            hold.redemption_id = redemption_id
-            hold.closed_at = now
             _touch(wallet, settings, now)
             _hold_changed(session, wallet, hold, now, actor)
             publish(
