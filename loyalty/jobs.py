@@ -37,10 +37,13 @@ def run_due(session: Session, *, batch_size: int = 50, progress: bool = False) -
     # An inactivity switch-on interrupted half-way is finished before the wallets are read.
     report.counts["wallets marked due"] = ledger_service.sweep_due_wallets(session)
     total = ledger_service.due_wallet_count(session)
+    # A pass settles what was due when it began (and what falls due meanwhile, up to one more
+    # batch): a wallet that stayed due once settled would otherwise hold the job forever.
+    budget = total + batch_size
     with click.progressbar(
         length=total, label="Settling wallets", file=None if progress else io.StringIO()
     ) as bar:
-        while True:
+        while report.wallets_settled < budget:
             settled = ledger_service.settle_due_batch(session, batch_size=batch_size)
             if not settled:
                 break

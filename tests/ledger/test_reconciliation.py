@@ -543,3 +543,21 @@ def test_an_interrupted_inactivity_switch_is_finished_by_the_job(
     assert report.counts["wallets marked due"] == 3
     assert service.get_settings(session).due_sweep_after is None
     assert all(balance(session, m) == (0, 0, 0) for m in members)
+
+
+def test_a_job_pass_ends_even_if_a_wallet_stayed_due(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wallet that a defect left due after it was settled is settled again by every batch;
+    a pass stops after what was due when it began (plus one batch), rather than spin."""
+    from loyalty import jobs
+
+    batches: list[int] = []
+
+    def always_one(session: Session, *, batch_size: int = 50, actor: str = "jobs") -> int:
+        batches.append(batch_size)
+        return 1
+
+    monkeypatch.setattr(jobs.ledger_service, "settle_due_batch", always_one)
+    report = jobs.run_due(session, batch_size=5)
+    assert report.wallets_settled == len(batches) == 5  # nothing was due: one batch's worth

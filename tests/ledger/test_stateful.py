@@ -942,8 +942,11 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule()
     def run_jobs(self) -> None:
-        while service.settle_due_batch(self.session, batch_size=500):
-            pass
+        for _ in range(20):
+            if not service.settle_due_batch(self.session, batch_size=500):
+                break
+        else:
+            raise AssertionError("the job does not finish: a wallet stays due once settled")
         self.model.settle(self.now())
 
     # --- comparisons ---------------------------------------------------------------------
