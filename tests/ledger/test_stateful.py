@@ -898,7 +898,11 @@ class LedgerMachine(RuleBasedStateMachine):
         candidates = [
             o
             for o in model.orders.values()
-            if o.refunded == 0 and len(o.lines) > 1 and o.lines[0].sku is not None
+            if o.refunded == 0
+            and len(o.lines) > 1
+            and o.lines[0].sku is not None
+            # nothing refunded yet, by amount or by item (a free order's items too)
+            and not any(line.refunded_quantity for line in o.lines)
         ]
         if not candidates:
             return
