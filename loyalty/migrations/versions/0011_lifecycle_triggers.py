@@ -37,6 +37,18 @@ WALK_INDEXES = (
 
 
 def upgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        # CREATE INDEX CONCURRENTLY cannot run in a transaction. First, so that a run stopped
+        # while building them starts again cleanly (IF NOT EXISTS): the rest is one
+        # transaction with the revision's record.
+        with op.get_context().autocommit_block():
+            for name, table, columns in WALK_INDEXES:
+                op.create_index(
+                    name, table, columns, postgresql_concurrently=True, if_not_exists=True
+                )
+    else:
+        for name, table, columns in WALK_INDEXES:
+            op.create_index(name, table, columns)
     settings = op.create_table(
         "lifecycle_settings",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -104,17 +116,6 @@ def upgrade() -> None:
         ),
     )
     op.create_index("ix_lifecycle_sent_sent_at", "lifecycle_sent", ["sent_at"], unique=False)
-    if op.get_bind().dialect.name == "postgresql":
-        # CREATE INDEX CONCURRENTLY cannot run in a transaction; IF NOT EXISTS lets a run
-        # that stopped half-way be started again.
-        with op.get_context().autocommit_block():
-            for name, table, columns in WALK_INDEXES:
-                op.create_index(
-                    name, table, columns, postgresql_concurrently=True, if_not_exists=True
-                )
-    else:
-        for name, table, columns in WALK_INDEXES:
-            op.create_index(name, table, columns)
 
 
 def downgrade() -> None:
