@@ -18,6 +18,7 @@ from loyalty.auth import security
 from loyalty.community import service as community
 from loyalty.earning import service as earning
 from loyalty.events import delivery as webhooks
+from loyalty.events import lifecycle
 from loyalty.events import writer as outbox_writer
 from loyalty.ledger import ports as ledger_ports
 from loyalty.ledger import service as ledger
@@ -73,6 +74,7 @@ DUE_WORK: tuple[Callable[..., dict[str, int]], ...] = (
     rewards.run_due,
     referrals.run_due,
     community.run_due,
+    lifecycle.run_due,
     webhooks.run_due,
 )
 

@@ -163,6 +163,7 @@ SEEDED_TABLES = (
     "tier_settings",
     "referral_settings",
     "community_settings",
+    "lifecycle_settings",
 )
 
 

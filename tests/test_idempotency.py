@@ -401,6 +401,9 @@ CALLS: dict[tuple[str, str], Callable[[Api], Call]] = {
         f"/v1/webhooks/endpoints/{webhook_endpoint(api)}/replay",
         {"since": "2026-01-01T00:00:00Z"},
     ),
+    ("PATCH", "/v1/webhooks/lifecycle"): lambda api: Call(
+        "/v1/webhooks/lifecycle", {"inactive_days": 60}
+    ),
 }
 
 

@@ -103,7 +103,10 @@ class PointsExpiredData(Schema):
 
 
 class PointsExpiringSoonData(Schema):
-    points = fields.Integer(required=True)
+    points = fields.Integer(
+        required=True,
+        metadata={"description": "The member's points that expire then and are not spent yet."},
+    )
     expires_at = Timestamp(required=True)
 
 
@@ -154,16 +157,33 @@ class ReferralData(Schema):
 
 class FirstOrderData(Schema):
     order_id = fields.String(required=True)
-    care_window_ends_at = Timestamp(required=True)
+    care_window_ends_at = Timestamp(
+        required=True, metadata={"description": "72 hours after the order was placed."}
+    )
+    channel_id = fields.String(required=True)
+    placed_at = Timestamp(required=True)
 
 
 class BirthdayData(Schema):
-    birthday = fields.Date(required=True)
+    birthday = fields.Date(required=True, metadata={"description": "The date of birth."})
+    celebrated_on = fields.Date(
+        required=True,
+        metadata={
+            "description": "The day of the birthday in the member's time zone (28 February "
+            "for a 29 February birthday in other years)."
+        },
+    )
+    timezone = fields.String(required=True, metadata={"description": "The member's time zone."})
 
 
 class InactiveData(Schema):
-    last_activity_at = Timestamp(required=True)
-    inactive_days = fields.Integer(required=True)
+    last_activity_at = Timestamp(
+        required=True,
+        metadata={"description": "The member's last earning or spending, or their enrolment."},
+    )
+    inactive_days = fields.Integer(
+        required=True, metadata={"description": "The inactivity threshold that was reached."}
+    )
 
 
 # type -> (schema of its data, description)

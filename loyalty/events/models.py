@@ -1,5 +1,6 @@
 """Tables of loyalty.events: the outbox of outbound events, webhook endpoints, the deliveries
-fanned out to them and the log of every delivery attempt."""
+fanned out to them and the log of every delivery attempt; the lifecycle triggers' settings,
+their progress marks and the occurrences they have sent."""
 
 from __future__ import annotations
 
@@ -25,6 +26,12 @@ from loyalty.db import Base, JSONDocument, UTCDateTime, one_of, utcnow
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 DELIVERY_STATUSES = ("pending", "delivered", "failed")
+LIFECYCLE_TYPES = (
+    "lifecycle.first_order",
+    "points.expiring_soon",
+    "member.birthday",
+    "member.inactive",
+)
 
 
 class OutboxEvent(Base):
@@ -161,3 +168,66 @@ class WebhookAttempt(Base):
     @property
     def succeeded(self) -> bool:
         return self.error is None
+
+
+class LifecycleSettings(Base):
+    """Which lifecycle triggers are on and their windows: one row (id 1), seeded by the
+    migration, changed through ``PATCH /v1/webhooks/lifecycle`` (audited)."""
+
+    __tablename__ = "lifecycle_settings"
+    __table_args__ = (
+        CheckConstraint("id = 1", name="single_row"),
+        CheckConstraint("expiring_soon_days BETWEEN 1 AND 365", name="expiring_soon_days"),
+        CheckConstraint("inactive_days BETWEEN 1 AND 3650", name="inactive_days"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, default=1)
+    first_order_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    expiring_soon_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    birthday_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    inactive_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    expiring_soon_days: Mapped[int] = mapped_column(Integer, default=30)
+    inactive_days: Mapped[int] = mapped_column(Integer, default=90)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class LifecycleMark(Base):
+    """How far one trigger's passes have got (its high-water mark), so that each pass reads
+    only what is new since the last one. One row per trigger, made by its first pass; a pass
+    locks it for each batch, so two workers never run the same trigger's batch at once.
+
+    What ``mark_at`` and ``cursor`` hold depends on the trigger (see
+    `loyalty.events.lifecycle`); both are None until the first pass."""
+
+    __tablename__ = "lifecycle_marks"
+    __table_args__ = (CheckConstraint(one_of("type", LIFECYCLE_TYPES), name="type"),)
+
+    type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    mark_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    cursor: Mapped[str | None] = mapped_column(String(200))
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LifecycleSent(Base):
+    """One occurrence of a lifecycle trigger told to the outside world: written in the
+    transaction of its outbox event, and unique per (member, type, occurrence), so each
+    occurrence is sent once however many workers run and wherever a pass was interrupted.
+
+    ``occurrence`` names what happened: ``first`` (a first order), the year (a birthday),
+    the expiry moment (points expiring soon) or the last activity (an inactivity spell).
+    No foreign key, as for outbox events: the record outlives an erased member. Kept
+    `loyalty.events.lifecycle.RETENTION`."""
+
+    __tablename__ = "lifecycle_sent"
+    __table_args__ = (
+        UniqueConstraint("member_id", "type", "occurrence"),
+        CheckConstraint(one_of("type", LIFECYCLE_TYPES), name="type"),
+        Index("ix_lifecycle_sent_sent_at", "sent_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    member_id: Mapped[str] = mapped_column(String(40))
+    type: Mapped[str] = mapped_column(String(64))
+    occurrence: Mapped[str] = mapped_column(String(64))
+    sent_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

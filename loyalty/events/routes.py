@@ -1,5 +1,6 @@
 """Webhook endpoints: where the programme's events are POSTed, signed; their delivery log and
-replays. The events themselves are documented under the spec's ``webhooks``."""
+replays; the lifecycle triggers' settings. The events themselves are documented under the
+spec's ``webhooks``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from loyalty.api import Api, Blueprint, PageQuerySchema
 from loyalty.auth.security import current_principal
 from loyalty.db import Page, get_session
 from loyalty.events import service, spec
-from loyalty.events.models import WebhookAttempt, WebhookEndpoint
+from loyalty.events.models import LifecycleSettings, WebhookAttempt, WebhookEndpoint
 from loyalty.events.schemas import (
     AttemptPageSchema,
     EndpointCreateSchema,
@@ -20,6 +21,8 @@ from loyalty.events.schemas import (
     EndpointSchema,
     EndpointUpdateSchema,
     EndpointWithSecretSchema,
+    LifecycleSettingsSchema,
+    LifecycleSettingsUpdateSchema,
     ReplayResultSchema,
     ReplaySchema,
     RotateSecretSchema,
@@ -32,7 +35,7 @@ blp = Blueprint(
     "webhooks",
     __name__,
     url_prefix="/v1/webhooks",
-    description="Signed webhooks: endpoints, their delivery log, replays",
+    description="Signed webhooks: endpoints, their delivery log, replays, lifecycle triggers",
 )
 
 
@@ -120,6 +123,22 @@ class Replay(MethodView):
         """Send events again: one by id, or a time range (409 when the endpoint is disabled)."""
         queued = service.replay(get_session(), endpoint_id=endpoint_id, actor=_caller(), **data)
         return {"queued": queued}
+
+
+@blp.route("/lifecycle")
+class Lifecycle(MethodView):
+    @blp.requires(SCOPE)
+    @blp.response(200, LifecycleSettingsSchema)
+    def get(self) -> LifecycleSettings:
+        """Get the lifecycle triggers' settings: which are on, and their windows."""
+        return service.get_lifecycle_settings(get_session())
+
+    @blp.requires(SCOPE)
+    @blp.arguments(LifecycleSettingsUpdateSchema)
+    @blp.response(200, LifecycleSettingsSchema)
+    def patch(self, changes: dict[str, Any]) -> LifecycleSettings:
+        """Switch lifecycle triggers on or off, or change their windows."""
+        return service.update_lifecycle_settings(get_session(), changes=changes, actor=_caller())
 
 
 def register(api: Api) -> None:

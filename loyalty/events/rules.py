@@ -1,16 +1,23 @@
 """Pure rules of outbound events and webhooks: which types an endpoint receives, the Standard
 Webhooks signature, secrets, the retry schedule, the disable rule and which addresses a
-webhook may reach. No database, no Flask."""
+webhook may reach; and the calendar of lifecycle triggers (care windows, which days began
+where, whose birthday a day is). No database, no Flask."""
 
 from __future__ import annotations
 
 import base64
+import calendar
 import datetime as dt
 import hashlib
 import hmac
 import ipaddress
 import math
 import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from ulid import ULID
 
 from loyalty.events.catalogue import CATALOGUE
 
@@ -133,3 +140,91 @@ def address_refusal(address: str) -> str | None:
     if not ip.is_global:
         return "non-public address"
     return None
+
+
+# --- lifecycle triggers ----------------------------------------------------------------------
+
+# The lifecycle settings' windows, in days: (least, most).
+EXPIRING_SOON_DAYS = (1, 365)
+INACTIVE_DAYS = (1, 3650)
+# A first order opens a care window this long from when it was placed.
+CARE_WINDOW = dt.timedelta(hours=72)
+# Order ids are made (time-ordered) before their transaction commits: first-order passes read
+# again the orders made this long before the newest, so one that committed late is not missed
+# (the sent records keep the re-read from sending twice).
+ORDER_OVERLAP = dt.timedelta(minutes=2)
+# A birthday pass looks back at most this far: any local day that began earlier is over
+# (days last at most 25 hours, at a change of daylight saving time).
+BIRTHDAY_LOOKBACK = dt.timedelta(hours=26)
+_ONE_DAY = dt.timedelta(days=1)
+
+
+def care_window_ends_at(placed_at: dt.datetime) -> dt.datetime:
+    """When the care window of a first order placed at ``placed_at`` closes."""
+    return placed_at + CARE_WINDOW
+
+
+def rewound_id(record_id: str, by: dt.timedelta) -> str:
+    """The smallest id of ``record_id``'s kind made ``by`` before it: ids end in a ULID,
+    whose first 48 bits are the millisecond it was made (`loyalty.db.new_id`). An id that
+    does not is returned as it is."""
+    prefix, _, value = record_id.rpartition("_")
+    try:
+        made = ULID.from_str(value).milliseconds
+    except ValueError:
+        return record_id
+    milliseconds = max(made - int(by / dt.timedelta(milliseconds=1)), 0)
+    floor = ULID.from_bytes(milliseconds.to_bytes(6, "big") + bytes(10))
+    return f"{prefix}_{floor}" if prefix else str(floor)
+
+
+@dataclass(frozen=True)
+class DayBegun:
+    """A local date that began at ``start`` (UTC) in each of ``zones``."""
+
+    start: dt.datetime
+    day: dt.date
+    zones: tuple[str, ...]
+
+
+def day_start(day: dt.date, zone: str) -> dt.datetime:
+    """The first moment of ``day`` in ``zone``, in UTC: its midnight, or the moment the
+    clocks jumped to when that midnight does not exist (a daylight saving change)."""
+    # fold=0 reads a skipped midnight with the offset before the jump: the jump's instant.
+    return dt.datetime.combine(day, dt.time(), tzinfo=ZoneInfo(zone)).astimezone(dt.UTC)
+
+
+def day_over(day: dt.date, zone: str, now: dt.datetime) -> bool:
+    """Whether ``day`` has ended in ``zone`` at ``now``."""
+    return day_start(day + _ONE_DAY, zone) <= now
+
+
+def days_begun(zones: Iterable[str], after: dt.datetime, until: dt.datetime) -> list[DayBegun]:
+    """The local days that began in (``after``, ``until``] in ``zones``: one `DayBegun` per
+    moment and date, with the zones where that date began then, in the order they began."""
+    begun: dict[tuple[dt.datetime, dt.date], list[str]] = {}
+    for zone in zones:
+        day = after.astimezone(ZoneInfo(zone)).date() + _ONE_DAY
+        while (start := day_start(day, zone)) <= until:
+            if start > after:
+                begun.setdefault((start, day), []).append(zone)
+            day += _ONE_DAY
+    return [
+        DayBegun(start, day, tuple(sorted(names))) for (start, day), names in sorted(begun.items())
+    ]
+
+
+def birthdays_on(day: dt.date, *, since_year: int) -> list[dt.date]:
+    """The dates of birth from ``since_year`` on whose birthday is ``day``: the same month and
+    day in every year up to ``day``'s, and on 28 February of a common year the 29 Februaries
+    of leap years too."""
+    dates = [
+        dt.date(year, day.month, day.day)
+        for year in range(since_year, day.year + 1)
+        if (day.month, day.day) != (2, 29) or calendar.isleap(year)
+    ]
+    if (day.month, day.day) == (2, 28) and not calendar.isleap(day.year):
+        dates += [
+            dt.date(year, 2, 29) for year in range(since_year, day.year) if calendar.isleap(year)
+        ]
+    return sorted(dates)

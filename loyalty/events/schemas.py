@@ -1,4 +1,4 @@
-"""Request and response bodies of the webhook endpoint calls."""
+"""Request and response bodies of the webhook endpoint calls and the lifecycle settings."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from loyalty.api import PageQuerySchema, PageSchema, Pattern, Timestamp, free_text
-from loyalty.events.rules import EVENT_TYPE_FILTERS
+from loyalty.events.rules import EVENT_TYPE_FILTERS, EXPIRING_SOON_DAYS, INACTIVE_DAYS
 
 # --- the URL form the API accepts ----------------------------------------------------------
 # http or https, a host name, an IPv4 address or a bracketed IPv6 address (RFC 3986's
@@ -210,3 +210,62 @@ class ReplaySchema(Schema):
 
 class ReplayResultSchema(Schema):
     queued = fields.Integer(required=True, metadata={"description": "Events queued again"})
+
+
+# --- lifecycle triggers' settings ----------------------------------------------------------
+
+_SWITCHES = {
+    "first_order_enabled": "Send `lifecycle.first_order` when a member's first order opens "
+    "its 72-hour care window",
+    "expiring_soon_enabled": "Send `points.expiring_soon` expiring_soon_days before points expire",
+    "birthday_enabled": "Send `member.birthday` when a member's birthday begins in their time zone",
+    "inactive_enabled": "Send `member.inactive` after inactive_days without activity",
+}
+_EXPIRING_SOON_DAYS = (
+    f"Days of notice before points expire, {EXPIRING_SOON_DAYS[0]} to {EXPIRING_SOON_DAYS[1]}"
+)
+_INACTIVE_DAYS = f"Days without activity, {INACTIVE_DAYS[0]} to {INACTIVE_DAYS[1]}"
+
+
+class LifecycleSettingsSchema(Schema):
+    first_order_enabled = fields.Boolean(
+        required=True, metadata={"description": _SWITCHES["first_order_enabled"]}
+    )
+    expiring_soon_enabled = fields.Boolean(
+        required=True, metadata={"description": _SWITCHES["expiring_soon_enabled"]}
+    )
+    birthday_enabled = fields.Boolean(
+        required=True, metadata={"description": _SWITCHES["birthday_enabled"]}
+    )
+    inactive_enabled = fields.Boolean(
+        required=True, metadata={"description": _SWITCHES["inactive_enabled"]}
+    )
+    expiring_soon_days = fields.Integer(
+        required=True, metadata={"description": _EXPIRING_SOON_DAYS}
+    )
+    inactive_days = fields.Integer(required=True, metadata={"description": _INACTIVE_DAYS})
+    updated_at = Timestamp(required=True)
+    updated_by = fields.String(
+        required=True, allow_none=True, metadata={"description": "The API client that changed them"}
+    )
+
+
+class LifecycleSettingsUpdateSchema(Schema):
+    """The settings to change; the others stay as they are."""
+
+    first_order_enabled = fields.Boolean(metadata={"description": _SWITCHES["first_order_enabled"]})
+    expiring_soon_enabled = fields.Boolean(
+        metadata={"description": _SWITCHES["expiring_soon_enabled"]}
+    )
+    birthday_enabled = fields.Boolean(metadata={"description": _SWITCHES["birthday_enabled"]})
+    inactive_enabled = fields.Boolean(metadata={"description": _SWITCHES["inactive_enabled"]})
+    expiring_soon_days = fields.Integer(
+        strict=True,
+        validate=validate.Range(min=EXPIRING_SOON_DAYS[0], max=EXPIRING_SOON_DAYS[1]),
+        metadata={"description": _EXPIRING_SOON_DAYS},
+    )
+    inactive_days = fields.Integer(
+        strict=True,
+        validate=validate.Range(min=INACTIVE_DAYS[0], max=INACTIVE_DAYS[1]),
+        metadata={"description": _INACTIVE_DAYS},
+    )

@@ -1,5 +1,6 @@
 """Webhook endpoints: create, change, delete, rotate their secrets, read their delivery log and
-replay events to them. Configuration changes are audited (secrets never appear in the trail).
+replay events to them; the lifecycle triggers' settings. Configuration changes are audited
+(secrets never appear in the trail).
 
 Secrets are generated here, returned once (`NewSecret`) and stored sealed
 (`loyalty.sealing`); nothing else ever shows them again.
@@ -29,10 +30,28 @@ from loyalty.events.errors import (
     WebhookEndpointNotFoundError,
     WebhookUrlNotAllowedError,
 )
-from loyalty.events.models import OutboxEvent, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from loyalty.events.models import (
+    LifecycleSettings,
+    OutboxEvent,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from loyalty.sealing import seal
 
 ENDPOINT_FIELDS = ("url", "event_types", "enabled", "description", "disabled_reason")
+LIFECYCLE_FIELDS = (
+    "first_order_enabled",
+    "expiring_soon_enabled",
+    "birthday_enabled",
+    "inactive_enabled",
+    "expiring_soon_days",
+    "inactive_days",
+)
+_LIFECYCLE_RANGES = {
+    "expiring_soon_days": rules.EXPIRING_SOON_DAYS,
+    "inactive_days": rules.INACTIVE_DAYS,
+}
 # How long the previous secret keeps signing after a rotation, unless the call says.
 DEFAULT_OVERLAP = dt.timedelta(hours=24)
 MAX_OVERLAP = dt.timedelta(days=7)
@@ -311,3 +330,63 @@ def replay(
             after={"event_id": event_id, "since": since, "until": until, "queued": queued},
         )
         return queued
+
+
+# --- lifecycle triggers' settings ------------------------------------------------------------
+
+
+def get_lifecycle_settings(session: Session) -> LifecycleSettings:
+    """Which lifecycle triggers are on, and their windows (the migration's defaults until a
+    manager changes them: all on, 30 days' notice of expiry, 90 days to inactivity)."""
+    settings = session.get(LifecycleSettings, 1)
+    if settings is None:  # a database migrated before the row existed; never expected
+        settings = LifecycleSettings(
+            id=1,
+            first_order_enabled=True,
+            expiring_soon_enabled=True,
+            birthday_enabled=True,
+            inactive_enabled=True,
+            expiring_soon_days=30,
+            inactive_days=90,
+            updated_at=clock.now(),
+        )
+    return settings
+
+
+@retrying
+def update_lifecycle_settings(
+    session: Session, *, changes: dict[str, Any], actor: str
+) -> LifecycleSettings:
+    """Switch lifecycle triggers on or off and change their windows (audited); fields absent
+    from ``changes`` stay as they are. A trigger switched off skips what happens meanwhile
+    (switched on again, it goes on from then). Locks the settings row. Raises
+    `InvalidFieldError` for a window out of range."""
+    for name, (least, most) in _LIFECYCLE_RANGES.items():
+        value = changes.get(name)
+        if value is not None and not least <= value <= most:
+            raise InvalidFieldError(name, f"Must be between {least} and {most}.")
+    with unit_of_work(session):
+        settings = session.scalar(
+            select(LifecycleSettings)
+            .where(LifecycleSettings.id == 1)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        if settings is None:
+            raise AssertionError("the lifecycle_settings row is missing; run loyalty db upgrade")
+        before = audit.snapshot_of(settings, LIFECYCLE_FIELDS)
+        for name in LIFECYCLE_FIELDS:
+            if name in changes and changes[name] is not None:
+                setattr(settings, name, changes[name])
+        settings.updated_at = clock.now()
+        settings.updated_by = actor
+        audit.record(
+            session,
+            actor=actor,
+            action="updated",
+            entity_type="lifecycle_settings",
+            entity_id="lifecycle",
+            before=before,
+            after=audit.snapshot_of(settings, LIFECYCLE_FIELDS),
+        )
+        return settings

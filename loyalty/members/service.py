@@ -256,3 +256,29 @@ def _referrer_id(session: Session, code: str) -> str:
     if referrer_id is None:
         raise InvalidFieldError("referral_code", "No member has this referral code.")
     return referrer_id
+
+
+def active_members_born_on(
+    session: Session,
+    *,
+    birthdays: list[dt.date],
+    time_zones: list[str],
+    after: str | None = None,
+    limit: int = 50,
+) -> list[Member]:
+    """Active members born on one of ``birthdays`` whose time zone is one of ``time_zones``,
+    in id order after the member ``after``, at most ``limit`` (birthday triggers; the index on
+    birthday and time zone finds them)."""
+    query = (
+        select(Member)
+        .where(
+            Member.birthday.in_(birthdays),
+            Member.timezone.in_(time_zones),
+            Member.status == "active",
+        )
+        .order_by(Member.id)
+        .limit(limit)
+    )
+    if after is not None:
+        query = query.where(Member.id > after)
+    return list(session.scalars(query))

@@ -97,3 +97,27 @@ def test_replay_bodies(
         valid=valid,
         url=path,
     )
+
+
+@pytest.mark.parametrize(
+    ("body", "valid"),
+    [
+        ({}, True),
+        ({"first_order_enabled": False, "birthday_enabled": True}, True),
+        ({"expiring_soon_enabled": False, "inactive_enabled": False}, True),
+        ({"expiring_soon_days": 1}, True),
+        ({"expiring_soon_days": 365}, True),
+        ({"expiring_soon_days": 0}, False),
+        ({"expiring_soon_days": 366}, False),
+        ({"expiring_soon_days": 30.0}, True),
+        ({"expiring_soon_days": 30.5}, False),
+        ({"inactive_days": 3650}, True),
+        ({"inactive_days": 3651}, False),
+        ({"inactive_days": None}, False),
+        ({"birthday_enabled": None}, False),
+    ],
+)
+def test_lifecycle_settings(
+    app: Flask, client: FlaskClient, headers: dict[str, str], body: dict[str, Any], valid: bool
+) -> None:
+    assert_agree(app, client, headers, "PATCH", "/v1/webhooks/lifecycle", body, valid=valid)

@@ -241,3 +241,60 @@ def test_the_scope_is_webhooks_manage(
 ) -> None:
     assert client.get(ENDPOINTS, headers=make_headers("program:write")).status_code == 403
     assert client.get(ENDPOINTS, headers=make_headers("webhooks:manage")).status_code == 200
+
+
+# --- lifecycle triggers' settings ------------------------------------------------------------
+
+LIFECYCLE = "/v1/webhooks/lifecycle"
+DEFAULTS = {
+    "first_order_enabled": True,
+    "expiring_soon_enabled": True,
+    "birthday_enabled": True,
+    "inactive_enabled": True,
+    "expiring_soon_days": 30,
+    "inactive_days": 90,
+}
+
+
+def test_lifecycle_settings_are_read_and_changed_with_an_audit_record(
+    client: FlaskClient, headers: dict[str, str], session: Session, clock: FrozenClock
+) -> None:
+    got = client.get(LIFECYCLE, headers=headers)
+    assert got.status_code == 200
+    assert {k: v for k, v in got.json.items() if k in DEFAULTS} == DEFAULTS  # type: ignore[union-attr]
+
+    changes = {"birthday_enabled": False, "inactive_days": 60}
+    changed = client.patch(LIFECYCLE, json=changes, headers=headers)
+    assert changed.status_code == 200, changed.json
+    body: dict[str, Any] = changed.json  # type: ignore[assignment]
+    assert {k: body[k] for k in DEFAULTS} == {**DEFAULTS, **changes}
+    assert body["updated_at"] == "2026-03-10T12:00:00Z"
+    assert body["updated_by"].startswith("cli_")
+    assert client.get(LIFECYCLE, headers=headers).json == body
+    # The same change again changes nothing: audited once.
+    assert client.patch(LIFECYCLE, json=changes, headers=headers).status_code == 200
+
+    [audit] = session.scalars(
+        select(AuditRecord).where(AuditRecord.entity_type == "lifecycle_settings")
+    )
+    assert (audit.action, audit.actor) == ("updated", body["updated_by"])
+    assert audit.before == DEFAULTS and audit.after == {**DEFAULTS, **changes}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"expiring_soon_days": 0},
+        {"expiring_soon_days": 366},
+        {"inactive_days": 3651},
+        {"inactive_enabled": "maybe"},
+        {"every_day": True},
+    ],
+)
+def test_lifecycle_settings_out_of_range_are_refused(
+    client: FlaskClient, headers: dict[str, str], body: dict[str, Any]
+) -> None:
+    refused = client.patch(LIFECYCLE, json=body, headers=headers)
+    assert refused.status_code == 422
+    assert refused.json["code"] == "validation-failed"  # type: ignore[index]
+    assert client.get(LIFECYCLE, headers=headers).json["inactive_days"] == 90  # type: ignore[index]

@@ -1,5 +1,5 @@
-"""Pure rules: type filters, the signature, secrets, the retry schedule, the disable rule and
-the addresses a webhook may reach."""
+"""Pure rules: type filters, the signature, secrets, the retry schedule, the disable rule, the
+addresses a webhook may reach, and the calendar of lifecycle triggers."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import base64
 import datetime as dt
 
 import pytest
+from ulid import ULID
 
 from loyalty.events import rules
 from loyalty.events.catalogue import CATALOGUE
@@ -124,3 +125,68 @@ def test_disable_rule_needs_a_failure_streak_covering_the_whole_message() -> Non
 )
 def test_only_public_addresses_may_be_reached(address: str, refusal: str | None) -> None:
     assert rules.address_refusal(address) == refusal
+
+
+# --- lifecycle triggers ----------------------------------------------------------------------
+
+
+def test_days_begin_earlier_east_and_are_grouped_by_moment_and_date() -> None:
+    begun = rules.days_begun(
+        ["UTC", "Pacific/Auckland", "Etc/GMT-12", "Etc/GMT+12", "Europe/London"],
+        dt.datetime(2026, 3, 10, 10, 30, tzinfo=dt.UTC),
+        dt.datetime(2026, 3, 11, 0, 0, tzinfo=dt.UTC),
+    )
+    assert [(b.start.isoformat(), b.day.isoformat(), b.zones) for b in begun] == [
+        ("2026-03-10T11:00:00+00:00", "2026-03-11", ("Pacific/Auckland",)),
+        # UTC-12 and UTC+12 begin different dates at one moment.
+        ("2026-03-10T12:00:00+00:00", "2026-03-10", ("Etc/GMT+12",)),
+        ("2026-03-10T12:00:00+00:00", "2026-03-11", ("Etc/GMT-12",)),
+        ("2026-03-11T00:00:00+00:00", "2026-03-11", ("Europe/London", "UTC")),
+    ]
+
+
+def test_a_day_whose_midnight_is_skipped_begins_when_the_clocks_jump() -> None:
+    # Havana moves from 00:00 to 01:00 on 8 March 2026: that day begins at 05:00 UTC.
+    assert rules.day_start(dt.date(2026, 3, 8), "America/Havana") == dt.datetime(
+        2026, 3, 8, 5, tzinfo=dt.UTC
+    )
+    [begun] = rules.days_begun(
+        ["America/Havana"],
+        dt.datetime(2026, 3, 8, 4, tzinfo=dt.UTC),
+        dt.datetime(2026, 3, 8, 6, tzinfo=dt.UTC),
+    )
+    assert begun.day == dt.date(2026, 3, 8)
+    # A day of 23 hours: over at 04:00 UTC on the 9th.
+    ends = dt.datetime(2026, 3, 9, 4, tzinfo=dt.UTC)
+    assert not rules.day_over(begun.day, "America/Havana", ends - dt.timedelta(seconds=1))
+    assert rules.day_over(begun.day, "America/Havana", ends)
+
+
+@pytest.mark.parametrize(
+    ("day", "born"),
+    [
+        (dt.date(2027, 3, 11), {dt.date(1990, 3, 11), dt.date(2027, 3, 11)}),
+        # 28 February of a common year: 29 February birthdays too.
+        (dt.date(2027, 2, 28), {dt.date(1999, 2, 28), dt.date(2000, 2, 29), dt.date(2024, 2, 29)}),
+        (dt.date(2028, 2, 28), {dt.date(2000, 2, 28)}),
+        (dt.date(2028, 2, 29), {dt.date(2000, 2, 29), dt.date(2028, 2, 29)}),
+    ],
+)
+def test_whose_birthday_a_day_is(day: dt.date, born: set[dt.date]) -> None:
+    dates = rules.birthdays_on(day, since_year=1900)
+    assert born <= set(dates)
+    assert all(d.year <= day.year for d in dates)
+    if day == dt.date(2028, 2, 28):
+        assert not any(d.month == 2 and d.day == 29 for d in dates)
+    if day == dt.date(2028, 2, 29):
+        assert dt.date(2001, 2, 28) not in dates and len(dates) == 32  # the leap years 1904-2028
+
+
+def test_rewound_ids_are_the_smallest_made_that_long_before() -> None:
+    made = dt.datetime(2026, 12, 4, 23, 44, 43, 360000, tzinfo=dt.UTC)
+    order_id = f"ord_{ULID.from_datetime(made)}"
+    rewound = rules.rewound_id(order_id, dt.timedelta(minutes=2))
+    assert rewound < order_id and rewound.startswith("ord_")
+    assert ULID.from_str(rewound.removeprefix("ord_")).datetime == made - dt.timedelta(minutes=2)
+    assert rewound.endswith("0" * 16)
+    assert rules.care_window_ends_at(made) == made + dt.timedelta(hours=72)

@@ -1,6 +1,8 @@
 """Reading points: balances and what expires soon, ledger entries, orders with their refunds,
 holds, and what other areas ask of a member's history (activity for tiers and badges, points
-placed for caps, the first order reaching a total for referrals).
+placed for caps, the first order reaching a total for referrals); and the walks of lifecycle
+triggers (first orders as they are recorded, points by expiry moment, members by last
+activity), each a page at a time in the order of an index.
 
 Reads settle a wallet's due work first where the figures must be those of now.
 """
@@ -10,10 +12,10 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import ColumnElement, Exists, Select, and_, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
 from loyalty import clock
 from loyalty.auth.rules import DEFAULT_CHANNEL
@@ -25,8 +27,10 @@ from loyalty.ledger.models import Entry, Hold, Lot, Order, Refund, Wallet
 from loyalty.ledger.service._core import _aware, _is_due, _member
 from loyalty.ledger.service.due import settle_wallet, settle_wallets
 from loyalty.ledger.service.settings import get_settings
+from loyalty.members.models import Member
 
 EXPIRING_WINDOW = dt.timedelta(days=90)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -327,3 +331,202 @@ def get_hold(session: Session, hold_id: str) -> Hold:
         settle_wallet(session, wallet_id=hold.wallet_id)
         session.refresh(hold)
     return hold
+
+
+# --- walks for lifecycle triggers -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Walk(Generic[T]):
+    """One page of a walk through a table in the order of an index: what qualified on the
+    page, the position reached (where the next page starts) and whether more may follow."""
+
+    items: list[T]
+    last: Any
+    more: bool
+
+
+@dataclass(frozen=True)
+class RecordedOrder:
+    """An order as lifecycle triggers see it."""
+
+    pk: str
+    order_id: str
+    channel_id: str
+    member_id: str
+    placed_at: dt.datetime
+    recorded_at: dt.datetime
+
+
+def latest_order_pk(session: Session) -> str | None:
+    """The key of the order recorded last (order keys are time-ordered), if any."""
+    return session.scalar(select(func.max(Order.id)))
+
+
+def first_orders_after(session: Session, *, after: str | None, limit: int) -> Walk[RecordedOrder]:
+    """Walk orders as they were recorded (by key: keys are time-ordered), ``limit`` at a time
+    from after the key ``after`` (None: from the first). The items are the page's orders that
+    are their member's first (no order of the member was recorded before) for members who are
+    active; ``last`` is the key of the page's last order."""
+    page = select(Order.id).order_by(Order.id).limit(limit)
+    if after is not None:
+        page = page.where(Order.id > after)
+    keys = list(session.scalars(page))
+    if not keys:
+        return Walk([], after, False)
+    earlier = aliased(Order)
+    rows = session.execute(
+        select(
+            Order.id,
+            Order.order_id,
+            Order.channel_id,
+            Order.member_id,
+            Order.placed_at,
+            Order.created_at,
+        )
+        .join(Member, Member.id == Order.member_id)
+        .where(
+            Order.id.in_(keys),
+            Member.status == "active",
+            ~select(earlier.id)
+            .where(earlier.member_id == Order.member_id, earlier.id < Order.id)
+            .exists(),
+        )
+        .order_by(Order.id)
+    ).all()
+    return Walk([RecordedOrder(*row) for row in rows], keys[-1], len(keys) == limit)
+
+
+def _set(moment: dt.datetime | None) -> dt.datetime:
+    """A moment the query's conditions make sure is there (never NULL), timezone-aware."""
+    assert moment is not None
+    return _aware(moment)
+
+
+def _after(
+    moment: InstrumentedAttribute[Any], key: InstrumentedAttribute[Any], after: tuple[Any, Any]
+) -> ColumnElement[bool]:
+    """Rows past the position ``after``: (a moment, and the key reached at it; None when
+    every row at that moment is behind)."""
+    at, reached = after
+    if reached is None:
+        return moment > at
+    return and_(moment >= at, or_(moment > at, key > reached))
+
+
+@dataclass(frozen=True)
+class ExpiringPoints:
+    """Points of a member that expire at one moment and can still be spent."""
+
+    member_id: str
+    expires_at: dt.datetime
+    points: int
+
+
+def points_expiring(
+    session: Session, *, after: tuple[dt.datetime, str | None], until: dt.datetime, limit: int
+) -> Walk[ExpiringPoints]:
+    """Walk lots by expiry moment, then wallet, up to ``until``: the next ``limit`` (moment,
+    wallet) pairs after the position ``after`` (a moment, and the wallet reached at it: None
+    when the moment is done). The items are, for each pair of the page whose member is
+    active, the points that expire then and are still there to spend (remaining on active
+    lots not expired); ``last`` is the (moment, wallet) reached."""
+    spendable = and_(Lot.remaining > 0, Lot.activated_at.is_not(None), Lot.expired_at.is_(None))
+    page = session.execute(
+        select(
+            Lot.expires_at,
+            Lot.wallet_id,
+            func.coalesce(func.sum(Lot.remaining).filter(spendable), 0),
+        )
+        .where(_after(Lot.expires_at, Lot.wallet_id, after), Lot.expires_at <= until)
+        .group_by(Lot.expires_at, Lot.wallet_id)
+        .order_by(Lot.expires_at, Lot.wallet_id)
+        .limit(limit)
+    ).all()
+    if not page:
+        return Walk([], after, False)
+    owners = {
+        wallet_id: member_id
+        for wallet_id, member_id in session.execute(
+            select(Wallet.id, Wallet.member_id)
+            .join(Member, Member.id == Wallet.member_id)
+            .where(
+                Wallet.id.in_(sorted({wallet_id for _, wallet_id, points in page if points})),
+                Member.status == "active",
+            )
+        )
+    }
+    items = [
+        ExpiringPoints(owners[wallet_id], _set(at), int(points))
+        for at, wallet_id, points in page
+        if points and wallet_id in owners
+    ]
+    return Walk(items, (_set(page[-1][0]), page[-1][1]), len(page) == limit)
+
+
+@dataclass(frozen=True)
+class LastActivity:
+    """When a member was last active, as the ledger counts it."""
+
+    member_id: str
+    at: dt.datetime
+
+
+def last_activities(
+    session: Session,
+    *,
+    after: tuple[dt.datetime, str | None] | None,
+    until: dt.datetime,
+    limit: int,
+) -> Walk[LastActivity]:
+    """Walk members by last activity, then member id, up to ``until``: the next ``limit``
+    after the position ``after`` (a moment, and the member reached at it: None when the
+    moment is done; None: from the start). Activity is the wallet's last earning or spending
+    (`Wallet.last_activity_at`), or enrolment for a member without one. The items are the
+    page's members who are active; ``last`` is the (moment, member) reached."""
+    wallets = (
+        select(Wallet.last_activity_at, Wallet.member_id)
+        .where(Wallet.last_activity_at.is_not(None), Wallet.last_activity_at <= until)
+        .order_by(Wallet.last_activity_at, Wallet.member_id)
+        .limit(limit)
+    )
+    enrolments = (
+        select(Member.enrolled_at, Member.id)
+        .where(Member.enrolled_at <= until)
+        .order_by(Member.enrolled_at, Member.id)
+        .limit(limit)
+    )
+    if after is not None:
+        wallets = wallets.where(_after(Wallet.last_activity_at, Wallet.member_id, after))
+        enrolments = enrolments.where(_after(Member.enrolled_at, Member.id, after))
+    # (moment, member, from the wallet). A member enrolled at the moment of their last
+    # activity is at one position in both walks: the wallet's comes first, so that the page
+    # never ends between the two (the enrolment is not their last activity).
+    active = [(_set(at), member_id, True) for at, member_id in session.execute(wallets)]
+    enrolled = [(_aware(at), member_id, False) for at, member_id in session.execute(enrolments)]
+    # The first ``limit`` of both walks: everything before the last of them has been seen.
+    page = sorted(active + enrolled, key=lambda row: (row[0], row[1], not row[2]))[:limit]
+    if not page:
+        return Walk([], after, False)
+    members = {member_id for _, member_id, _ in page}
+    statuses = {
+        member_id: status
+        for member_id, status in session.execute(
+            select(Member.id, Member.status).where(Member.id.in_(members))
+        )
+    }
+    with_activity = set(
+        session.scalars(
+            select(Wallet.member_id).where(
+                Wallet.member_id.in_([m for _, m, from_wallet in page if not from_wallet]),
+                Wallet.last_activity_at.is_not(None),
+            )
+        )
+    )
+    items = [
+        LastActivity(member_id, at)
+        for at, member_id, from_wallet in page
+        if statuses.get(member_id) == "active" and (from_wallet or member_id not in with_activity)
+    ]
+    more = len(active) + len(enrolled) > limit or limit in (len(active), len(enrolled))
+    return Walk(items, (page[-1][0], page[-1][1]), more)
