@@ -19,7 +19,16 @@ from sqlalchemy.sql.elements import Label
 
 from loyalty import clock
 from loyalty.audit import service as audit
-from loyalty.db import Page, UTCDateTime, keyset_page, locked_row, new_id, retrying, unit_of_work
+from loyalty.db import (
+    Page,
+    UTCDateTime,
+    keyset_page,
+    locked_row,
+    new_id,
+    retrying,
+    settings_row,
+    unit_of_work,
+)
 from loyalty.errors import InvalidFieldError
 from loyalty.events import rules, transport
 from loyalty.events.delivery import SECRET_PURPOSE
@@ -338,19 +347,7 @@ def replay(
 def get_lifecycle_settings(session: Session) -> LifecycleSettings:
     """Which lifecycle triggers are on, and their windows (the migration's defaults until a
     manager changes them: all on, 30 days' notice of expiry, 90 days to inactivity)."""
-    settings = session.get(LifecycleSettings, 1)
-    if settings is None:  # a database migrated before the row existed; never expected
-        settings = LifecycleSettings(
-            id=1,
-            first_order_enabled=True,
-            expiring_soon_enabled=True,
-            birthday_enabled=True,
-            inactive_enabled=True,
-            expiring_soon_days=30,
-            inactive_days=90,
-            updated_at=clock.now(),
-        )
-    return settings
+    return settings_row(session, LifecycleSettings)
 
 
 @retrying
@@ -366,27 +363,16 @@ def update_lifecycle_settings(
         if value is not None and not least <= value <= most:
             raise InvalidFieldError(name, f"Must be between {least} and {most}.")
     with unit_of_work(session):
-        settings = session.scalar(
-            select(LifecycleSettings)
-            .where(LifecycleSettings.id == 1)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-        if settings is None:
-            raise AssertionError("the lifecycle_settings row is missing; run loyalty db upgrade")
-        before = audit.snapshot_of(settings, LIFECYCLE_FIELDS)
-        for name in LIFECYCLE_FIELDS:
-            if name in changes and changes[name] is not None:
-                setattr(settings, name, changes[name])
-        settings.updated_at = clock.now()
-        settings.updated_by = actor
-        audit.record(
+        settings = settings_row(session, LifecycleSettings, lock=True)
+        with audit.recorded_update(
             session,
+            settings,
+            LIFECYCLE_FIELDS,
             actor=actor,
-            action="updated",
             entity_type="lifecycle_settings",
             entity_id="lifecycle",
-            before=before,
-            after=audit.snapshot_of(settings, LIFECYCLE_FIELDS),
-        )
+        ):
+            audit.apply_changes(
+                settings, {k: v for k, v in changes.items() if v is not None}, LIFECYCLE_FIELDS
+            )
         return settings
