@@ -913,6 +913,19 @@ class LedgerMachine(RuleBasedStateMachine):
         if order.refunded < order.total:
             self._refund(order, "all", Fraction(1), False)
 
+    @rule(kind=st.sampled_from(["hold", "claim"]), action=st.sampled_from(["release", "read"]))
+    def hold_everything_through_a_lapse(self, kind: str, action: str) -> None:
+        """Every spendable point held (a hold that lasts a week, or a claim), then time passes
+        beyond an inactivity deadline (under that policy everything lapses, held points
+        too), then the hold or claim ends: nothing comes back spendable."""
+        self.spend(kind, Fraction(1), 10080)
+        if self.last_spent is None:
+            return
+        self.travel(24 * (31 * self.model.months + 2))
+        self.agrees_with_the_model()
+        self._end(self.settled().consumers[self.last_spent], action)
+        self.run_jobs()
+
     @rule(points=st.integers(1, 60))
     def lapse_then_adjust(self, points: int) -> None:
         """Time passes beyond an inactivity deadline (everything lapses under that policy),
