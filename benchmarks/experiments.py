@@ -66,6 +66,7 @@ def no_pre_ping(app: Flask) -> None:
 
 def cache_settings(app: Flask) -> None:
     from loyalty.ledger import service
+    from loyalty.ledger.models import ProgramSettings
 
     original = service.get_settings
     cached: list[Any] = []  # [(loaded_at, settings)]
@@ -75,13 +76,17 @@ def cache_settings(app: Flask) -> None:
         if not cached or now - cached[0][0] >= TTL_SECONDS:
             settings = original(session)
             # A detached copy: the request's session may change the one it loaded.
-            copy = service.ProgramSettings(
+            copy = ProgramSettings(
                 **{c.key: getattr(settings, c.key) for c in settings.__table__.columns}
             )
             cached[:] = [(now, copy)]
         return cached[0][1]
 
-    service.get_settings = get_settings  # type: ignore[assignment]
+    # Where the name is used: the package re-exports it, and each of its modules that reads
+    # the settings imported it from `service.settings`.
+    for module in (service, *vars(service).values()):
+        if getattr(module, "get_settings", None) is original:
+            module.get_settings = get_settings  # type: ignore[attr-defined]
 
 
 class _UncommonCaseError(Exception):

@@ -48,7 +48,7 @@ STEPS = [
     ("  JWT decode + verify", "flask_jwt_extended/view_decorators.py", "verify_jwt_in_request"),
     ("  revoked-client lookup (SQL)", "loyalty/auth/service.py", "principal_for_token"),
     ("request body: webargs/marshmallow load", "webargs/core.py", "parse"),
-    ("accrue_order() in all", "loyalty/ledger/service.py", "accrue_order"),
+    ("accrue_order() in all", "loyalty/ledger/service/orders.py", "accrue_order"),
     ("  Session.execute/scalar/get", "sqlalchemy/orm/session.py", "_execute_internal"),
     ("  Session.flush (INSERT/UPDATE)", "sqlalchemy/orm/session.py", "flush"),
     ("  Session.commit", "sqlalchemy/orm/session.py", "commit"),

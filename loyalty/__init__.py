@@ -19,18 +19,20 @@ def create_app(config: Mapping[str, Any] | None = None, *, require_secret: bool 
     ``require_secret=False`` lets commands that serve nothing run without a secret key.
     Raises `loyalty.config.ConfigError` when the configuration cannot run the service.
     """
-    from loyalty import api, db, problems
+    from loyalty import api, db, problems, wiring
     from loyalty.audit import routes as audit_routes
     from loyalty.auth import routes as auth_routes
     from loyalty.community import routes as community_routes
     from loyalty.config import load_config
     from loyalty.earning import routes as earning_routes
+    from loyalty.events import routes as events_routes
     from loyalty.ledger import routes as ledger_routes
     from loyalty.members import routes as member_routes
     from loyalty.referrals import routes as referrals_routes
     from loyalty.rewards import routes as rewards_routes
     from loyalty.tiers import routes as tiers_routes
 
+    wiring.install()
     app = Flask(__name__, instance_path=os.environ.get("LOYALTY_INSTANCE_PATH") or None)
     load_config(app, config, require_secret=require_secret)
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the schemas' field order
@@ -47,4 +49,5 @@ def create_app(config: Mapping[str, Any] | None = None, *, require_secret: bool 
     the_api.register_blueprint(referrals_routes.blp)
     the_api.register_blueprint(community_routes.blp)
     the_api.register_blueprint(audit_routes.blp)
+    events_routes.register(the_api)
     return app

@@ -11,13 +11,13 @@ import http
 import json
 from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import flask_smorest
 import swagger_ui_bundle
 from apispec.ext.marshmallow import MarshmallowPlugin, OpenAPIConverter
-from flask import Flask, request, send_from_directory
+from flask import Flask, g, request, send_from_directory
 from flask.views import MethodView
 from flask_smorest.utils import prepare_response
 from marshmallow import Schema, ValidationError, fields, validate
@@ -34,6 +34,7 @@ from loyalty.db import get_session
 from loyalty.idempotency import HEADER as IDEMPOTENCY_HEADER
 from loyalty.idempotency import idempotent
 from loyalty.jsonbody import StrictParser
+from loyalty.ports import Port
 
 MAX_PAGE_SIZE = 200
 DEFAULT_PAGE_SIZE = 50
@@ -200,6 +201,22 @@ class Api(flask_smorest.Api):
         return problems.handle_http_exception(error)
 
 
+class Caller(Protocol):
+    client_id: str
+
+
+# Verify the request's bearer token carries the scope and name the caller (auth's
+# `authenticate`, plugged in at app creation: auth's own routes are built on this module).
+# Raises `AuthenticationError` (401) or `InsufficientScopeError` (403).
+authenticate: Port[[str], Caller] = Port("api.authenticate")
+
+
+def _caller_id() -> str:
+    """The API client the current request authenticated as."""
+    client_id: str = g.api_client_id
+    return client_id
+
+
 class Blueprint(flask_smorest.Blueprint):
     """A blueprint whose operations declare their scope and their error responses."""
 
@@ -212,16 +229,15 @@ class Blueprint(flask_smorest.Blueprint):
         A state-changing operation (a MethodView's ``post``, ``put``, ``patch`` or ``delete``)
         also honours ``Idempotency-Key`` once the caller is known: this is the one place
         where it is applied, so no route can forget it."""
-        from loyalty.auth.security import authenticate  # auth's routes use this module
 
         def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
             # A MethodView's methods are named after the HTTP methods they answer.
             state_changing = func.__name__.upper() in STATE_CHANGING_METHODS
-            view = idempotent(func) if state_changing else func
+            view = idempotent(func, caller=_caller_id) if state_changing else func
 
             @wraps(view)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
-                authenticate(scope)
+                g.api_client_id = authenticate(scope).client_id
                 require_json_body()
                 return view(*args, **kwargs)
 
@@ -232,6 +248,27 @@ class Blueprint(flask_smorest.Blueprint):
             if state_changing:
                 wrapper = self.doc(parameters=[IDEMPOTENCY_KEY_PARAMETER])(wrapper)
             return wrapper
+
+        return decorator
+
+    def created_or_replayed(
+        self, schema: type[Schema] | Schema, *, created: str, replayed: str
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """A POST keyed by the caller's natural key (``order_id``, ``refund_id``,
+        ``event_id``, ``external_id``...): 201 with ``schema`` when it created something, 200
+        with the first result when the same request came before. The view returns
+        ``(result, created)``."""
+
+        def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
+            @wraps(func)
+            def wrapper(*args: Any, **kwargs: Any) -> tuple[Any, int]:
+                result, was_created = func(*args, **kwargs)
+                return result, 201 if was_created else 200
+
+            wrapper = self.alt_response(200, schema=schema, description=replayed, success=True)(
+                wrapper
+            )
+            return self.response(201, schema, description=created)(wrapper)
 
         return decorator
 

@@ -13,10 +13,9 @@ from flask import Flask, current_app
 from flask.cli import FlaskGroup, ScriptInfo, with_appcontext
 from flask.cli import run_command as flask_run_command
 
-from loyalty import create_app, schema
+from loyalty import create_app, migrator
 from loyalty.auth import service as auth_service
-from loyalty.auth.models import DEFAULT_CHANNEL
-from loyalty.auth.rules import SCOPES
+from loyalty.auth.rules import DEFAULT_CHANNEL, SCOPES
 from loyalty.config import ConfigError, check_secret
 from loyalty.db import get_session
 from loyalty.errors import LoyaltyError
@@ -71,7 +70,7 @@ def db_group() -> None:
 
 def _alembic() -> Any:
     try:
-        return schema.alembic_config(current_app.config["DATABASE_URL"])
+        return migrator.alembic_config(current_app.config["DATABASE_URL"])
     except RuntimeError as error:  # a broken installation without its migrations
         raise click.ClickException(str(error)) from None
 
@@ -81,7 +80,7 @@ def _alembic() -> Any:
 @with_appcontext
 def db_upgrade(revision: str) -> None:
     """Migrate the database up to REVISION (default: the latest)."""
-    schema.upgrade(_alembic(), revision)
+    migrator.upgrade(_alembic(), revision)
     click.echo(f"Database at {revision}.")
 
 
@@ -90,7 +89,7 @@ def db_upgrade(revision: str) -> None:
 @with_appcontext
 def db_downgrade(revision: str) -> None:
     """Migrate the database down to REVISION (e.g. -1, or base)."""
-    schema.downgrade(_alembic(), revision)
+    migrator.downgrade(_alembic(), revision)
     click.echo(f"Database at {revision}.")
 
 
@@ -100,19 +99,19 @@ def db_downgrade(revision: str) -> None:
 @with_appcontext
 def db_revision(message: str, autogenerate: bool) -> None:
     """Write a new migration with the next sequential id, in the source checkout."""
-    if not schema.in_checkout():
+    if not migrator.in_checkout():
         raise click.ClickException(
-            f"{schema.migrations_dir()} is an installed package's folder: write new migrations "
+            f"{migrator.migrations_dir()} is an installed package's folder: write new migrations "
             "in a source checkout installed with `pip install -e .`."
         )
-    schema.revision(_alembic(), message, autogenerate=autogenerate)
+    migrator.revision(_alembic(), message, autogenerate=autogenerate)
 
 
 @db_group.command("check")
 @with_appcontext
 def db_check() -> None:
     """Fail when the models and the migrated database differ."""
-    schema.check(_alembic())
+    migrator.check(_alembic())
     click.echo("No differences between the models and the database.")
 
 
@@ -277,7 +276,8 @@ def channels_list(as_json: bool) -> None:
 
 @main.group("jobs")
 def jobs_group() -> None:
-    """Background work: activate pending points, expire points, release timed-out holds."""
+    """Background work: activate pending points, expire points, release timed-out holds,
+    deliver webhooks."""
 
 
 @jobs_group.command("run")
@@ -299,6 +299,50 @@ def jobs_run(once: bool, batch_size: int, interval: float, progress: bool | None
         if once:
             return
         time.sleep(interval)
+
+
+@main.command("worker")
+@click.option("--batch-size", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@click.option(
+    "--jobs-interval",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds between passes of all the due work (`loyalty jobs run`).",
+)
+@click.option(
+    "--poll-interval",
+    default=None,
+    type=click.FloatRange(min=0.05),
+    help="Seconds between looks for new events and due retries [default: 1 on SQLite; 5 on "
+    "PostgreSQL, where a committed event wakes the worker at once].",
+)
+@with_appcontext
+def worker_command(batch_size: int, jobs_interval: float, poll_interval: float | None) -> None:
+    """Deliver webhooks as events are committed and do the due work every so often; runs
+    until SIGTERM or SIGINT (Ctrl-C). Safe to run as several processes at once."""
+    import signal
+    import threading
+
+    from loyalty import worker
+
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        click.echo(f"{signal.Signals(signum).name}: stopping after the work in progress.")
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    click.echo("Worker started: delivering webhooks and doing the due work (Ctrl-C stops).")
+    worker.run(
+        current_app._get_current_object(),  # type: ignore[attr-defined]
+        stop=stop,
+        batch_size=batch_size,
+        jobs_interval=jobs_interval,
+        poll_interval=poll_interval,
+    )
+    click.echo("Worker stopped.")
 
 
 @main.group("ledger")
@@ -405,3 +449,7 @@ def _import(what: str, path: Path, channel_id: str, progress: bool | None) -> No
     click.echo(report.summary(what))
     if report.failed:
         raise click.exceptions.Exit(1)
+
+
+if __name__ == "__main__":  # python3 -m loyalty.cli, from a checkout
+    main()

@@ -34,6 +34,9 @@ class Defaults:
     # argon2 parameters for client secrets, by argon2.profiles name; tests use CHEAPEST.
     ARGON2_PROFILE = "RFC_9106_LOW_MEMORY"
     PROBLEM_TYPE_BASE = "https://loyalty.dev/problems/"
+    # Webhook endpoints may point at private, loopback and link-local addresses (tests and local
+    # development; never in production, where it would let a manager reach internal services).
+    WEBHOOKS_ALLOW_PRIVATE = False
 
     API_TITLE = "Loyalty API"
     API_VERSION = "1.0.0"
@@ -111,7 +114,25 @@ def _check(app: Flask) -> None:
             f"LOYALTY_ARGON2_PROFILE must be one of {', '.join(ARGON2_PROFILES)}, "
             f"got {app.config['ARGON2_PROFILE']!r}."
         )
+    app.config["WEBHOOKS_ALLOW_PRIVATE"] = _flag(app, "WEBHOOKS_ALLOW_PRIVATE")
     for key in ("TOKEN_TTL", "MAX_CONTENT_LENGTH", "DATABASE_POOL_SIZE", "LOCK_TIMEOUT_MS"):
         value = app.config.get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ConfigError(f"LOYALTY_{key} must be a positive integer, got {value!r}.")
+
+
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off", "")
+
+
+def _flag(app: Flask, key: str) -> bool:
+    """A boolean setting: true or false (also 1/0, yes/no, on/off, in any case)."""
+    value = app.config.get(key)
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower() if isinstance(value, str | int) else None
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(f"LOYALTY_{key} must be true or false, got {value!r}.")

@@ -24,7 +24,7 @@ from sqlalchemy.types import TypeDecorator
 from ulid import ULID
 
 from loyalty import clock
-from loyalty.errors import LedgerBusyError
+from loyalty.errors import InvalidFieldError, LedgerBusyError
 
 log = logging.getLogger(__name__)
 
@@ -86,15 +86,62 @@ def dialect_insert(session: Session) -> Any:
 
 
 def keyset_page(
-    session: Session, query: Select[Any], key: Any, limit: int, cursor: str | None
+    session: Session,
+    query: Select[Any],
+    key: Any,
+    limit: int,
+    cursor: str | None,
+    *,
+    newest_first: bool = False,
+    numeric: bool = False,
 ) -> Page[Any]:
-    """One page of ``query`` (ordered by ``key``, an id column) after ``cursor``."""
+    """One page of ``query`` (ordered by the unique column ``key``: ascending, or descending
+    with ``newest_first``) after ``cursor``, the key of the last row of the page before.
+    A ``numeric`` key's cursor must be an integer (`InvalidFieldError` otherwise)."""
     if cursor is not None:
-        query = query.where(key > cursor)
+        after: Any = cursor
+        if numeric:
+            if not (cursor.isdigit() and len(cursor) <= 18):
+                raise InvalidFieldError("cursor", "Not a valid cursor.")
+            after = int(cursor)
+        query = query.where(key < after if newest_first else key > after)
+    return fetch_page(session, query, limit, lambda row: str(getattr(row, key.key)))
+
+
+def fetch_page(
+    session: Session,
+    query: Select[Any],
+    limit: int,
+    cursor_of: Callable[[Any], str] = lambda row: str(row.id),
+) -> Page[Any]:
+    """The first ``limit`` rows of ``query`` (already ordered and filtered past the cursor)
+    and, when more follow, the cursor of the last one (``cursor_of(row)``, its id by
+    default)."""
     rows = list(session.scalars(query.limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]
-    return Page(items=rows, next_cursor=rows[-1].id if more else None)
+    return Page(items=rows, next_cursor=cursor_of(rows[-1]) if more else None)
+
+
+M = TypeVar("M", bound="Base")
+
+
+def settings_row(session: Session, model: type[M], *, lock: bool = False) -> M:
+    """The programme's one row of a settings table (id 1, created by its migration), locked
+    for this transaction (and read afresh) with ``lock``."""
+    row = session.get(model, 1, with_for_update=True if lock else None, populate_existing=lock)
+    if row is None:
+        raise RuntimeError(f"The {model.__tablename__} row is missing: run `loyalty db upgrade`.")
+    return row
+
+
+def locked_row(session: Session, model: type[M], key: Any, missing: Exception) -> M:
+    """The row of ``model`` with primary key ``key``, locked for this transaction and read
+    afresh; raises ``missing`` (a not-found error) when there is none."""
+    row = session.get(model, key, with_for_update=True, populate_existing=True)
+    if row is None:
+        raise missing
+    return row
 
 
 def one_of(column: str, values: tuple[str, ...]) -> str:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from werkzeug.serving import run_simple
 
 from loyalty import clock as loyalty_clock
-from loyalty import create_app, jobs, schema
+from loyalty import create_app, jobs, migrator
 from loyalty.auth import service as auth_service
 from loyalty.auth.models import ApiClient
 from loyalty.auth.rules import SCOPES
@@ -122,7 +122,7 @@ def run(*, host: str, port: int, serve: bool, reset: bool = False) -> None:
         for removed in remove_sqlite_database(app.config["DATABASE_URL"]):
             click.echo(f"Removed {removed}")
     with app.app_context():
-        schema.upgrade(schema.alembic_config(app.config["DATABASE_URL"]))
+        migrator.upgrade(migrator.alembic_config(app.config["DATABASE_URL"]))
         session = get_session()
         credentials = _demo_client(session, instance / "demo-client.json")
         seed_programme(session)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from flask import Response, current_app, request
+from flask import Response, current_app, g, request
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
@@ -32,7 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from loyalty import clock, jsonbody, problems
+from loyalty import clock, jsonbody, problems, sealing
 from loyalty.db import (
     RETRIES,
     Base,
@@ -52,7 +52,7 @@ from loyalty.errors import (
     LedgerBusyError,
     LoyaltyError,
 )
-from loyalty.ledger.rules import request_fingerprint
+from loyalty.fingerprint import request_fingerprint
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -60,6 +60,10 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 RETENTION = dt.timedelta(hours=48)
 # Set on views wrapped by `idempotent` (and copied onto the wrappers around them).
 _MARK = "honours_idempotency_key"
+# A stored body that shows a secret is sealed (`seal_stored_response`) and marked so; a JSON
+# body never starts with this.
+_SEALED = "sealed:"
+_SEAL_PURPOSE = "stored response"
 
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -86,8 +90,9 @@ class IdempotencyRecord(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
-    """Make a view honour ``Idempotency-Key``; without the header it runs as it is."""
+def idempotent(view: Callable[..., Any], *, caller: Callable[[], str]) -> Callable[..., Any]:
+    """Make a view honour ``Idempotency-Key``; without the header it runs as it is. Keys are
+    scoped to the API client ``caller()`` names (the request's authenticated client)."""
 
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -96,9 +101,7 @@ def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
             return view(*args, **kwargs)
         if not 1 <= len(key) <= 255 or not all(32 <= ord(c) < 127 for c in key):
             raise InvalidIdempotencyKeyError()
-        from loyalty.auth.security import current_principal
-
-        client_id = current_principal().client_id
+        client_id = caller()
         fingerprint = request_fingerprint(request.method, request.path, _body())
         session = get_session()
         for attempt in range(RETRIES):
@@ -112,6 +115,12 @@ def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
 
     setattr(wrapper, _MARK, True)
     return wrapper
+
+
+def seal_stored_response() -> None:
+    """Store this request's response sealed (`loyalty.sealing`): for responses that show a
+    secret once, so that the idempotency table does not keep it readable."""
+    g.loyalty_seal_stored_response = True
 
 
 def honours_idempotency_key(view: Callable[..., Any]) -> bool:
@@ -153,7 +162,10 @@ def _run(
                 raise _UnstoredError(response)
             record.status_code = response.status_code
             record.content_type = response.content_type
-            record.body = response.get_data(as_text=True)
+            body = response.get_data(as_text=True)
+            if g.pop("loyalty_seal_stored_response", False):
+                body = _SEALED + sealing.seal(body, purpose=_SEAL_PURPOSE)
+            record.body = body
     except _UnstoredError as unstored:
         return unstored.response  # the key is released: a retry runs the request again
     return response
@@ -193,8 +205,14 @@ def _claim(session: Session, client_id: str, key: str, fingerprint: str) -> Idem
 
 
 def _replay(record: IdempotencyRecord) -> Response:
+    body = record.body or ""
+    if body.startswith(_SEALED):
+        try:
+            body = sealing.unseal(body[len(_SEALED) :], purpose=_SEAL_PURPOSE)
+        except sealing.UnsealError:
+            raise IdempotencyKeyReusedError() from None  # SECRET_KEY changed: cannot replay
     response = current_app.response_class(
-        record.body, status=record.status_code, content_type=record.content_type
+        body, status=record.status_code, content_type=record.content_type
     )
     response.headers[REPLAYED_HEADER] = "true"
     return response

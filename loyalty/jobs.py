@@ -9,12 +9,8 @@ from dataclasses import dataclass, field
 import click
 from sqlalchemy.orm import Session
 
-from loyalty import idempotency
-from loyalty.community import service as community_service
+from loyalty import idempotency, wiring
 from loyalty.ledger import service as ledger_service
-from loyalty.referrals import service as referrals_service
-from loyalty.rewards import service as rewards_service
-from loyalty.tiers import service as tiers_service
 
 
 @dataclass
@@ -35,23 +31,25 @@ class Report:
 
 def run_due(session: Session, *, batch_size: int = 50, progress: bool = False) -> Report:
     """Do everything due now: settle due wallets (activations, expiries, hold timeouts), tier
-    reviews and re-evaluations, birthday gifts and claim expiry, and purge idempotency keys
-    past their retention."""
+    reviews and re-evaluations, birthday gifts and claim expiry, webhook deliveries, and purge
+    idempotency keys past their retention."""
     report = Report()
     # An inactivity switch-on interrupted half-way is finished before the wallets are read.
     report.counts["wallets marked due"] = ledger_service.sweep_due_wallets(session)
     total = ledger_service.due_wallet_count(session)
+    # A pass settles what was due when it began (and what falls due meanwhile, up to one more
+    # batch): a wallet that stayed due once settled would otherwise hold the job forever.
+    budget = total + batch_size
     with click.progressbar(
         length=total, label="Settling wallets", file=None if progress else io.StringIO()
     ) as bar:
-        while True:
+        while report.wallets_settled < budget:
             settled = ledger_service.settle_due_batch(session, batch_size=batch_size)
             if not settled:
                 break
             report.wallets_settled += settled
             bar.update(settled)
-    for area in (tiers_service, rewards_service, referrals_service, community_service):
-        for label, count in area.run_due(session, batch_size=batch_size).items():
-            report.counts[label] = report.counts.get(label, 0) + count
+    for label, count in wiring.run_area_due_work(session, batch_size=batch_size).items():
+        report.counts[label] = report.counts.get(label, 0) + count
     report.keys_purged = idempotency.purge_expired_keys(session)
     return report

@@ -17,7 +17,7 @@ from pytest_postgresql.janitor import DatabaseJanitor
 from sqlalchemy import Engine, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from loyalty import create_app, schema
+from loyalty import create_app, migrator
 from loyalty.auth import service as auth_service
 from loyalty.auth.rules import SCOPES
 from loyalty.db import Base, get_database, make_engine
@@ -33,6 +33,9 @@ def base_config(database_url: str) -> dict[str, Any]:
         "SECRET_KEY": TEST_SECRET_KEY,
         "DATABASE_URL": database_url,
         "ARGON2_PROFILE": "CHEAPEST",
+        # Webhook receivers in tests listen on loopback (tests/events sets it back to check
+        # the refusals).
+        "WEBHOOKS_ALLOW_PRIVATE": True,
     }
 
 
@@ -55,7 +58,7 @@ def database_url(worker_id: str) -> Iterator[str]:
     janitor.init()
     url = server.set(database=name).render_as_string(hide_password=False)
     try:
-        schema.upgrade(schema.alembic_config(url))
+        migrator.upgrade(migrator.alembic_config(url))
         _snapshot_seeds(url)
         yield url
     finally:
@@ -160,6 +163,7 @@ SEEDED_TABLES = (
     "tier_settings",
     "referral_settings",
     "community_settings",
+    "lifecycle_settings",
 )
 
 
@@ -205,7 +209,7 @@ def _snapshot_seeds(url: str) -> None:
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SQLite file migrated to head once per session; tests work on copies of it."""
     path = tmp_path_factory.mktemp("sqlite") / "template.db"
-    schema.upgrade(schema.alembic_config(f"sqlite:///{path}"))
+    migrator.upgrade(migrator.alembic_config(f"sqlite:///{path}"))
     return path
 
 

@@ -13,7 +13,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.orm import Session
 
-from loyalty import create_app, schema
+from loyalty import create_app, migrator
 from loyalty.db import constraint_name, get_database, make_engine, unit_of_work
 from loyalty.members import service
 from loyalty.members.models import Member
@@ -82,7 +82,7 @@ def test_sqlite_serialises_concurrent_writers(tmp_path: Path) -> None:
     """Threads enrolling the same customers at once on one SQLite file: no lost or doubled
     member, no 'database is locked'."""
     path = tmp_path / "shared.db"
-    schema.upgrade(schema.alembic_config(f"sqlite:///{path}"))
+    migrator.upgrade(migrator.alembic_config(f"sqlite:///{path}"))
     app = create_app(base_config(f"sqlite:///{path}"))
     workers, customers = 6, 10
     barrier = threading.Barrier(workers)

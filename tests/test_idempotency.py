@@ -223,6 +223,11 @@ def referral_under_review(api: Api) -> str:
     return str(held["id"])
 
 
+def webhook_endpoint(api: Api) -> str:
+    body = {"url": "https://hooks.example.com/loyalty", "event_types": ["*"]}
+    return str(created(api, "/v1/webhooks/endpoints", body)["id"])
+
+
 # (method, Flask rule) -> a successful request of that operation, with what it needs set up.
 CALLS: dict[tuple[str, str], Callable[[Api], Call]] = {
     ("POST", "/v1/members"): lambda api: Call("/v1/members", {"external_id": "new"}),
@@ -378,6 +383,26 @@ CALLS: dict[tuple[str, str], Callable[[Api], Call]] = {
     ("PUT", "/v1/members/<string:member_id>/leaderboard-profile"): lambda api: Call(
         f"/v1/members/{member(api)['id']}/leaderboard-profile",
         {"opted_in": True, "display_name": "Zoe"},
+    ),
+    # A created endpoint's answer shows its secret: it is stored sealed, replayed as it was.
+    ("POST", "/v1/webhooks/endpoints"): lambda api: Call(
+        "/v1/webhooks/endpoints", {"url": "https://hooks.example.com/new", "event_types": ["*"]}
+    ),
+    ("PATCH", "/v1/webhooks/endpoints/<string:endpoint_id>"): lambda api: Call(
+        f"/v1/webhooks/endpoints/{webhook_endpoint(api)}", {"description": "orders"}
+    ),
+    ("DELETE", "/v1/webhooks/endpoints/<string:endpoint_id>"): lambda api: Call(
+        f"/v1/webhooks/endpoints/{webhook_endpoint(api)}"
+    ),
+    ("POST", "/v1/webhooks/endpoints/<string:endpoint_id>/rotate-secret"): lambda api: Call(
+        f"/v1/webhooks/endpoints/{webhook_endpoint(api)}/rotate-secret", {}
+    ),
+    ("POST", "/v1/webhooks/endpoints/<string:endpoint_id>/replay"): lambda api: Call(
+        f"/v1/webhooks/endpoints/{webhook_endpoint(api)}/replay",
+        {"since": "2026-01-01T00:00:00Z"},
+    ),
+    ("PATCH", "/v1/webhooks/lifecycle"): lambda api: Call(
+        "/v1/webhooks/lifecycle", {"inactive_days": 60}
     ),
 }
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from loyalty import schema
+from loyalty import migrator
 
 NOW = "2026-01-01 00:00:00+00"
 # Client ids as the service makes them ("cli_" and a ULID).
@@ -24,8 +24,8 @@ def test_channels_migrate_clients_with_long_equal_names(tmp_path: Path) -> None:
     unique (cutting "<name> (<client id>)" to 100 characters used to make them equal and stop
     the upgrade)."""
     url = f"sqlite:///{tmp_path / 'long-names.db'}"
-    config = schema.alembic_config(url)
-    schema.upgrade(config, "0008_ledger_reconciliation")
+    config = migrator.alembic_config(url)
+    migrator.upgrade(config, "0008_ledger_reconciliation")
     name = "EU web shop, order webhooks (production, rotated every quarter by the platform team)"
     assert len(name) <= 100
     engine = create_engine(url)
@@ -67,7 +67,7 @@ def test_channels_migrate_clients_with_long_equal_names(tmp_path: Path) -> None:
             )
     engine.dispose()
 
-    schema.upgrade(config)
+    migrator.upgrade(config)
 
     engine = create_engine(url)
     with engine.connect() as conn:

@@ -12,18 +12,18 @@ from click.testing import CliRunner
 from pytest_postgresql.janitor import DatabaseJanitor
 from sqlalchemy import create_engine, inspect, make_url
 
-from loyalty import schema
+from loyalty import migrator
 from loyalty.cli import main
 from loyalty.db import Base
 
 
 def test_single_head() -> None:
-    script = ScriptDirectory.from_config(schema.alembic_config())
+    script = ScriptDirectory.from_config(migrator.alembic_config())
     assert len(script.get_heads()) == 1
 
 
 def test_revision_ids_are_sequential_file_stems() -> None:
-    script = ScriptDirectory.from_config(schema.alembic_config())
+    script = ScriptDirectory.from_config(migrator.alembic_config())
     revisions = list(reversed(list(script.walk_revisions())))
     for number, rev in enumerate(revisions, start=1):
         assert rev.path is not None
@@ -32,13 +32,13 @@ def test_revision_ids_are_sequential_file_stems() -> None:
 
 
 def test_next_revision_id_continues_the_sequence() -> None:
-    config = schema.alembic_config()
+    config = migrator.alembic_config()
     count = len(list(ScriptDirectory.from_config(config).walk_revisions()))
-    assert schema.next_revision_id(config, "Points ledger!") == f"{count + 1:04d}_points_ledger"
+    assert migrator.next_revision_id(config, "Points ledger!") == f"{count + 1:04d}_points_ledger"
 
 
 def test_no_drift_between_models_and_migrations_on_postgresql(database_url: str) -> None:
-    schema.check(schema.alembic_config(database_url))
+    migrator.check(migrator.alembic_config(database_url))
 
 
 @pytest.fixture
@@ -75,14 +75,14 @@ def test_upgrade_downgrade_upgrade_round_trip(
         if backend == "postgresql"
         else f"sqlite:///{tmp_path / 'roundtrip.db'}"
     )
-    config = schema.alembic_config(url)
+    config = migrator.alembic_config(url)
     expected = {table.name for table in Base.metadata.sorted_tables}
-    schema.upgrade(config)
+    migrator.upgrade(config)
     assert _tables(url) == expected
-    schema.check(config)
-    schema.downgrade(config, "base")
+    migrator.check(config)
+    migrator.downgrade(config, "base")
     assert _tables(url) == set()
-    schema.upgrade(config)
+    migrator.upgrade(config)
     assert _tables(url) == expected
 
 
@@ -103,14 +103,14 @@ def test_loyalty_db_upgrade_creates_a_working_sqlite_database(
 def test_new_migrations_are_written_in_a_checkout_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert schema.in_checkout()  # the tests run from the checkout (an editable install)
-    monkeypatch.setattr(schema, "in_checkout", lambda: False)  # as from an installed wheel
+    assert migrator.in_checkout()  # the tests run from the checkout (an editable install)
+    monkeypatch.setattr(migrator, "in_checkout", lambda: False)  # as from an installed wheel
     monkeypatch.setenv("LOYALTY_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
-    before = sorted((schema.migrations_dir() / "versions").iterdir())
+    before = sorted((migrator.migrations_dir() / "versions").iterdir())
     result = CliRunner().invoke(main, ["db", "revision", "-m", "probe"])
     assert result.exit_code == 1
     assert "write new migrations in a source checkout" in result.output
-    assert sorted((schema.migrations_dir() / "versions").iterdir()) == before
+    assert sorted((migrator.migrations_dir() / "versions").iterdir()) == before
 
 
 @pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
@@ -126,8 +126,8 @@ def test_channels_keep_every_order_id_meaning_what_it_did(
         if backend == "postgresql"
         else f"sqlite:///{tmp_path / 'channels.db'}"
     )
-    config = schema.alembic_config(url)
-    schema.upgrade(config, "0008_ledger_reconciliation")
+    config = migrator.alembic_config(url)
+    migrator.upgrade(config, "0008_ledger_reconciliation")
     engine = create_engine(url)
     now = "2026-01-01 00:00:00+00"
     with engine.begin() as conn:
@@ -170,8 +170,8 @@ def test_channels_keep_every_order_id_meaning_what_it_did(
                 ),
                 {"pk": pk, "client": client, "order_id": order_id, "now": now},
             )
-    schema.upgrade(config)
-    schema.check(config)
+    migrator.upgrade(config)
+    migrator.check(config)
     with engine.connect() as conn:
         clients = dict(conn.execute(text("SELECT id, channel_id FROM api_clients")).all())
         orders = dict(conn.execute(text("SELECT id, channel_id FROM orders")).all())
@@ -180,4 +180,4 @@ def test_channels_keep_every_order_id_meaning_what_it_did(
     assert clients == {"cli_a": "chn_default", "cli_b": "chn_cli_b", "cli_c": "chn_default"}
     assert orders == {"ord_1": "chn_default", "ord_2": "chn_cli_b", "ord_3": "chn_default"}
     assert channels == {"chn_default": "Default", "chn_cli_b": "cli_b (cli_b)"}
-    schema.downgrade(config, "0008_ledger_reconciliation")
+    migrator.downgrade(config, "0008_ledger_reconciliation")

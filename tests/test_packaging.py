@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from alembic.script import ScriptDirectory
 
-from loyalty import schema
+from loyalty import migrator
 from loyalty.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +71,7 @@ def test_the_migrations_are_package_data() -> None:
 
 def test_alembic_finds_the_migrations_through_the_package() -> None:
     folder = resources.files("loyalty").joinpath("migrations")
-    config = schema.alembic_config()
+    config = migrator.alembic_config()
     assert Path(config.get_main_option("script_location") or "") == Path(str(folder))
     script = ScriptDirectory.from_config(config)
     assert Path(script.dir) == PACKAGE / "migrations"

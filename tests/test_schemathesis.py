@@ -5,12 +5,12 @@ status, content type and body) and that schema-valid requests are accepted.
 The run is deterministic (a fixed seed, derandomized generation) and runs on the real
 PostgreSQL test database, one test per operation, each in the test's rolled-back transaction
 with a small world made through the API (`world`: a member with points, an order, a hold, a
-claim, tiers, a reward, a perk, a multiplier, a campaign, event types, a rule, a badge) so that
-valid requests can succeed. `test_api` adjusts a generated request only where the contract
-states a rule that JSON Schema cannot (dates relative to now, a window's end after its start,
-unique SKUs and levels, references to what exists, a new Idempotency-Key per request). Valid
-requests that the API may still refuse for a business reason are listed with the reason
-(`EXPECTED_REFUSALS`, `STATE_REFUSALS`). Run it alone with
+claim, tiers, a reward, a perk, a multiplier, a campaign, event types, a rule, a badge, a
+webhook endpoint) so that valid requests can succeed. `test_api` adjusts a generated request
+only where the contract states a rule that JSON Schema cannot (dates relative to now, a
+window's end after its start, unique SKUs and levels, references to what exists, a new
+Idempotency-Key per request). Valid requests that the API may still refuse for a business
+reason are listed with the reason (`EXPECTED_REFUSALS`, `STATE_REFUSALS`). Run it alone with
 ``python -m pytest tests/test_schemathesis.py -n auto``.
 """
 
@@ -342,7 +342,11 @@ def _contract_rules(case: Any, coins: dict[str, bool]) -> None:
         _recent(body, name)
     if label == "POST /v1/members/{member_id}/tier":
         _in_future(body, "until")
-    for start, end in (("starts_at", "ends_at"), ("available_from", "available_until")):
+    for start, end in (
+        ("starts_at", "ends_at"),
+        ("available_from", "available_until"),
+        ("since", "until"),
+    ):
         _window(body, start, end)
     if isinstance(body.get("birthday"), str) and body["birthday"] > dt.date.today().isoformat():
         body["birthday"] = "1990-01-01"
@@ -468,6 +472,10 @@ def world(client: FlaskClient, headers: dict[str, str]) -> Iterator[dict[str, An
         "/v1/program/badges",
         {"name": "Regular", "rule": "streak", "levels": [{"name": "Week", "threshold": "7"}]},
     )
+    endpoint = post(
+        "/v1/webhooks/endpoints",
+        {"url": "https://hooks.example.com/loyalty", "event_types": ["points.*"]},
+    )
     referrals = client.get(f"/v1/members/{member_id}/referrals", headers=headers).json
     WORLD.clear()
     WORLD.update(
@@ -490,6 +498,7 @@ def world(client: FlaskClient, headers: dict[str, str]) -> Iterator[dict[str, An
         rule_id=rule["id"],
         badge_id=badge["id"],
         referral_id=referrals["items"][0]["referral_id"],
+        endpoint_id=endpoint["id"],
     )
     yield WORLD
     WORLD.clear()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -16,8 +18,7 @@ from sqlalchemy.orm import Session
 
 from loyalty import clock
 from loyalty.audit.models import AuditRecord
-from loyalty.db import Page
-from loyalty.errors import InvalidFieldError
+from loyalty.db import Page, keyset_page
 
 
 def snapshot(values: dict[str, Any]) -> dict[str, Any]:
@@ -78,6 +79,44 @@ def record(
     return audit
 
 
+@contextmanager
+def recorded_update(
+    session: Session,
+    row: Any,
+    fields: tuple[str, ...],
+    *,
+    actor: str,
+    entity_type: str,
+    entity_id: str,
+) -> Iterator[dict[str, Any]]:
+    """Audit what the ``with`` block changes in ``row``: its ``fields`` before (yielded, for
+    checks that need them) and after. On leaving the block the row's ``updated_at`` (and
+    ``updated_by``, where it has one) is stamped; an error inside records nothing (the unit of
+    work rolls back)."""
+    before = snapshot_of(row, fields)
+    yield before
+    if hasattr(row, "updated_at"):
+        row.updated_at = clock.now()
+    if hasattr(row, "updated_by"):
+        row.updated_by = actor[:64]
+    record(
+        session,
+        actor=actor,
+        action="updated",
+        entity_type=entity_type,
+        entity_id=entity_id,
+        before=before,
+        after=snapshot_of(row, fields),
+    )
+
+
+def apply_changes(row: Any, changes: dict[str, Any], fields: tuple[str, ...]) -> None:
+    """Set each of ``fields`` that ``changes`` names (others stay as they are)."""
+    for name in fields:
+        if name in changes:
+            setattr(row, name, changes[name])
+
+
 def list_records(
     session: Session,
     *,
@@ -95,11 +134,6 @@ def list_records(
         query = query.where(AuditRecord.entity_id == entity_id)
     if actor is not None:
         query = query.where(AuditRecord.actor == actor)
-    if cursor is not None:
-        if not (cursor.isdigit() and len(cursor) <= 18):
-            raise InvalidFieldError("cursor", "Not a valid cursor.")
-        query = query.where(AuditRecord.id < int(cursor))
-    records = list(session.scalars(query.limit(limit + 1)))
-    more = len(records) > limit
-    records = records[:limit]
-    return Page(items=records, next_cursor=str(records[-1].id) if more else None)
+    return keyset_page(
+        session, query, AuditRecord.id, limit, cursor, newest_first=True, numeric=True
+    )

@@ -8,10 +8,8 @@ import datetime as dt
 from sqlalchemy import ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
+from loyalty.auth.rules import DEFAULT_CHANNEL
 from loyalty.db import Base, JSONDocument, UTCDateTime, utcnow
-
-# Every programme starts with this channel; clients join it unless told otherwise.
-DEFAULT_CHANNEL = "chn_default"
 
 
 class Channel(Base):

@@ -1,10 +1,13 @@
-"""Scopes: what an API client may do. Pure logic."""
+"""Scopes (what an API client may do) and channels (whose orders it reports). Pure logic."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from loyalty.errors import UnknownScopeError
+from loyalty.auth.errors import UnknownScopeError
+
+# Every programme starts with this channel; clients join it unless told otherwise.
+DEFAULT_CHANNEL = "chn_default"
 
 SCOPES: tuple[str, ...] = (
     "members:read",

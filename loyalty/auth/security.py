@@ -14,14 +14,9 @@ from flask_jwt_extended.exceptions import JWTExtendedException
 from jwt import ExpiredSignatureError, PyJWTError
 
 from loyalty.auth import service
-from loyalty.auth.errors import MalformedBasicCredentialsError
+from loyalty.auth.errors import InsufficientScopeError, MalformedBasicCredentialsError
 from loyalty.db import get_session
-from loyalty.errors import (
-    AuthenticationError,
-    InsufficientScopeError,
-    InvalidTokenError,
-    TokenExpiredError,
-)
+from loyalty.errors import AuthenticationError, InvalidTokenError, TokenExpiredError
 
 
 def _authorization() -> tuple[str, str]:

@@ -15,17 +15,17 @@ from flask_jwt_extended import create_access_token
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from loyalty.auth.errors import ChannelExistsError, ChannelNotFoundError
-from loyalty.auth.models import DEFAULT_CHANNEL, ApiClient, Channel
-from loyalty.auth.rules import SCOPES, parse_scopes, scope_string
-from loyalty.db import new_id, unit_of_work, utcnow
-from loyalty.errors import (
+from loyalty.auth.errors import (
+    ChannelExistsError,
+    ChannelNotFoundError,
     ClientNotFoundError,
     InvalidClientError,
-    RuleViolationError,
     ScopeNotGrantedError,
-    TokenRevokedError,
 )
+from loyalty.auth.models import ApiClient, Channel
+from loyalty.auth.rules import DEFAULT_CHANNEL, SCOPES, parse_scopes, scope_string
+from loyalty.db import locked_row, new_id, unit_of_work, utcnow
+from loyalty.errors import RuleViolationError, TokenRevokedError
 
 
 @cache
@@ -152,9 +152,7 @@ def revoke_client(session: Session, *, client_id: str) -> ApiClient:
     Revoking twice keeps the first revocation time. Raises `ClientNotFoundError`.
     """
     with unit_of_work(session):
-        client = session.get(ApiClient, client_id, with_for_update=True)
-        if client is None:
-            raise ClientNotFoundError(client_id)
+        client = locked_row(session, ApiClient, client_id, ClientNotFoundError(client_id))
         if client.revoked_at is None:
             client.revoked_at = utcnow()
     return client

@@ -219,15 +219,13 @@ class Leaderboard(MethodView):
 class Events(MethodView):
     @blp.requires("points:accrue")
     @blp.arguments(EventCreateSchema)
-    @blp.response(201, EventResultSchema, description="Event recorded")
-    @blp.alt_response(
-        200,
-        schema=EventResultSchema,
-        description="The same event again: the first result",
-        success=True,
+    @blp.created_or_replayed(
+        EventResultSchema,
+        created="Event recorded",
+        replayed="The same event again: the first result",
     )
     @blp.errors(404, 409)
-    def post(self, data: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    def post(self, data: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Report an engagement event: points, streak and badges (idempotent on event_id)."""
         principal = current_principal()
         result = service.record_event(
@@ -237,22 +235,20 @@ class Events(MethodView):
             actor=principal.client_id,
             **data,
         )
-        return result.body, 201 if result.created else 200
+        return result.body, result.created
 
 
 @blp.route("/members/<string:member_id>/check-ins")
 class CheckIns(MethodView):
     @blp.requires("points:accrue")
     @blp.arguments(CheckInCreateSchema)
-    @blp.response(201, EventResultSchema, description="Check-in recorded")
-    @blp.alt_response(
-        200,
-        schema=EventResultSchema,
-        description="The same check-in again: the first result",
-        success=True,
+    @blp.created_or_replayed(
+        EventResultSchema,
+        created="Check-in recorded",
+        replayed="The same check-in again: the first result",
     )
     @blp.errors(404, 409)
-    def post(self, data: dict[str, Any], member_id: str) -> tuple[dict[str, Any], int]:
+    def post(self, data: dict[str, Any], member_id: str) -> tuple[dict[str, Any], bool]:
         """Check the member in for today (a check_in event; counts once per local day)."""
         principal = current_principal()
         result = service.check_in(
@@ -263,7 +259,7 @@ class CheckIns(MethodView):
             actor=principal.client_id,
             **data,
         )
-        return result.body, 201 if result.created else 200
+        return result.body, result.created
 
 
 # --- the member's view ----------------------------------------------------------------------

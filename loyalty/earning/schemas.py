@@ -18,11 +18,10 @@ from loyalty.api import (
 )
 from loyalty.earning.rules import CAMPAIGN_TARGETS, MULTIPLIER_SCOPES
 from loyalty.ledger.schemas import (
-    CURRENCY,
-    CURRENCY_OR_NULL,
     MAX_MONEY,
     MAX_POINTS,
     ComponentSchema,
+    Currency,
     OrderItemSchema,
 )
 from loyalty.members.rules import STAGES
@@ -94,14 +93,10 @@ class EarningSettingsUpdateSchema(Schema):
             "earn nothing; null removes the minimum"
         },
     )
-    minimum_order_currency = fields.String(
-        allow_none=True,
-        validate=validate.Regexp(r"^[A-Za-z]{3}$", error="Must be an ISO 4217 code."),
-        metadata={
-            "description": "ISO 4217 code of minimum_order_total; give both together, or null "
-            "both to remove the minimum",
-            **CURRENCY_OR_NULL,
-        },
+    minimum_order_currency = Currency(
+        nullable=True,
+        description="ISO 4217 code of minimum_order_total; give both together, or null both "
+        "to remove the minimum",
     )
     excluded_categories = fields.List(
         fields.String(validate=[validate.Length(min=1, max=100), _printable]),
@@ -286,11 +281,7 @@ class PreviewCreateSchema(Schema):
     total = fields.Integer(
         required=True, strict=True, validate=validate.Range(min=0, max=MAX_MONEY)
     )
-    currency = fields.String(
-        required=True,
-        validate=validate.Regexp(r"^[A-Za-z]{3}$", error="Must be an ISO 4217 code."),
-        metadata={"description": "ISO 4217 code, e.g. USD", **CURRENCY},
-    )
+    currency = Currency(required=True)
     items = fields.List(
         fields.Nested(OrderItemSchema),
         validate=validate.Length(max=500),

@@ -20,16 +20,24 @@ from sqlalchemy.orm import Session
 
 from loyalty import clock
 from loyalty.audit import service as audit_service
-from loyalty.db import Page, constraint_name, new_id, retrying, unit_of_work
+from loyalty.db import (
+    Page,
+    constraint_name,
+    locked_row,
+    new_id,
+    retrying,
+    settings_row,
+    unit_of_work,
+)
 from loyalty.earning import rules
-from loyalty.earning.models import Campaign, EarningSettings, ProductMultiplier
-from loyalty.errors import (
+from loyalty.earning.errors import (
     CampaignInUseError,
     CampaignNotFoundError,
-    InvalidFieldError,
     MultiplierConflictError,
     MultiplierNotFoundError,
 )
+from loyalty.earning.models import Campaign, EarningSettings, ProductMultiplier
+from loyalty.errors import InvalidFieldError
 from loyalty.ledger import rules as ledger_rules
 from loyalty.ledger import service as ledger_service
 from loyalty.members import rules as member_rules
@@ -72,10 +80,7 @@ def _factor(value: Decimal | int | str | None) -> Decimal | None:
 
 def get_earning_settings(session: Session) -> EarningSettings:
     """Minimum order, excluded categories and caps (none until a manager sets them)."""
-    settings = session.get(EarningSettings, 1)
-    if settings is None:  # a database from before the row existed; never expected
-        settings = EarningSettings(id=1, excluded_categories=[], updated_at=clock.now())
-    return settings
+    return settings_row(session, EarningSettings)
 
 
 @retrying
@@ -85,41 +90,34 @@ def update_earning_settings(
     """Change the earning limits; they apply to orders reported from now on. Audited.
     Raises `InvalidFieldError` when a minimum total comes without its currency."""
     with unit_of_work(session):
-        settings = session.get(EarningSettings, 1, with_for_update=True)
-        if settings is None:
-            settings = get_earning_settings(session)
-            session.add(settings)
-        before = audit_service.snapshot_of(settings, EARNING_FIELDS)
-        for name in EARNING_FIELDS:
-            if name in changes:
-                value = changes[name]
-                if name == "minimum_order_currency" and value:
-                    value = value.upper()
-                if name == "excluded_categories":
-                    value = sorted(set(value or []))
-                setattr(settings, name, value)
-        if (settings.minimum_order_total is None) != (settings.minimum_order_currency is None):
-            raise InvalidFieldError(
-                "minimum_order_currency",
-                "Give minimum_order_total and minimum_order_currency together (null both to "
-                "remove the minimum).",
-            )
-        if (
-            settings.minimum_order_currency
-            and ledger_rules.currency_exponent(settings.minimum_order_currency) is None
-        ):
-            raise InvalidFieldError("minimum_order_currency", "Not an ISO 4217 currency code.")
-        settings.updated_at = clock.now()
-        settings.updated_by = actor
-        audit_service.record(
+        settings = settings_row(session, EarningSettings, lock=True)
+        with audit_service.recorded_update(
             session,
+            settings,
+            EARNING_FIELDS,
             actor=actor,
-            action="updated",
             entity_type="earning_settings",
             entity_id="earning",
-            before=before,
-            after=audit_service.snapshot_of(settings, EARNING_FIELDS),
-        )
+        ):
+            for name in EARNING_FIELDS:
+                if name in changes:
+                    value = changes[name]
+                    if name == "minimum_order_currency" and value:
+                        value = value.upper()
+                    if name == "excluded_categories":
+                        value = sorted(set(value or []))
+                    setattr(settings, name, value)
+            if (settings.minimum_order_total is None) != (settings.minimum_order_currency is None):
+                raise InvalidFieldError(
+                    "minimum_order_currency",
+                    "Give minimum_order_total and minimum_order_currency together (null both to "
+                    "remove the minimum).",
+                )
+            if (
+                settings.minimum_order_currency
+                and ledger_rules.currency_exponent(settings.minimum_order_currency) is None
+            ):
+                raise InvalidFieldError("minimum_order_currency", "Not an ISO 4217 currency code.")
     return settings
 
 
@@ -187,33 +185,25 @@ def update_multiplier(
 ) -> ProductMultiplier:
     """Change a multiplier's factor or label. Raises `MultiplierNotFoundError`."""
     with unit_of_work(session):
-        row = session.get(ProductMultiplier, multiplier_id, with_for_update=True)
-        if row is None:
-            raise MultiplierNotFoundError(multiplier_id)
-        before = audit_service.snapshot_of(row, MULTIPLIER_FIELDS)
-        if changes.get("multiplier") is not None:
-            row.multiplier = _factor(changes["multiplier"])  # type: ignore[assignment]
-        if "label" in changes:
-            row.label = changes["label"]
-        row.updated_at = clock.now()
-        audit_service.record(
-            session,
-            actor=actor,
-            action="updated",
-            entity_type="multiplier",
-            entity_id=row.id,
-            before=before,
-            after=audit_service.snapshot_of(row, MULTIPLIER_FIELDS),
+        row = locked_row(
+            session, ProductMultiplier, multiplier_id, MultiplierNotFoundError(multiplier_id)
         )
+        with audit_service.recorded_update(
+            session, row, MULTIPLIER_FIELDS, actor=actor, entity_type="multiplier", entity_id=row.id
+        ):
+            if changes.get("multiplier") is not None:
+                row.multiplier = _factor(changes["multiplier"])  # type: ignore[assignment]
+            if "label" in changes:
+                row.label = changes["label"]
     return row
 
 
 def delete_multiplier(session: Session, *, multiplier_id: str, actor: str) -> None:
     """Remove a multiplier; orders already reported keep their points. Audited."""
     with unit_of_work(session):
-        row = session.get(ProductMultiplier, multiplier_id, with_for_update=True)
-        if row is None:
-            raise MultiplierNotFoundError(multiplier_id)
+        row = locked_row(
+            session, ProductMultiplier, multiplier_id, MultiplierNotFoundError(multiplier_id)
+        )
         audit_service.record(
             session,
             actor=actor,
@@ -316,10 +306,10 @@ def _check_campaign(session: Session, campaign: Campaign, *, targets: bool = Tru
         campaign.target_values = sorted(set(values))
 
 
-def tier_references(session: Session, code: str) -> int:
-    """How many campaigns target the tier ``code``."""
+def tier_references(session: Session, code: str) -> tuple[str, int]:
+    """How many campaigns target the tier ``code`` (a tier referred to cannot be deleted)."""
     campaigns = session.scalars(select(Campaign).where(Campaign.target == "tiers"))
-    return sum(1 for campaign in campaigns if code in (campaign.target_values or []))
+    return "campaigns", sum(1 for campaign in campaigns if code in (campaign.target_values or []))
 
 
 def create_campaign(session: Session, *, actor: str, **values: Any) -> Campaign:
@@ -354,28 +344,21 @@ def update_campaign(
     """Change a campaign (pause it with ``active: false``). Points already given stay.
     Locks the campaign. Raises `CampaignNotFoundError`, `InvalidFieldError`."""
     with unit_of_work(session):
-        campaign = session.get(Campaign, campaign_id, with_for_update=True)
-        if campaign is None:
-            raise CampaignNotFoundError(campaign_id)
-        before = audit_service.snapshot_of(campaign, CAMPAIGN_FIELDS)
-        for name in CAMPAIGN_FIELDS:
-            if name in changes:
-                setattr(campaign, name, changes[name])
-        if changes.get("target") == "all" and "target_values" not in changes:
-            campaign.target_values = []
-        _check_campaign(
-            session, campaign, targets="target" in changes or "target_values" in changes
-        )
-        campaign.updated_at = clock.now()
-        audit_service.record(
+        campaign = locked_row(session, Campaign, campaign_id, CampaignNotFoundError(campaign_id))
+        with audit_service.recorded_update(
             session,
+            campaign,
+            CAMPAIGN_FIELDS,
             actor=actor,
-            action="updated",
             entity_type="campaign",
             entity_id=campaign.id,
-            before=before,
-            after=audit_service.snapshot_of(campaign, CAMPAIGN_FIELDS),
-        )
+        ):
+            audit_service.apply_changes(campaign, changes, CAMPAIGN_FIELDS)
+            if changes.get("target") == "all" and "target_values" not in changes:
+                campaign.target_values = []
+            _check_campaign(
+                session, campaign, targets="target" in changes or "target_values" in changes
+            )
     return campaign
 
 
@@ -384,9 +367,7 @@ def delete_campaign(session: Session, *, campaign_id: str, actor: str) -> None:
     points stay on the orders that earned them). Raises `CampaignNotFoundError` and
     `CampaignInUseError`."""
     with unit_of_work(session):
-        campaign = session.get(Campaign, campaign_id, with_for_update=True)
-        if campaign is None:
-            raise CampaignNotFoundError(campaign_id)
+        campaign = locked_row(session, Campaign, campaign_id, CampaignNotFoundError(campaign_id))
         if campaign.spent:
             raise CampaignInUseError(campaign_id, campaign.spent)
         audit_service.record(

@@ -36,8 +36,16 @@ class MemberUpdatedData(MemberData):
 
 
 class PointsAccruedData(Schema):
-    order_id = fields.String(required=True)
-    channel_id = fields.String(required=True)
+    source = fields.String(
+        required=True,
+        metadata={
+            "description": "`order` (an order earned them) or `bonus` (a badge, a "
+            "referral, a birthday gift: `reference` says which)."
+        },
+    )
+    order_id = fields.String(allow_none=True)
+    channel_id = fields.String(allow_none=True)
+    reference = fields.String(allow_none=True, metadata={"description": "`badge:...` and so on."})
     points = fields.Integer(required=True)
     status = fields.String(required=True, metadata={"description": "`pending` or `active`."})
     activates_at = Timestamp(required=True)
@@ -60,10 +68,15 @@ class PointsRedeemedData(Schema):
 
 
 class PointsReversedData(Schema):
-    order_id = fields.String(required=True)
-    refund_id = fields.String(required=True)
-    points = fields.Integer(required=True)
-    shortfall = fields.Integer(required=True)
+    order_id = fields.String(allow_none=True, metadata={"description": "A refunded order's."})
+    refund_id = fields.String(allow_none=True)
+    reference = fields.String(
+        allow_none=True, metadata={"description": "A clawed-back bonus's (`referral:...`)."}
+    )
+    points = fields.Integer(required=True, metadata={"description": "The points taken back."})
+    shortfall = fields.Integer(
+        required=True, metadata={"description": "Points that could not be taken back."}
+    )
     balance = fields.Nested(Balance, required=True)
 
 
@@ -71,6 +84,13 @@ class PointsAdjustedData(Schema):
     entry_id = fields.String(required=True)
     points = fields.Integer(required=True)
     reason = fields.String(required=True)
+    balance = fields.Nested(Balance, required=True)
+
+
+class PointsReturnedData(Schema):
+    entry_id = fields.String(required=True)
+    points = fields.Integer(required=True)
+    reference = fields.String(allow_none=True)
     balance = fields.Nested(Balance, required=True)
 
 
@@ -83,7 +103,10 @@ class PointsExpiredData(Schema):
 
 
 class PointsExpiringSoonData(Schema):
-    points = fields.Integer(required=True)
+    points = fields.Integer(
+        required=True,
+        metadata={"description": "The member's points that expire then and are not spent yet."},
+    )
     expires_at = Timestamp(required=True)
 
 
@@ -96,21 +119,33 @@ class HoldData(Schema):
 
 
 class TierData(Schema):
-    from_tier = fields.String(allow_none=True)
-    to_tier = fields.String(allow_none=True)
-    reason = fields.String(required=True)
+    from_tier = fields.String(allow_none=True, metadata={"description": "The tier's code."})
+    to_tier = fields.String(allow_none=True, metadata={"description": "The tier's code."})
+    kind = fields.String(
+        required=True,
+        metadata={
+            "description": "`upgrade`, `downgrade` (at a review), `manual` (assigned by "
+            "a manager) or `manual_ended`."
+        },
+    )
+    reason = fields.String(allow_none=True)
 
 
 class RewardData(Schema):
     claim_id = fields.String(required=True)
     reward_id = fields.String(required=True)
-    points = fields.Integer(required=True)
+    points = fields.Integer(required=True, metadata={"description": "What the claim cost."})
+    source = fields.String(
+        required=True, metadata={"description": "`purchase` (bought with points) or `gift`."}
+    )
     code = fields.String(allow_none=True, metadata={"description": "The member's coupon code."})
 
 
 class BadgeData(Schema):
+    award_id = fields.String(required=True)
     badge_id = fields.String(required=True)
-    level = fields.Integer(allow_none=True)
+    level = fields.Integer(required=True)
+    level_name = fields.String(required=True)
     bonus_points = fields.Integer(required=True)
 
 
@@ -122,26 +157,44 @@ class ReferralData(Schema):
 
 class FirstOrderData(Schema):
     order_id = fields.String(required=True)
-    care_window_ends_at = Timestamp(required=True)
+    care_window_ends_at = Timestamp(
+        required=True, metadata={"description": "72 hours after the order was placed."}
+    )
+    channel_id = fields.String(required=True)
+    placed_at = Timestamp(required=True)
 
 
 class BirthdayData(Schema):
-    birthday = fields.Date(required=True)
+    birthday = fields.Date(required=True, metadata={"description": "The date of birth."})
+    celebrated_on = fields.Date(
+        required=True,
+        metadata={
+            "description": "The day of the birthday in the member's time zone (28 February "
+            "for a 29 February birthday in other years)."
+        },
+    )
+    timezone = fields.String(required=True, metadata={"description": "The member's time zone."})
 
 
 class InactiveData(Schema):
-    last_activity_at = Timestamp(required=True)
-    inactive_days = fields.Integer(required=True)
+    last_activity_at = Timestamp(
+        required=True,
+        metadata={"description": "The member's last earning or spending, or their enrolment."},
+    )
+    inactive_days = fields.Integer(
+        required=True, metadata={"description": "The inactivity threshold that was reached."}
+    )
 
 
 # type -> (schema of its data, description)
 CATALOGUE: dict[str, tuple[type[Schema], str]] = {
     "member.enrolled": (MemberData, "A member joined the programme."),
     "member.updated": (MemberUpdatedData, "A member's profile or status changed."),
-    "points.accrued": (PointsAccruedData, "An order earned points (pending or active)."),
+    "points.accrued": (PointsAccruedData, "An order (pending or active) or a bonus earned points."),
     "points.activated": (PointsActivatedData, "Pending points became spendable."),
     "points.redeemed": (PointsRedeemedData, "Points were spent (a redemption or a capture)."),
-    "points.reversed": (PointsReversedData, "A refund took an order's points back."),
+    "points.reversed": (PointsReversedData, "A refund or a clawback took points back."),
+    "points.returned": (PointsReturnedData, "A cancelled reward claim gave its points back."),
     "points.adjusted": (PointsAdjustedData, "A manager credited or debited points."),
     "points.expired": (PointsExpiredData, "Points expired."),
     "points.expiring_soon": (PointsExpiringSoonData, "Points expire within the notice period."),
@@ -153,6 +206,7 @@ CATALOGUE: dict[str, tuple[type[Schema], str]] = {
     "tier.downgraded": (TierData, "A member moved down a tier (or lost it)."),
     "reward.claimed": (RewardData, "A member claimed a reward with points."),
     "reward.used": (RewardData, "A claimed reward's coupon was used."),
+    "reward.cancelled": (RewardData, "An unused claim was cancelled (its points returned)."),
     "badge.awarded": (BadgeData, "A member earned a badge (or a badge level)."),
     "referral.qualified": (ReferralData, "A referred member's first order qualified."),
     "referral.clawed_back": (ReferralData, "A qualifying order was refunded: rewards taken back."),

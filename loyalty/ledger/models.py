@@ -101,6 +101,8 @@ class Wallet(Base):
         # Points go below zero only as debt, and only once every active lot is spent.
         CheckConstraint("available >= 0 OR available = -debt", name="available"),
         Index("ix_wallets_next_due_at", "next_due_at"),
+        # Lifecycle triggers walk wallets by last activity (members inactive since when).
+        Index("ix_wallets_last_activity_at", "last_activity_at", "member_id"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -180,6 +182,8 @@ class Lot(Base):
         CheckConstraint("expired_at IS NULL OR remaining = 0", name="expired_empty"),
         Index("ix_lots_wallet_id_expires_at", "wallet_id", "expires_at"),
         Index("ix_lots_order_pk", "order_pk"),
+        # Lifecycle triggers walk lots by expiry moment (points expiring soon).
+        Index("ix_lots_expires_at", "expires_at", "wallet_id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

@@ -63,18 +63,16 @@ def _hold_result(result: service.HoldResult, points: int | None = None) -> dict[
 class Orders(MethodView):
     @blp.requires("points:accrue")
     @blp.arguments(OrderCreateSchema)
-    @blp.response(201, OrderResultSchema, description="Points credited (pending or active)")
-    @blp.alt_response(
-        200,
-        schema=OrderResultSchema,
-        description="The same order again: the first result",
-        success=True,
+    @blp.created_or_replayed(
+        OrderResultSchema,
+        created="Points credited (pending or active)",
+        replayed="The same order again: the first result",
     )
     @blp.errors(404)
-    def post(self, data: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    def post(self, data: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Report an order and credit the points it earns (idempotent on order_id)."""
         result = service.accrue_order(get_session(), **_reporter(), actor=_caller(), **data)
-        return result.body, 201 if result.created else 200
+        return result.body, result.created
 
 
 @blp.route("/orders/<string:order_id>")
@@ -93,20 +91,18 @@ class OrderById(MethodView):
 class Refunds(MethodView):
     @blp.requires("points:accrue")
     @blp.arguments(RefundCreateSchema)
-    @blp.response(201, RefundResultSchema, description="Points reversed")
-    @blp.alt_response(
-        200,
-        schema=RefundResultSchema,
-        description="The same refund again: the first result",
-        success=True,
+    @blp.created_or_replayed(
+        RefundResultSchema,
+        created="Points reversed",
+        replayed="The same refund again: the first result",
     )
     @blp.errors(404)
-    def post(self, data: dict[str, Any], order_id: str) -> tuple[dict[str, Any], int]:
+    def post(self, data: dict[str, Any], order_id: str) -> tuple[dict[str, Any], bool]:
         """Report a refund and reverse the points it takes back (idempotent on refund_id)."""
         result = service.refund_order(
             get_session(), **_reporter(), order_id=order_id, actor=_caller(), **data
         )
-        return result.body, 201 if result.created else 200
+        return result.body, result.created
 
 
 @blp.route("/members/<string:member_id>/redemptions")

@@ -4,17 +4,16 @@ and how much of an order a refund reverses. No database, no Flask."""
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 import zoneinfo
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from fractions import Fraction
-from typing import Any
 
 import iso4217
 from dateutil.relativedelta import relativedelta
+
+from loyalty.fingerprint import request_fingerprint  # noqa: F401  (natural keys use it)
 
 ROUNDING_MODES = {"floor": ROUND_FLOOR, "half_up": ROUND_HALF_UP, "ceiling": ROUND_CEILING}
 EXPIRY_POLICIES = ("none", "rolling", "calendar", "inactivity")
@@ -275,12 +274,3 @@ def refund_share(
     reversed_now = order_points if whole else sum(line.reversed_points() for line in lines)
     points = max(0, min(reversed_now, order_points) - points_reversed)
     return RefundShare(money=money, points=points)
-
-
-# --- idempotency ---------------------------------------------------------------------------
-
-
-def request_fingerprint(method: str, path: str, body: Any) -> str:
-    """A hash identifying a request: method, path and the JSON body in canonical form."""
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()

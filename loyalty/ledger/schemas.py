@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -38,12 +39,46 @@ _printable = free_text()
 def _currency(*, nullable: bool = False) -> dict[str, Any]:
     """The ISO 4217 codes the programme takes (those with a minor unit), as a shared schema."""
     codes = sorted(c.code for c in iso4217.Currency if currency_exponent(c.code) is not None)
-    schema = {"type": "string", "enum": codes, "description": "ISO 4217 code with a minor unit"}
+    # Upper case only here, so that generated clients get one enum member per currency; the
+    # API also takes the code in lower case (Stripe sends it so) and answers upper case.
+    schema = {
+        "type": "string",
+        "enum": codes,
+        "description": "ISO 4217 code with a minor unit (lower case is accepted too)",
+    }
     return component("Currency", schema, nullable=nullable)
 
 
 CURRENCY = _currency()
 CURRENCY_OR_NULL = _currency(nullable=True)
+
+
+CURRENCY_CODE = re.compile(r"^(?:[A-Z]{3}|[a-z]{3})$")
+
+
+class Currency(fields.String):
+    """An ISO 4217 code of a currency with a minor unit, upper or lower case (Stripe sends
+    lower case); loads upper case. The one currency field of every schema (orders, previews,
+    minimums, reward amounts)."""
+
+    def __init__(
+        self, *, description: str = "ISO 4217 code, e.g. USD", nullable: bool = False, **kw: Any
+    ) -> None:
+        super().__init__(
+            allow_none=nullable,
+            validate=validate.Regexp(CURRENCY_CODE),  # for the spec: checked on loading
+            metadata={"description": description, **(CURRENCY_OR_NULL if nullable else CURRENCY)},
+            **kw,
+        )
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        code = str(super()._deserialize(value, attr, data, **kwargs))
+        # The pattern is checked here, on what was sent: the validators see the upper case.
+        if not CURRENCY_CODE.fullmatch(code):
+            raise ValidationError("Must be an ISO 4217 code (upper or lower case).")
+        if currency_exponent(code.upper()) is None:
+            raise ValidationError("Not an ISO 4217 currency with minor units.")
+        return code.upper()
 
 
 class BalanceSchema(Schema):
@@ -79,11 +114,7 @@ class OrderCreateSchema(Schema):
         validate=validate.Range(min=0, max=MAX_MONEY),
         metadata={"description": "Order total in minor units (cents); points are earned on it"},
     )
-    currency = fields.String(
-        required=True,
-        validate=validate.Regexp(r"^[A-Za-z]{3}$", error="Must be an ISO 4217 code."),
-        metadata={"description": "ISO 4217 code, e.g. USD", **CURRENCY},
-    )
+    currency = Currency(required=True)
     items = fields.List(
         fields.Nested(OrderItemSchema),
         validate=validate.Length(max=MAX_ITEMS),
@@ -96,11 +127,6 @@ class OrderCreateSchema(Schema):
             "history comes in through `loyalty import`"
         }
     )
-
-    @validates("currency")
-    def _known_currency(self, value: str, **_: Any) -> None:
-        if currency_exponent(value) is None:
-            raise ValidationError("Not an ISO 4217 currency with minor units.")
 
 
 class ComponentSchema(Schema):

@@ -27,6 +27,9 @@ class Member(Base):
         CheckConstraint("status IN (" + ", ".join(f"'{s}'" for s in STATUSES) + ")", name="status"),
         Index("ix_members_email", "email"),
         Index("ix_members_referrer_id", "referrer_id"),
+        # Lifecycle triggers: whose birthday began where, and who enrolled when (inactivity).
+        Index("ix_members_birthday", "birthday", "timezone"),
+        Index("ix_members_enrolled_at", "enrolled_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

@@ -26,16 +26,14 @@ blp = Blueprint("members", __name__, url_prefix="/v1/members", description="Memb
 class Members(MethodView):
     @blp.requires("members:write")
     @blp.arguments(MemberCreateSchema)
-    @blp.response(201, MemberSchema, description="The member was enrolled")
-    @blp.alt_response(
-        200, schema=MemberSchema, description="Already enrolled: the existing member", success=True
+    @blp.created_or_replayed(
+        MemberSchema,
+        created="The member was enrolled",
+        replayed="Already enrolled: the existing member",
     )
-    def post(self, data: dict[str, Any]) -> tuple[Member, int]:
+    def post(self, data: dict[str, Any]) -> tuple[Member, bool]:
         """Enrol a member (idempotent on external_id)."""
-        member, created = service.enroll_member(
-            get_session(), actor=current_principal().client_id, **data
-        )
-        return member, 201 if created else 200
+        return service.enroll_member(get_session(), actor=current_principal().client_id, **data)
 
     @blp.requires("members:read")
     @blp.arguments(MemberQuerySchema, location="query")

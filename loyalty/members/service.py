@@ -9,18 +9,26 @@ from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from loyalty.db import Page, constraint_name, new_id, unit_of_work, utcnow
-from loyalty.errors import InvalidFieldError, MemberClosedError, MemberNotFoundError
-from loyalty.ledger import service as ledger_service
+from loyalty.bus import publish
+from loyalty.db import Page, constraint_name, keyset_page, locked_row, new_id, unit_of_work, utcnow
+from loyalty.errors import InvalidFieldError, MemberClosedError
 from loyalty.members import rules
+from loyalty.members.errors import MemberNotFoundError
+from loyalty.members.events import MemberEnrolled, MemberUpdated
 from loyalty.members.models import Member, PointsSummary
-from loyalty.referrals import service as referrals_service
-from loyalty.tiers import service as tiers_service
+from loyalty.ports import Port
 
 # A clash of random referral codes is rare (see rules); this many tries make failure absurd.
 REFERRAL_CODE_ATTEMPTS = 5
 
 _PROFILE_FIELDS = ("email", "name", "birthday", "timezone", "marketing_consent")
+
+# Members' reads show each member's balances and tier, which the ledger and the tiers (areas
+# above this one) keep: ``points_summaries(session, member_ids, settle=...)`` gives wallets
+# (available, pending, held, lifetime_earned) by member id, ``current_tiers(session,
+# member_ids)`` tiers (code, name) by member id.
+points_summaries: Port[..., dict[str, Any]] = Port("members.points_summaries")
+current_tiers: Port[..., dict[str, Any]] = Port("members.current_tiers")
 
 
 def enroll_member(
@@ -109,8 +117,18 @@ def _enroll(
             if name_ != "uq_members_referral_code":
                 raise
             continue
-        if referrer_id is not None:
-            referrals_service.on_enrolled(session, member=member, now=utcnow(), actor=actor)
+        publish(
+            session,
+            MemberEnrolled(
+                occurred_at=utcnow(),
+                member_id=member.id,
+                external_id=member.external_id,
+                status=member.status,
+                referrer_id=referrer_id,
+                enrolled_at=member.enrolled_at,
+                actor=actor,
+            ),
+        )
         return member, True
     raise RuntimeError("could not generate a unique referral code")
 
@@ -133,8 +151,8 @@ def _with_points(session: Session, members: list[Member], *, settle: bool = Fals
     query each. With ``settle`` (outside a unit of work), due points work is done first so
     the balances are those of now, as the balance call shows them."""
     ids = [m.id for m in members]
-    wallets = ledger_service.points_summaries(session, ids, settle=settle)
-    tiers = tiers_service.current_tiers(session, ids)
+    wallets = points_summaries(session, ids, settle=settle)
+    tiers = current_tiers(session, ids)
     for member in members:
         tier = tiers.get(member.id)
         member.attach_tier({"code": tier.code, "name": tier.name} if tier else None)
@@ -158,11 +176,11 @@ def update_member(session: Session, *, member_id: str, changes: dict[str, Any]) 
     `MemberNotFoundError`.
     """
     with unit_of_work(session):
-        member = session.get(Member, member_id, with_for_update=True)
-        if member is None:
-            raise MemberNotFoundError(member_id)
+        member = locked_row(session, Member, member_id, MemberNotFoundError(member_id))
         if member.status == "closed":
             raise MemberClosedError(member_id)
+        before = {field: getattr(member, field) for field in (*_PROFILE_FIELDS, "status")}
+        before["metadata"] = member.metadata_
         for field in _PROFILE_FIELDS:
             if field in changes:
                 value = changes[field]
@@ -177,6 +195,22 @@ def update_member(session: Session, *, member_id: str, changes: dict[str, Any]) 
             member.metadata_ = changes["metadata"] or {}
         if "status" in changes:
             member.status = changes["status"]
+        after = {field: getattr(member, field) for field in (*_PROFILE_FIELDS, "status")}
+        after["metadata"] = member.metadata_
+        changed = tuple(field for field in before if before[field] != after[field])
+        if changed:
+            publish(
+                session,
+                MemberUpdated(
+                    occurred_at=utcnow(),
+                    member_id=member.id,
+                    external_id=member.external_id,
+                    status=member.status,
+                    referrer_id=member.referrer_id,
+                    enrolled_at=member.enrolled_at,
+                    changed=changed,
+                ),
+            )
     return _with_points(session, [member], settle=True)[0]
 
 
@@ -193,7 +227,7 @@ def list_members(
     cursor: str | None = None,
 ) -> Page[Member]:
     """Members matching every filter given, in enrolment-record order, a page at a time."""
-    query: Select[Member] = select(Member).order_by(Member.id).limit(limit + 1)
+    query: Select[Member] = select(Member).order_by(Member.id)
     if external_id is not None:
         query = query.where(Member.external_id == external_id)
     if email is not None:
@@ -206,12 +240,8 @@ def list_members(
         query = query.where(Member.enrolled_at >= enrolled_after)
     if enrolled_before is not None:
         query = query.where(Member.enrolled_at < enrolled_before)
-    if cursor is not None:
-        query = query.where(Member.id > cursor)
-    members = list(session.scalars(query))
-    more = len(members) > limit
-    members = _with_points(session, members[:limit], settle=True)
-    return Page(items=members, next_cursor=members[-1].id if more else None)
+    page = keyset_page(session, query, Member.id, limit, cursor)
+    return Page(_with_points(session, page.items, settle=True), page.next_cursor)
 
 
 def _by_external_id(session: Session, external_id: str) -> Member | None:
@@ -226,3 +256,29 @@ def _referrer_id(session: Session, code: str) -> str:
     if referrer_id is None:
         raise InvalidFieldError("referral_code", "No member has this referral code.")
     return referrer_id
+
+
+def active_members_born_on(
+    session: Session,
+    *,
+    birthdays: list[dt.date],
+    time_zones: list[str],
+    after: str | None = None,
+    limit: int = 50,
+) -> list[Member]:
+    """Active members born on one of ``birthdays`` whose time zone is one of ``time_zones``,
+    in id order after the member ``after``, at most ``limit`` (birthday triggers; the index on
+    birthday and time zone finds them)."""
+    query = (
+        select(Member)
+        .where(
+            Member.birthday.in_(birthdays),
+            Member.timezone.in_(time_zones),
+            Member.status == "active",
+        )
+        .order_by(Member.id)
+        .limit(limit)
+    )
+    if after is not None:
+        query = query.where(Member.id > after)
+    return list(session.scalars(query))

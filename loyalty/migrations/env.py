@@ -1,4 +1,4 @@
-"""Alembic environment: the URL or connection comes from `loyalty.schema.alembic_config`,
+"""Alembic environment: the URL or connection comes from `loyalty.migrator.alembic_config`,
 or from the running app when called through ``loyalty db``."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from sqlalchemy import JSON, Connection, create_engine, pool
 
 from loyalty.config import normalise_database_url
 from loyalty.db import Base, UTCDateTime
-from loyalty.schema import load_models
+from loyalty.migrator import load_models
 
 load_models()
 target_metadata = Base.metadata

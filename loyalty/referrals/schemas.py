@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from marshmallow import Schema, ValidationError, fields, validate, validates
+from marshmallow import Schema, fields, validate
 
 from loyalty.api import PageSchema, Pattern, Timestamp, free_text
-from loyalty.ledger.rules import currency_exponent
-from loyalty.ledger.schemas import CURRENCY_OR_NULL
+from loyalty.ledger.schemas import Currency
 from loyalty.referrals.rules import ABUSE_REASONS, REFERRER_OUTCOMES, STATUSES
 
 MAX_POINTS = 10**9
@@ -72,13 +69,8 @@ class ReferralTermsUpdateSchema(Schema):
         validate=validate.Range(min=0, max=MAX_MONEY),
         metadata={"description": "Minimum qualifying order, after refunds, in minor units"},
     )
-    min_order_currency = fields.String(
-        allow_none=True,
-        validate=validate.Regexp(r"^[A-Z]{3}$", error="Must be an upper-case ISO 4217 code."),
-        metadata={
-            "description": "ISO 4217 code of the minimum; null: any currency",
-            **CURRENCY_OR_NULL,
-        },
+    min_order_currency = Currency(
+        nullable=True, description="ISO 4217 code of the minimum; null: any currency"
     )
     referrer_points = _points("Bonus points for the referrer per qualified referral")
     referrer_reward_id = fields.String(
@@ -108,11 +100,6 @@ class ReferralTermsUpdateSchema(Schema):
             "description": 'Shareable link with {code}, e.g. "https://shop.example/r/{code}"'
         },
     )
-
-    @validates("min_order_currency")
-    def _known_currency(self, value: str | None, **_: Any) -> None:
-        if value is not None and currency_exponent(value) is None:
-            raise ValidationError("Not an ISO 4217 currency with minor units.")
 
 
 class ReferralSchema(Schema):

@@ -1,11 +1,12 @@
 """Referrals: codes, attribution, qualification, rewards, abuse limits and clawback.
 
 A member's referrer is set at enrolment; `on_enrolled` attributes the referral there (final:
-one row per referee) and runs the abuse checks. A referral qualifies on the referee's first
-order at or above the minimum once that order's return window is over (`qualify_referral`,
-which the ledger runs after an activation commits and the job runs for orders that never
-gave one), and is clawed back when a refund takes the order below the minimum (the ledger
-calls `on_order_refunded` inside the refund's unit of work).
+one row per referee; it subscribes to `MemberEnrolled`) and runs the abuse checks. A referral
+qualifies on the referee's first order at or above the minimum once that order's return
+window is over (`qualify_referral`, run after an `OrderActivated` commits, and by the job for
+orders that never gave one), and is clawed back when a refund takes the order below the
+minimum (`on_order_refunded`, subscribed to `OrderRefunded`, inside the refund's unit of work).
+Qualification and clawback publish `ReferralQualified` and `ReferralClawedBack`.
 
 Points move only through the ledger's helpers (`lock_members`, `credit_bonus`,
 `reverse_bonus`), inside the caller's unit of work. Both members' wallets are locked first,
@@ -19,27 +20,25 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from loyalty import clock
 from loyalty.audit import service as audit
-from loyalty.community import service as community_service
-from loyalty.db import Page, new_id, retrying, unit_of_work
-from loyalty.errors import (
-    InvalidFieldError,
-    ReferralNotFoundError,
-    ReferralNotReviewableError,
-    UnknownRewardError,
-)
+from loyalty.bus import publish
+from loyalty.db import Page, after_commit, keyset_page, new_id, retrying, settings_row, unit_of_work
+from loyalty.errors import InvalidFieldError, UnknownRewardError
 from loyalty.ledger import service as ledger
-from loyalty.ledger.models import Order
+from loyalty.ledger.events import OrderActivated, OrderRefunded
 from loyalty.members import service as members_service
+from loyalty.members.events import MemberEnrolled
 from loyalty.members.models import Member
 from loyalty.referrals import rules
+from loyalty.referrals.errors import ReferralNotFoundError, ReferralNotReviewableError
+from loyalty.referrals.events import ReferralClawedBack, ReferralQualified
 from loyalty.referrals.models import Referral, ReferralSettings
 from loyalty.rewards import service as rewards_service
-from loyalty.rewards.models import Reward
+from loyalty.rewards.errors import RewardNotFoundError
 from loyalty.tiers import service as tiers_service
 
 SETTINGS_FIELDS = (
@@ -91,12 +90,7 @@ class MemberReferrals:
 def get_settings(session: Session) -> ReferralSettings:
     """The referral programme's terms (the migration's defaults until a manager changes
     them)."""
-    settings = session.get(ReferralSettings, 1)
-    if settings is None:  # a database migrated before the row existed; never expected
-        settings = ReferralSettings(
-            id=1, enabled=True, min_order_total=0, referrer_points=0, referee_points=0
-        )
-    return settings
+    return settings_row(session, ReferralSettings)
 
 
 @retrying
@@ -105,40 +99,30 @@ def update_settings(session: Session, *, changes: dict[str, Any], actor: str) ->
     are. Referrals already qualified keep their rewards. Locks the settings row. Raises
     `UnknownRewardError` and `InvalidFieldError`."""
     with unit_of_work(session):
-        settings = session.scalar(
-            select(ReferralSettings)
-            .where(ReferralSettings.id == 1)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-        if settings is None:
-            raise AssertionError("the referral_settings row is missing; run loyalty db upgrade")
+        settings = settings_row(session, ReferralSettings, lock=True)
         for name in ("referrer_reward_id", "referee_reward_id"):
             reward_id = changes.get(name)
-            if reward_id is not None and session.get(Reward, reward_id) is None:
-                error = UnknownRewardError(reward_id)
-                error.field = name
-                raise error
+            if reward_id is not None:
+                try:
+                    rewards_service.get_reward(session, reward_id)
+                except RewardNotFoundError:
+                    error = UnknownRewardError(reward_id)
+                    error.field = name
+                    raise error from None
         template = changes.get("link_template")
         if template is not None:
             problem = rules.link_template_problem(template)
             if problem:
                 raise InvalidFieldError("link_template", problem)
-        before = audit.snapshot_of(settings, SETTINGS_FIELDS)
-        for name in SETTINGS_FIELDS:
-            if name in changes:
-                setattr(settings, name, changes[name])
-        settings.updated_at = clock.now()
-        settings.updated_by = actor
-        audit.record(
+        with audit.recorded_update(
             session,
+            settings,
+            SETTINGS_FIELDS,
             actor=actor,
-            action="updated",
             entity_type="referral_settings",
             entity_id="referrals",
-            before=before,
-            after=audit.snapshot_of(settings, SETTINGS_FIELDS),
-        )
+        ):
+            audit.apply_changes(settings, changes, SETTINGS_FIELDS)
         return settings
 
 
@@ -227,15 +211,8 @@ def member_referrals(
 
 def list_reviews(session: Session, *, limit: int = 50, cursor: str | None = None) -> Page[Referral]:
     """Referrals held for a manager's review, oldest first, a page at a time."""
-    query: Select[Referral] = (
-        select(Referral).where(Referral.status == "held").order_by(Referral.id)
-    )
-    if cursor is not None:
-        query = query.where(Referral.id > cursor)
-    rows = list(session.scalars(query.limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page(items=rows, next_cursor=rows[-1].id if more else None)
+    query = select(Referral).where(Referral.status == "held").order_by(Referral.id)
+    return keyset_page(session, query, Referral.id, limit, cursor)
 
 
 # --- review ---------------------------------------------------------------------------------
@@ -300,6 +277,13 @@ def reject_referral(session: Session, *, referral_id: str, reason: str, actor: s
 
 
 # --- hooks ----------------------------------------------------------------------------------
+
+
+def on_member_enrolled(session: Session, event: MemberEnrolled) -> None:
+    """Subscriber: attribute a member who joined with a referrer (see `on_enrolled`)."""
+    if event.referrer_id is not None:
+        member = members_service.get_member(session, event.member_id)
+        on_enrolled(session, member=member, now=event.occurred_at, actor=event.actor)
 
 
 def on_enrolled(
@@ -367,29 +351,31 @@ def qualify_referral(session: Session, *, referee_id: str, actor: str | None = N
         return _qualify_if_due(session, referral, get_settings(session), clock.now(), actor)
 
 
-def on_order_refunded(
-    session: Session,
-    *,
-    member_id: str,
-    order_pk: str,
-    refund_pk: str,
-    now: dt.datetime,
-    actor: str | None,
-) -> None:
-    """Called by the ledger inside the refund's unit of work, with the member's wallet
-    locked, after a refund of the order is written. When the order qualified a referral and
+def on_order_activated(session: Session, event: OrderActivated) -> None:
+    """Subscriber: an order's points activated, which may qualify the member's referral.
+    Qualifying rewards the referrer too, which takes the referrer's wallet: so it runs after
+    this commits, in a unit of work that locks both wallets in member-id order
+    (`qualify_referral`; the job catches up if it cannot)."""
+    member = members_service.get_member(session, event.member_id)
+    if member.referrer_id is not None:
+        member_id, actor = member.id, event.actor
+        after_commit(session, lambda s: qualify_referral(s, referee_id=member_id, actor=actor))
+
+
+def on_order_refunded(session: Session, event: OrderRefunded) -> None:
+    """Subscriber: a refund of the order was written inside its unit of work, the member's
+    wallet (and the referrer's) locked. When the order qualified a referral and
     is now below the minimum (or wholly refunded), both sides' reward points are taken back
     under the programme's refund policy and the referral is clawed back. Coupons issued as
     rewards are not revoked."""
-    referral = _lock(session, Referral.referee_id == member_id)
-    if referral is None or referral.status != "qualified" or referral.order_pk != order_pk:
+    referral = _lock(session, Referral.referee_id == event.member_id)
+    if referral is None or referral.status != "qualified" or referral.order_pk != event.order_pk:
         return
-    order = session.get(Order, order_pk)
-    assert order is not None
     settings = get_settings(session)
-    net = order.total - order.amount_refunded
-    if rules.qualifies(net, order.currency, settings.min_order_total, settings.min_order_currency):
+    net = event.order_total - event.amount_refunded
+    if rules.qualifies(net, event.currency, settings.min_order_total, settings.min_order_currency):
         return
+    now, actor = event.occurred_at, event.actor
     reason = "Referral clawed back: the qualifying order was refunded"
     reference = ("referral", referral.id)
     if referral.referee_points:
@@ -417,9 +403,7 @@ def on_order_refunded(
     session.flush()
     # The referrer's qualified-referral badges follow (the refund locked both wallets first,
     # in member-id order).
-    community_service.after_referral_clawed_back(
-        session, member_id=referral.referrer_id, now=now, actor=actor
-    )
+    publish(session, ReferralClawedBack(**_told(referral, now, actor)))
 
 
 def run_due(session: Session, *, batch_size: int = 200) -> dict[str, int]:
@@ -447,16 +431,12 @@ def _due_referral_ids(session: Session, *, after: str, batch_size: int) -> list[
     settings = get_settings(session)
     if not settings.enabled:
         return []
-    net = Order.total - Order.amount_refunded
-    conditions = [
-        Order.member_id == Referral.referee_id,
-        Order.activates_at <= clock.now(),
-        net > 0,
-        net >= settings.min_order_total,
-    ]
-    if settings.min_order_currency is not None:
-        conditions.append(Order.currency == settings.min_order_currency)
-    due_order = select(Order.id).where(*conditions).exists()
+    due_order = ledger.has_order_reaching(
+        Referral.referee_id,
+        min_total=settings.min_order_total,
+        currency=settings.min_order_currency,
+        by=clock.now(),
+    )
     query = (
         select(Referral.id, Referral.referee_id)
         .where(Referral.status == "pending", Referral.id > after, due_order)
@@ -490,20 +470,21 @@ def _qualify_if_due(
     return True
 
 
-def _qualifying_order(session: Session, member_id: str, settings: ReferralSettings) -> Order | None:
-    net = Order.total - Order.amount_refunded
-    query = select(Order).where(
-        Order.member_id == member_id, net > 0, net >= settings.min_order_total
+def _qualifying_order(
+    session: Session, member_id: str, settings: ReferralSettings
+) -> ledger.OrderRef | None:
+    return ledger.first_order_reaching(
+        session,
+        member_id,
+        min_total=settings.min_order_total,
+        currency=settings.min_order_currency,
     )
-    if settings.min_order_currency is not None:
-        query = query.where(Order.currency == settings.min_order_currency)
-    return session.scalar(query.order_by(Order.placed_at, Order.id).limit(1))
 
 
 def _qualify(
     session: Session,
     referral: Referral,
-    order: Order,
+    order: ledger.OrderRef,
     settings: ReferralSettings,
     now: dt.datetime,
     actor: str | None,
@@ -512,7 +493,7 @@ def _qualify(
     (when active), the referrer within the monthly and total caps. Then the shared tier and
     the community hook."""
     referral.status = "qualified"
-    referral.order_pk = order.id
+    referral.order_pk = order.pk
     referral.qualified_at = now
     reference = ("referral", referral.id)
     referee = members_service.get_member(session, referral.referee_id)
@@ -573,9 +554,18 @@ def _qualify(
     session.flush()
     if settings.shared_tier_days and referee.status == "active":
         _share_tier(session, referral, settings.shared_tier_days, now, actor)
-    community_service.after_referral_qualified(
-        session, member_id=referral.referrer_id, now=now, actor=actor
-    )
+    publish(session, ReferralQualified(**_told(referral, now, actor)))
+
+
+def _told(referral: Referral, now: dt.datetime, actor: str | None) -> dict[str, Any]:
+    return {
+        "occurred_at": now,
+        "member_id": referral.referrer_id,
+        "referral_id": referral.id,
+        "referrer_id": referral.referrer_id,
+        "referee_id": referral.referee_id,
+        "actor": actor,
+    }
 
 
 def _share_tier(

@@ -159,17 +159,15 @@ class MemberRewards(MethodView):
 class Claims(MethodView):
     @blp.requires("points:redeem")
     @blp.arguments(ClaimCreateSchema)
-    @blp.response(201, ClaimResultSchema)
-    @blp.alt_response(
-        200,
-        schema=ClaimResultSchema,
-        description="The same reference again: the first claim",
-        success=True,
+    @blp.created_or_replayed(
+        ClaimResultSchema,
+        created="The reward was claimed",
+        replayed="The same reference again: the first claim",
     )
     @blp.errors(404)
     def post(
         self, data: dict[str, Any], member_id: str, reward_id: str
-    ) -> tuple[service.ClaimResult, int]:
+    ) -> tuple[service.ClaimResult, bool]:
         """Claim a reward for points and get its coupon code (409 when it cannot be had)."""
         result = service.claim_reward(
             get_session(),
@@ -179,7 +177,7 @@ class Claims(MethodView):
             actor=_caller(),
             **data,
         )
-        return result, 201 if result.created else 200
+        return result, result.created
 
 
 @blp.route("/members/<string:member_id>/claims")

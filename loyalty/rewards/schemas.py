@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate, validates
+from marshmallow import Schema, fields, validate
 
 from loyalty.api import PageQuerySchema, PageSchema, Timestamp, free_text
-from loyalty.ledger.rules import currency_exponent
-from loyalty.ledger.schemas import CURRENCY_OR_NULL, BalanceSchema
+from loyalty.ledger.schemas import BalanceSchema, Currency
 from loyalty.rewards.rules import (
     CLAIM_SOURCES,
     CLAIM_STATUSES,
@@ -78,11 +77,7 @@ class RewardValuesSchema(Schema):
         validate=validate.Range(min=1, max=MAX_MONEY),
         metadata={"description": "fixed_discount: the discount in minor units"},
     )
-    currency = fields.String(
-        allow_none=True,
-        validate=validate.Regexp(r"^[A-Z]{3}$", error="Must be an upper-case ISO 4217 code."),
-        metadata={"description": "fixed_discount: ISO 4217 code of the amount", **CURRENCY_OR_NULL},
-    )
+    currency = Currency(nullable=True, description="fixed_discount: ISO 4217 code of the amount")
     percent = _percent(metadata={"description": "percentage_discount: 1 to 100"})
     sku = fields.String(
         allow_none=True,
@@ -116,11 +111,6 @@ class RewardValuesSchema(Schema):
         metadata={"description": "Days a claim's coupon stays usable; default 30"},
     )
     active = fields.Boolean()
-
-    @validates("currency")
-    def _known_currency(self, value: str | None, **_: Any) -> None:
-        if value is not None and currency_exponent(value) is None:
-            raise ValidationError("Not an ISO 4217 currency.")
 
 
 class RewardCreateSchema(RewardValuesSchema):

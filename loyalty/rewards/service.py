@@ -16,27 +16,27 @@ from sqlalchemy.orm import Session
 
 from loyalty import clock
 from loyalty.audit import service as audit
-from loyalty.db import Page, dialect_insert, keyset_page, new_id, retrying, unit_of_work
-from loyalty.errors import (
+from loyalty.bus import publish
+from loyalty.db import Page, dialect_insert, keyset_page, locked_row, new_id, retrying, unit_of_work
+from loyalty.errors import InvalidFieldError, MemberNotActiveError, UnknownRewardError
+from loyalty.ledger import service as ledger
+from loyalty.members import service as members_service
+from loyalty.members.models import Member
+from loyalty.ports import Ports
+from loyalty.rewards import rules
+from loyalty.rewards.errors import (
     ClaimLimitReachedError,
     ClaimNotFoundError,
     ClaimNotIssuedError,
-    InvalidFieldError,
-    MemberNotActiveError,
     PerkInUseError,
     PerkNotFoundError,
     RewardInUseError,
     RewardNotClaimableError,
     RewardNotFoundError,
     RewardOutOfStockError,
-    UnknownRewardError,
     UnknownTierCodeError,
 )
-from loyalty.ledger import service as ledger
-from loyalty.members import service as members_service
-from loyalty.members.models import Member
-from loyalty.referrals import service as referrals_service
-from loyalty.rewards import rules
+from loyalty.rewards.events import ClaimChanged
 from loyalty.rewards.models import Claim, Perk, PerkGrant, Reward
 from loyalty.tiers import service as tiers_service
 
@@ -75,6 +75,10 @@ REFUSAL_DETAILS = {
 }
 # Attempts at a coupon code that no claim has yet (a clash is about 1 in 10^23).
 COUPON_ATTEMPTS = 5
+
+# The areas above that give a reward by id (referrals' rewards) each answer whether they do; a
+# reward something gives cannot be deleted.
+reward_references: Ports[[Session, str], bool] = Ports("rewards.reward_references")
 
 
 @dataclass(frozen=True)
@@ -130,10 +134,10 @@ class ClaimResult:
 # --- rewards catalogue ----------------------------------------------------------------------
 
 
-def tier_references(session: Session, code: str) -> int:
-    """How many rewards and perks name the tier ``code``."""
+def tier_references(session: Session, code: str) -> tuple[str, int]:
+    """How many rewards and perks name the tier ``code`` (a tier referred to cannot be deleted)."""
     rows = [*session.scalars(select(Reward.tier_codes)), *session.scalars(select(Perk.tier_codes))]
-    return sum(1 for codes in rows if code in (codes or []))
+    return "rewards or perks", sum(1 for codes in rows if code in (codes or []))
 
 
 def get_reward(session: Session, reward_id: str) -> Reward:
@@ -189,20 +193,12 @@ def update_reward(
     `InvalidFieldError`, `UnknownTierCodeError`."""
     with unit_of_work(session):
         reward = _lock_reward(session, reward_id)
-        before = audit.snapshot_of(reward, REWARD_FIELDS)
-        _check_reward(session, {**before, **changes}, changed=changes)
-        for field, value in changes.items():
-            setattr(reward, field, value)
-        reward.updated_at = clock.now()
-        audit.record(
-            session,
-            actor=actor,
-            action="updated",
-            entity_type="reward",
-            entity_id=reward.id,
-            before=before,
-            after=audit.snapshot_of(reward, REWARD_FIELDS),
-        )
+        with audit.recorded_update(
+            session, reward, REWARD_FIELDS, actor=actor, entity_type="reward", entity_id=reward.id
+        ) as before:
+            _check_reward(session, {**before, **changes}, changed=changes)
+            for field, value in changes.items():
+                setattr(reward, field, value)
         return reward
 
 
@@ -215,7 +211,7 @@ def delete_reward(session: Session, *, reward_id: str, actor: str) -> None:
         reward = _lock_reward(session, reward_id)
         claimed = session.scalar(select(exists().where(Claim.reward_id == reward_id)))
         given = session.scalar(select(exists().where(Perk.reward_id == reward_id)))
-        named = referrals_service.names_reward(session, reward_id)
+        named = any(reward_references(session, reward_id))
         if claimed or given or named:
             raise RewardInUseError(reward_id)
         before = audit.snapshot_of(reward, REWARD_FIELDS)
@@ -318,23 +314,13 @@ def update_perk(session: Session, *, perk_id: str, changes: dict[str, Any], acto
     already granted stay granted. Raises `PerkNotFoundError`, `InvalidFieldError`,
     `UnknownTierCodeError`, `UnknownRewardError`."""
     with unit_of_work(session):
-        perk = session.scalar(select(Perk).where(Perk.id == perk_id).with_for_update())
-        if perk is None:
-            raise PerkNotFoundError(perk_id)
-        before = audit.snapshot_of(perk, PERK_FIELDS)
-        _check_perk(session, {**before, **changes}, changed=changes)
-        for field, value in changes.items():
-            setattr(perk, field, value)
-        perk.updated_at = clock.now()
-        audit.record(
-            session,
-            actor=actor,
-            action="updated",
-            entity_type="perk",
-            entity_id=perk.id,
-            before=before,
-            after=audit.snapshot_of(perk, PERK_FIELDS),
-        )
+        perk = locked_row(session, Perk, perk_id, PerkNotFoundError(perk_id))
+        with audit.recorded_update(
+            session, perk, PERK_FIELDS, actor=actor, entity_type="perk", entity_id=perk.id
+        ) as before:
+            _check_perk(session, {**before, **changes}, changed=changes)
+            for field, value in changes.items():
+                setattr(perk, field, value)
         return perk
 
 
@@ -343,9 +329,7 @@ def delete_perk(session: Session, *, perk_id: str, actor: str) -> None:
     """Delete a perk that was never granted (audited); otherwise raise `PerkInUseError`
     (deactivate it instead). Raises `PerkNotFoundError`."""
     with unit_of_work(session):
-        perk = session.scalar(select(Perk).where(Perk.id == perk_id).with_for_update())
-        if perk is None:
-            raise PerkNotFoundError(perk_id)
+        perk = locked_row(session, Perk, perk_id, PerkNotFoundError(perk_id))
         if session.scalar(select(exists().where(PerkGrant.perk_id == perk_id))):
             raise PerkInUseError(perk_id)
         before = audit.snapshot_of(perk, PERK_FIELDS)
@@ -523,12 +507,7 @@ def list_member_claims(
             query = query.where(Claim.status == "issued", Claim.expires_at > now)
         else:
             query = query.where(Claim.status == status)
-    if cursor is not None:
-        query = query.where(Claim.id < cursor)
-    claims = list(session.scalars(query.limit(limit + 1)))
-    more = len(claims) > limit
-    claims = claims[:limit]
-    return Page(items=claims, next_cursor=claims[-1].id if more else None)
+    return keyset_page(session, query, Claim.id, limit, cursor, newest_first=True)
 
 
 @retrying
@@ -541,6 +520,7 @@ def use_claim(session: Session, *, claim_id: str, actor: str | None = None) -> C
             raise ClaimNotIssuedError(claim_id, claim.state)
         claim.status = "used"
         claim.used_at = clock.now()
+        _claim_changed(session, claim, claim.used_at)
         return claim
 
 
@@ -575,6 +555,7 @@ def cancel_claim(session: Session, *, claim_id: str, actor: str | None = None) -
         claim.status = "cancelled"
         claim.cancelled_at = clock.now()
         claim.points_returned = returned
+        _claim_changed(session, claim, claim.cancelled_at)
         return ClaimResult(claim, balance, returned)
 
 
@@ -765,7 +746,24 @@ def _issue(
     )
     session.add(claim)
     session.flush()
+    _claim_changed(session, claim, now)
     return claim
+
+
+def _claim_changed(session: Session, claim: Claim, now: dt.datetime) -> None:
+    publish(
+        session,
+        ClaimChanged(
+            occurred_at=now,
+            member_id=claim.member_id,
+            claim_id=claim.id,
+            reward_id=claim.reward_id,
+            points=claim.points,
+            code=claim.coupon_code,
+            status=claim.status,
+            source=claim.source,
+        ),
+    )
 
 
 def _claims_count(session: Session, member_id: str, reward_id: str) -> int:
@@ -784,27 +782,11 @@ def _claims_count(session: Session, member_id: str, reward_id: str) -> int:
 
 
 def _lock_reward(session: Session, reward_id: str) -> Reward:
-    reward = session.scalar(
-        select(Reward)
-        .where(Reward.id == reward_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    if reward is None:
-        raise RewardNotFoundError(reward_id)
-    return reward
+    return locked_row(session, Reward, reward_id, RewardNotFoundError(reward_id))
 
 
 def _lock_claim(session: Session, claim_id: str) -> Claim:
-    claim = session.scalar(
-        select(Claim)
-        .where(Claim.id == claim_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    if claim is None:
-        raise ClaimNotFoundError(claim_id)
-    return claim
+    return locked_row(session, Claim, claim_id, ClaimNotFoundError(claim_id))
 
 
 def _check_tiers(session: Session, codes: list[str]) -> None:

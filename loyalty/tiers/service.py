@@ -48,11 +48,25 @@ from sqlalchemy.orm import Session
 
 from loyalty import clock
 from loyalty.audit import service as audit_service
-from loyalty.db import Page, UTCDateTime, dialect_insert, retrying, unit_of_work
-from loyalty.earning import service as earning_service
-from loyalty.errors import (
+from loyalty.bus import publish
+from loyalty.db import (
+    Page,
+    UTCDateTime,
+    dialect_insert,
+    keyset_page,
+    retrying,
+    settings_row,
+    unit_of_work,
+)
+from loyalty.errors import InvalidFieldError
+from loyalty.ledger import service as ledger_service
+from loyalty.ledger.events import BonusCredited, OrderRecorded
+from loyalty.members import service as members_service
+from loyalty.members.models import Member
+from loyalty.ports import Ports
+from loyalty.tiers import rules
+from loyalty.tiers.errors import (
     BaseTierHeldError,
-    InvalidFieldError,
     NoManualTierError,
     TierExistsError,
     TierInUseError,
@@ -61,11 +75,7 @@ from loyalty.errors import (
     TierRankTakenError,
     TierReferencedError,
 )
-from loyalty.ledger import service as ledger_service
-from loyalty.members import service as members_service
-from loyalty.members.models import Member
-from loyalty.rewards import service as rewards_service
-from loyalty.tiers import rules
+from loyalty.tiers.events import TierChanged
 from loyalty.tiers.models import MemberTier, Tier, TierChange, TierSettings
 
 JOB_ACTOR = "jobs"
@@ -81,6 +91,10 @@ TIER_FIELDS = (
 # Changing these moves members between tiers: the job re-evaluates everyone.
 QUALIFYING_FIELDS = ("rank", "threshold", "retain_threshold")
 POLICY_FIELDS = ("metric", "window", "grace_days", "downgrade")
+
+# The areas above that refer to tiers by code (earning's campaigns, rewards and perks) each
+# answer ``(what, how many)`` for a tier; a tier something refers to cannot be deleted.
+tier_references: Ports[[Session, str], tuple[str, int]] = Ports("tiers.tier_references")
 
 
 @dataclass(frozen=True)
@@ -172,17 +186,7 @@ def get_tier(session: Session, code: str) -> Tier:
 
 def get_policy(session: Session) -> TierSettings:
     """The qualification policy (metric, window, grace days, downgrade mode)."""
-    settings = session.get(TierSettings, 1)
-    if settings is None:  # a database migrated before the row existed; never expected
-        settings = TierSettings(
-            id=1,
-            metric="points",
-            window="lifetime",
-            grace_days=0,
-            downgrade="one_step",
-            ladder_version=1,
-        )
-    return settings
+    return settings_row(session, TierSettings)
 
 
 def get_member_tier(session: Session, member_id: str) -> MemberTierView:
@@ -200,14 +204,9 @@ def list_history(
     query: Select[TierChange] = (
         select(TierChange).where(TierChange.member_id == member_id).order_by(TierChange.id.desc())
     )
-    if cursor is not None:
-        if not (cursor.isdigit() and len(cursor) <= 18):
-            raise InvalidFieldError("cursor", "Not a valid cursor.")
-        query = query.where(TierChange.id < int(cursor))
-    changes = list(session.scalars(query.limit(limit + 1)))
-    more = len(changes) > limit
-    changes = changes[:limit]
-    return Page(items=changes, next_cursor=str(changes[-1].id) if more else None)
+    return keyset_page(
+        session, query, TierChange.id, limit, cursor, newest_first=True, numeric=True
+    )
 
 
 # --- the ladder and the policy -------------------------------------------------------------
@@ -332,14 +331,7 @@ def delete_tier(session: Session, *, code: str, actor: str) -> None:
         )
         if tier is None:
             raise TierNotFoundError(code)
-        where = [
-            what
-            for what, count in (
-                ("campaigns", earning_service.tier_references(session, code)),
-                ("rewards or perks", rewards_service.tier_references(session, code)),
-            )
-            if count
-        ]
+        where = [what for what, count in tier_references(session, code) if count]
         if where:
             raise TierReferencedError(code, where)
         holders = int(
@@ -375,9 +367,7 @@ def update_policy(session: Session, *, changes: dict[str, Any], actor: str) -> T
     with unit_of_work(session):
         settings = _lock_policy(session)
         before = {field: getattr(settings, field) for field in POLICY_FIELDS}
-        for field in POLICY_FIELDS:
-            if field in changes:
-                setattr(settings, field, changes[field])
+        audit_service.apply_changes(settings, changes, POLICY_FIELDS)
         after = {field: getattr(settings, field) for field in POLICY_FIELDS}
         if after != before:
             _bump(settings, clock.now(), actor)
@@ -492,11 +482,17 @@ def end_assignment(
 # --- qualification: on accrual and in the job ----------------------------------------------
 
 
+def on_points_earned(session: Session, event: OrderRecorded | BonusCredited) -> None:
+    """Subscriber: an order was recorded or bonus points credited, the member's wallet
+    locked; spend, order counts and earned points grew, so the member may move up."""
+    after_accrual(session, member_id=event.member_id, now=event.occurred_at, actor=event.actor)
+
+
 def after_accrual(session: Session, *, member_id: str, now: dt.datetime, actor: str | None) -> None:
     """Upgrade the member at once when activity now qualifies for a higher computed tier.
 
-    Called by the ledger inside the accrual's unit of work, after the order's entry is written
-    and with the member's wallet locked; never commits. Without a ladder it costs one query.
+    Runs inside the accrual's unit of work (`on_points_earned`), after the order's entry is
+    written and with the member's wallet locked; never commits. Without a ladder it costs one query.
     Locks the member's tier row only when there is an upgrade to write.
     """
     tiers = _tiers(session)
@@ -821,6 +817,20 @@ def _log(
             actor=actor,
         )
     )
+    ranks = {code: ref.rank for code, ref in ladder(session).items()}
+    before, after = ranks.get(from_code or "", -1), ranks.get(to_code or "", -1)
+    publish(
+        session,
+        TierChanged(
+            occurred_at=now,
+            member_id=row.member_id,
+            kind=kind,
+            from_tier=from_code,
+            to_tier=to_code,
+            direction="up" if after > before else "down" if after < before else "same",
+            reason=reason,
+        ),
+    )
 
 
 def _row_for_update(session: Session, member_id: str) -> Select[MemberTier]:
@@ -881,11 +891,7 @@ def _hold_tier(session: Session, code: str) -> bool:
 
 
 def _lock_policy(session: Session) -> TierSettings:
-    settings = session.get(TierSettings, 1, with_for_update=True, populate_existing=True)
-    if settings is None:
-        settings = get_policy(session)
-        session.add(settings)
-    return settings
+    return settings_row(session, TierSettings, lock=True)
 
 
 def _bump(settings: TierSettings, now: dt.datetime, actor: str) -> None:

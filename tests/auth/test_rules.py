@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from loyalty.auth.errors import UnknownScopeError
 from loyalty.auth.rules import SCOPES, parse_scopes, scope_string
-from loyalty.errors import UnknownScopeError
 
 
 def test_scopes_come_back_unique_and_in_canonical_order() -> None:

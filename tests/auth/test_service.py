@@ -9,15 +9,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from loyalty.auth import service
-from loyalty.auth.models import ApiClient
-from loyalty.errors import (
+from loyalty.auth.errors import (
     ClientNotFoundError,
     InvalidClientError,
-    RuleViolationError,
     ScopeNotGrantedError,
-    TokenRevokedError,
     UnknownScopeError,
 )
+from loyalty.auth.models import ApiClient
+from loyalty.errors import RuleViolationError, TokenRevokedError
 
 
 def test_secret_is_stored_only_as_an_argon2_hash(session: Session) -> None:

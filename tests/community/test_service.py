@@ -15,24 +15,24 @@ from loyalty.audit.models import AuditRecord
 from loyalty.auth import service as auth_service
 from loyalty.clock import FrozenClock
 from loyalty.community import rules, service
-from loyalty.community.models import BadgeAward, BadgeProgress
-from loyalty.errors import (
+from loyalty.community.errors import (
     BadgeInUseError,
     BadgeNotFoundError,
     EventConflictError,
-    EventInFutureError,
     EventRuleExistsError,
     EventTypeExistsError,
     EventTypeInUseError,
     EventTypeNotFoundError,
     InvalidEventPropertyError,
-    InvalidFieldError,
-    MemberNotFoundError,
     UnknownEventTypeError,
 )
+from loyalty.community.models import BadgeAward, BadgeProgress
+from loyalty.errors import InvalidFieldError
 from loyalty.ledger import service as ledger
+from loyalty.ledger.errors import EventInFutureError
 from loyalty.ledger.models import Entry
 from loyalty.members import service as members_service
+from loyalty.members.errors import MemberNotFoundError
 from loyalty.referrals import service as referrals_service
 from tests.community.conftest import (
     DAY,

@@ -15,15 +15,12 @@ from sqlalchemy.orm import Session
 from loyalty.audit import service as audit_service
 from loyalty.clock import FrozenClock
 from loyalty.earning import service
+from loyalty.earning.errors import CampaignInUseError, MultiplierConflictError
 from loyalty.earning.models import Campaign
-from loyalty.errors import (
-    CampaignInUseError,
-    InvalidFieldError,
-    MemberNotFoundError,
-    MultiplierConflictError,
-)
+from loyalty.errors import InvalidFieldError
 from loyalty.ledger import service as ledger_service
 from loyalty.ledger.models import Entry, Order
+from loyalty.members.errors import MemberNotFoundError
 from loyalty.tiers import service as tiers_service
 from tests.ledger.conftest import START, order
 

@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 
 from loyalty.clock import FrozenClock
 from loyalty.db import get_database
-from loyalty.errors import InsufficientPointsError
 from loyalty.ledger import service
+from loyalty.ledger.errors import InsufficientPointsError
 from loyalty.ledger.models import Entry, Order, Refund
 from loyalty.members import service as members_service
 from tests.ledger.conftest import CLIENT

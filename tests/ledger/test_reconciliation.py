@@ -160,6 +160,91 @@ def test_debt_repaid_by_new_points_moves_the_hold_onto_them(
     assert balance(session, m) == (100, 0, 0)
 
 
+def lots_by_kind(session: Session, member_id: str) -> list[tuple[str, int]]:
+    """(kind of the crediting entry, remaining) of the member's lots, sorted."""
+    rows = session.execute(
+        select(Entry.kind, Lot.remaining)
+        .join(Entry, Entry.id == Lot.entry_id)
+        .where(Entry.member_id == member_id)
+        .execution_options(populate_existing=True)
+    )
+    return sorted((kind, remaining) for kind, remaining in rows)
+
+
+def outstanding_of(session: Session, order_id: str) -> int:
+    return sum(r.outstanding for r in refunds_of(session, order_id))
+
+
+def test_debt_repaid_when_a_hold_ends_re_points_the_holds_and_claims_still_open(
+    session: Session, member: Member, clock: FrozenClock
+) -> None:
+    """Under allow_negative, other points stood in for part of a hold of the refunded
+    order's points. When that hold ends (released, or timed out) its points repay the
+    refund's debt: the order's own points are taken, and the other points stand in for
+    order points that a hold or claim still open keeps, never for the hold that is ending
+    (its points are already back). So the open ones keep no more of the order's points than
+    the refund has outstanding, and when they come back the refunded order keeps nothing."""
+    settings(session, refund_policy="allow_negative")
+    m = member()
+    order(session, m, 10000, order_id="o-debt", placed_at=clock.now() - 15 * DAY)
+    claim = spend(session, m, 50)
+    service.adjust(session, member_id=m, points=3, reason="goodwill")  # expires a day later
+    first = service.place_hold(session, member_id=m, points=25, expires_in=60).hold
+    second = service.place_hold(session, member_id=m, points=25).hold
+    refund(session, "o-debt", "r-1", amount=10000)
+    # The 3 other points now stand in for 3 of the order's points in the first hold (the
+    # one that ends soonest).
+    assert balance(session, m) == (-97, 0, 50)
+    assert outstanding_of(session, "o-debt") == 97
+
+    clock.advance(dt.timedelta(minutes=2))  # the first hold times out: 22 of the order's
+    assert balance(session, m) == (-72, 0, 25)  # points and the 3 others repay debt
+    assert service.get_hold(session, first.id).status == "expired"
+    # The other 3 now stand in for the order's points in the second hold: the order keeps
+    # its 22 there and the claim's 50, all outstanding.
+    assert outstanding_of(session, "o-debt") == 72
+    assert verify(session) == []
+
+    service.release_hold(session, hold_id=second.id)  # 22 of the order's, 3 others
+    assert balance(session, m) == (-47, 0, 0)
+    assert outstanding_of(session, "o-debt") == 47  # the claim's 47
+    assert verify(session) == []
+
+    # The claim is cancelled: the order's 47 points are taken for the debt, and the member
+    # is left with the 3 points of the adjustment, none of the refunded order's.
+    assert give_back(session, claim) == 50
+    assert balance(session, m) == (3, 0, 0)
+    assert outstanding_of(session, "o-debt") == 0
+    assert lots_by_kind(session, m) == [("accrual", 0), ("adjustment", 3)]
+
+
+def test_debt_repaid_when_a_claim_is_cancelled_re_points_the_claims_still_open(
+    session: Session, member: Member, clock: FrozenClock
+) -> None:
+    """The same for a cancelled reward claim that other points partly stood in for: the
+    other points it gives back stand in for the order's points in another open claim, not
+    in the cancelled one."""
+    settings(session, refund_policy="allow_negative")
+    m = member()
+    order(session, m, 10000, order_id="o-debt", placed_at=clock.now() - 15 * DAY)
+    older = spend(session, m, 50)
+    newer = spend(session, m, 50)
+    service.adjust(session, member_id=m, points=3, reason="goodwill")
+    refund(session, "o-debt", "r-1", amount=10000)
+    # The 3 other points stand in for 3 of the order's points in the newer claim.
+    assert balance(session, m) == (-97, 0, 0)
+
+    assert give_back(session, newer) == 50  # 47 of the order's, 3 others
+    assert balance(session, m) == (-47, 0, 0)
+    assert outstanding_of(session, "o-debt") == 47  # the older claim's 47
+    assert verify(session) == []
+
+    assert give_back(session, older) == 50
+    assert balance(session, m) == (3, 0, 0)
+    assert outstanding_of(session, "o-debt") == 0
+    assert lots_by_kind(session, m) == [("accrual", 0), ("adjustment", 3)]
+
+
 # --- 2. expired points are not reversed again ----------------------------------------------
 
 
@@ -458,3 +543,21 @@ def test_an_interrupted_inactivity_switch_is_finished_by_the_job(
     assert report.counts["wallets marked due"] == 3
     assert service.get_settings(session).due_sweep_after is None
     assert all(balance(session, m) == (0, 0, 0) for m in members)
+
+
+def test_a_job_pass_ends_even_if_a_wallet_stayed_due(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wallet that a defect left due after it was settled is settled again by every batch;
+    a pass stops after what was due when it began (plus one batch), rather than spin."""
+    from loyalty import jobs
+
+    batches: list[int] = []
+
+    def always_one(session: Session, *, batch_size: int = 50, actor: str = "jobs") -> int:
+        batches.append(batch_size)
+        return 1
+
+    monkeypatch.setattr(jobs.ledger_service, "settle_due_batch", always_one)
+    report = jobs.run_due(session, batch_size=5)
+    assert report.wallets_settled == len(batches) == 5  # nothing was due: one batch's worth

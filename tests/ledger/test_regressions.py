@@ -229,7 +229,7 @@ def test_an_item_refund_of_a_wholly_refunded_order_is_refused(
     """After an amount refund of the whole total, an item refund is refused like another
     amount (422 refund-exceeds-order); it used to be accepted and recorded as a refund of 0
     money and 0 points."""
-    from loyalty.errors import RefundExceedsOrderError
+    from loyalty.ledger.errors import RefundExceedsOrderError
 
     m = member()
     items = [{"sku": "A", "quantity": 1, "unit_price": 10000}]

@@ -14,24 +14,22 @@ from sqlalchemy.orm import Session
 from loyalty.auth import service as auth_service
 from loyalty.clock import FrozenClock
 from loyalty.db import unit_of_work
-from loyalty.errors import (
+from loyalty.errors import InvalidFieldError, MemberClosedError, MemberNotActiveError
+from loyalty.ledger import service
+from loyalty.ledger.errors import (
     CaptureExceedsHoldError,
     HoldNotFoundError,
     HoldNotHeldError,
     InsufficientPointsError,
-    InvalidFieldError,
-    MemberClosedError,
-    MemberNotActiveError,
-    MemberNotFoundError,
     OrderConflictError,
     OrderNotFoundError,
     RedemptionAlreadyReturnedError,
     RefundConflictError,
     RefundExceedsOrderError,
 )
-from loyalty.ledger import service
 from loyalty.ledger.models import Entry, Lot
 from loyalty.members import service as members_service
+from loyalty.members.errors import MemberNotFoundError
 from tests.ledger.conftest import CLIENT, START, balance, order, settings
 
 DAY = dt.timedelta(days=1)

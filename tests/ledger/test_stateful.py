@@ -29,14 +29,14 @@ from sqlalchemy.orm import Session
 from loyalty.clock import FrozenClock
 from loyalty.db import unit_of_work
 from loyalty.earning import service as earning_service
-from loyalty.errors import (
+from loyalty.ledger import service
+from loyalty.ledger.errors import (
     CaptureExceedsHoldError,
     HoldNotHeldError,
     InsufficientPointsError,
     RedemptionAlreadyReturnedError,
     RefundExceedsOrderError,
 )
-from loyalty.ledger import service
 from loyalty.ledger.invariants import verify
 from loyalty.ledger.models import Lot, Order, Refund, Wallet
 from loyalty.ledger.rules import expiry_for, inactivity_deadline
@@ -343,13 +343,14 @@ class Model:
 
     def release(self, hold: Consumer, status: str, now: dt.datetime) -> None:
         live, late = self.restoration(hold, hold.points, now)
+        # Ended before its points go back: what they repay of debt is not re-pointed onto it.
+        hold.status = status
         late_points = self.expire_late(late)
         back = hold.points - late_points
         if back:
             self.history.append(("release", back))
             self.held -= back
             self.give_back(live, back)
-        hold.status = status
 
     # --- due work -------------------------------------------------------------------------
 
@@ -836,11 +837,11 @@ class LedgerMachine(RuleBasedStateMachine):
         captured = hold.points if points is None else points
         rest = hold.points - captured
         live, late = model.restoration(hold, rest, now) if rest else ([], [])
+        hold.status = "captured"  # before the rest goes back, as a release
         late_points = model.expire_late(late)
         model.history.append(("capture", -captured))
         model.held -= hold.points - late_points
         model.give_back(live, rest - late_points)
-        hold.status = "captured"
         model.last_activity = now
 
     def _release(self, hold: Consumer) -> None:
@@ -888,22 +889,42 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(pick=st.integers(0, 10**6), first=st.integers(0, 2))
     def refund_by_item_then_amount(self, pick: int, first: int) -> None:
-        """Refunds by item and by amount mixed on one order: one line by item, then what is
-        left of the order by amount, so the order ends wholly refunded."""
+        """Refunds by item and by amount mixed on one order: a line without the 2x
+        multiplier by item, then what is left of the order (its 2x line with the rest) by
+        amount, so the order ends wholly refunded. The points per unit of money then differ
+        between what is refunded by item and by amount, where proportional shares leave
+        points behind."""
         model = self.settled()
         candidates = [
             o
             for o in model.orders.values()
-            if o.refunded == 0 and len(o.lines) > 1 and o.lines[0].sku is not None
+            if o.refunded == 0
+            and len(o.lines) > 1
+            and o.lines[0].sku is not None
+            # nothing refunded yet, by amount or by item (a free order's items too)
+            and not any(line.refunded_quantity for line in o.lines)
         ]
         if not candidates:
             return
         order = candidates[pick % len(candidates)]
-        line = order.lines[first % len(order.lines)]
+        line = order.lines[1 + first % (len(order.lines) - 1)]  # lines[0] is the 2x SKU
         self._refund_items(order, [(line.sku or "", line.quantity)])
         self.agrees_with_the_model()
         if order.refunded < order.total:
             self._refund(order, "all", Fraction(1), False)
+
+    @rule(kind=st.sampled_from(["hold", "claim"]), action=st.sampled_from(["release", "read"]))
+    def hold_everything_through_a_lapse(self, kind: str, action: str) -> None:
+        """Every spendable point held (a hold that lasts a week, or a claim), then time passes
+        beyond an inactivity deadline (under that policy everything lapses, held points
+        too), then the hold or claim ends: nothing comes back spendable."""
+        self.spend(kind, Fraction(1), 10080)
+        if self.last_spent is None:
+            return
+        self.travel(24 * (31 * self.model.months + 2))
+        self.agrees_with_the_model()
+        self._end(self.settled().consumers[self.last_spent], action)
+        self.run_jobs()
 
     @rule(points=st.integers(1, 60))
     def lapse_then_adjust(self, points: int) -> None:
@@ -938,8 +959,11 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule()
     def run_jobs(self) -> None:
-        while service.settle_due_batch(self.session, batch_size=500):
-            pass
+        for _ in range(20):
+            if not service.settle_due_batch(self.session, batch_size=500):
+                break
+        else:
+            raise AssertionError("the job does not finish: a wallet stays due once settled")
         self.model.settle(self.now())
 
     # --- comparisons ---------------------------------------------------------------------
@@ -1000,7 +1024,10 @@ class LedgerMachine(RuleBasedStateMachine):
         assert list(outstanding) == [r.outstanding for r in model.refunds if r.outstanding]
         entries = service.list_entries(self.session, self.member_id, limit=200).items
         assert [(e.kind, e.points) for e in reversed(entries)] == model.history[-200:]
-        assert verify(self.session) == []
+        # This example's wallet only (and the ledger as a whole): a wallet an earlier,
+        # failing example left wrong must not fail every example after it.
+        found = [v for v in verify(self.session) if v.wallet_id in (None, wallet.id)]
+        assert found == [], "\n".join(str(v) for v in found)
 
 
 def test_ledger_agrees_with_its_model(app: Flask, session: Session, clock: FrozenClock) -> None:

@@ -7,8 +7,9 @@ import datetime as dt
 import pytest
 from sqlalchemy.orm import Session
 
-from loyalty.errors import InvalidFieldError, MemberClosedError, MemberNotFoundError
+from loyalty.errors import InvalidFieldError, MemberClosedError
 from loyalty.members import service
+from loyalty.members.errors import MemberNotFoundError
 
 
 def enroll(session: Session, external_id: str, **kwargs: object) -> service.Member:

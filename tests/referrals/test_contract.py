@@ -16,7 +16,7 @@ from tests.contract import assert_agree
     ("body", "valid"),
     [
         ({"min_order_currency": "AAA"}, False),
-        ({"min_order_currency": "usd"}, False),
+        ({"min_order_currency": "Usd"}, False),
         ({"min_order_currency": "EUR"}, True),
         ({"min_order_currency": None}, True),
         ({"link_template": "https://shop.example/r/"}, False),  # where does the code go?

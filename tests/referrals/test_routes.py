@@ -83,11 +83,19 @@ def test_terms_get_and_patch(api: Api) -> None:
     assert api("get", "/v1/program/referrals").json["link_template"].endswith("{code}")
 
 
+def test_a_currency_in_lower_case_is_taken_in_upper_case(api: Api) -> None:
+    """Every currency field takes an ISO 4217 code in upper or lower case (Stripe sends lower
+    case), not mixed, and answers it in upper case."""
+    changed = api("patch", "/v1/program/referrals", {"min_order_currency": "eur"})
+    assert changed.status_code == 200, changed.json
+    assert changed.json["min_order_currency"] == "EUR"
+
+
 @pytest.mark.parametrize(
     ("body", "pointer"),
     [
         ({"referrer_points": -1}, "#/referrer_points"),
-        ({"min_order_currency": "usd"}, "#/min_order_currency"),
+        ({"min_order_currency": "Usd"}, "#/min_order_currency"),
         ({"min_order_currency": "XXQ"}, "#/min_order_currency"),
         ({"velocity_limit": 0}, "#/velocity_limit"),
         ({"shared_tier_days": 0}, "#/shared_tier_days"),

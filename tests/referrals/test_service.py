@@ -11,18 +11,15 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from loyalty import bus
 from loyalty.audit.models import AuditRecord
 from loyalty.clock import FrozenClock
-from loyalty.community import service as community_service
-from loyalty.errors import (
-    InvalidFieldError,
-    MemberNotFoundError,
-    ReferralNotFoundError,
-    ReferralNotReviewableError,
-    UnknownRewardError,
-)
+from loyalty.errors import InvalidFieldError, UnknownRewardError
 from loyalty.ledger import service as ledger
+from loyalty.members.errors import MemberNotFoundError
 from loyalty.referrals import service
+from loyalty.referrals.errors import ReferralNotFoundError, ReferralNotReviewableError
+from loyalty.referrals.events import ReferralQualified
 from loyalty.rewards import service as rewards_service
 from loyalty.rewards.models import Claim
 from loyalty.tiers import service as tiers_service
@@ -208,21 +205,21 @@ def test_the_job_qualifies_an_order_reported_after_its_window(
     assert available(session, ann.id) == 500
 
 
-def test_the_community_hook_is_called_on_qualification(
-    session: Session, clock: FrozenClock, rewarding: None, monkeypatch: pytest.MonkeyPatch
+def test_qualification_is_published_for_the_referrer(
+    session: Session, clock: FrozenClock, rewarding: None
 ) -> None:
-    calls: list[tuple[str, dt.datetime]] = []
-
-    def hook(session: Session, *, member_id: str, now: dt.datetime, actor: str | None) -> None:
-        calls.append((member_id, now))
-
-    monkeypatch.setattr(community_service, "after_referral_qualified", hook, raising=False)
+    told: list[ReferralQualified] = []
     ann = make_member(session)
     bob = make_member(session, referrer=ann)
     place_order(session, bob.id, 6000)
     clock.advance(WINDOW)
-    settle(session, bob.id)
-    assert calls == [(ann.id, clock.now())]
+    with bus.extra_subscribers([(ReferralQualified, lambda _, event: told.append(event))]):
+        settle(session, bob.id)
+    referral = referral_of(session, bob.id)
+    assert [(e.member_id, e.referrer_id, e.referee_id, e.referral_id) for e in told] == [
+        (ann.id, ann.id, bob.id, referral.id)
+    ]
+    assert told[0].occurred_at == clock.now()
 
 
 def test_catalogue_rewards_are_given_as_free_claims(session: Session, clock: FrozenClock) -> None:

@@ -13,9 +13,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from loyalty.clock import FrozenClock
-from loyalty.errors import ClaimLimitReachedError, ClaimNotIssuedError, RewardOutOfStockError
 from loyalty.ledger import service as ledger
 from loyalty.rewards import service
+from loyalty.rewards.errors import (
+    ClaimLimitReachedError,
+    ClaimNotIssuedError,
+    RewardOutOfStockError,
+)
 from loyalty.rewards.models import Claim, PerkGrant
 from tests.rewards.conftest import make_member, make_perk, make_reward, make_tiers
 from tests.support import race

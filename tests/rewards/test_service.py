@@ -12,28 +12,26 @@ from sqlalchemy.orm import Session
 
 from loyalty.audit import service as audit
 from loyalty.clock import FrozenClock
-from loyalty.errors import (
+from loyalty.errors import InvalidFieldError, MemberNotActiveError, UnknownRewardError
+from loyalty.ledger import service as ledger
+from loyalty.ledger.errors import InsufficientPointsError
+from loyalty.ledger.models import Entry
+from loyalty.members import service as members_service
+from loyalty.members.errors import MemberNotFoundError
+from loyalty.referrals import service as referrals_service
+from loyalty.rewards import rules, service
+from loyalty.rewards.errors import (
     ClaimLimitReachedError,
     ClaimNotFoundError,
     ClaimNotIssuedError,
-    InsufficientPointsError,
-    InvalidFieldError,
-    MemberNotActiveError,
-    MemberNotFoundError,
     PerkInUseError,
     PerkNotFoundError,
     RewardInUseError,
     RewardNotClaimableError,
     RewardNotFoundError,
     RewardOutOfStockError,
-    UnknownRewardError,
     UnknownTierCodeError,
 )
-from loyalty.ledger import service as ledger
-from loyalty.ledger.models import Entry
-from loyalty.members import service as members_service
-from loyalty.referrals import service as referrals_service
-from loyalty.rewards import rules, service
 from loyalty.rewards.models import Claim, PerkGrant, Reward
 from tests.rewards.conftest import DAY, START, make_perk
 

@@ -15,11 +15,11 @@ from sqlalchemy.orm import Session
 from loyalty.clock import FrozenClock
 from loyalty.db import get_database
 from loyalty.earning import service as earning_service
-from loyalty.errors import BaseTierHeldError, TierInUseError, TierReferencedError
 from loyalty.ledger import service as ledger_service
 from loyalty.members import service as members_service
 from loyalty.rewards import service as rewards_service
 from loyalty.tiers import service
+from loyalty.tiers.errors import BaseTierHeldError, TierInUseError, TierReferencedError
 from tests.support import START
 from tests.tiers.conftest import make_ladder, policy
 

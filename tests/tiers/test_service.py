@@ -18,9 +18,12 @@ from loyalty import jobs
 from loyalty.audit.models import AuditRecord
 from loyalty.clock import FrozenClock, use_clock
 from loyalty.db import get_database, unit_of_work
-from loyalty.errors import (
-    InvalidFieldError,
-    MemberNotFoundError,
+from loyalty.errors import InvalidFieldError
+from loyalty.ledger import service as ledger_service
+from loyalty.members import service as members_service
+from loyalty.members.errors import MemberNotFoundError
+from loyalty.tiers import service
+from loyalty.tiers.errors import (
     NoManualTierError,
     TierExistsError,
     TierInUseError,
@@ -28,9 +31,6 @@ from loyalty.errors import (
     TierNotFoundError,
     TierRankTakenError,
 )
-from loyalty.ledger import service as ledger_service
-from loyalty.members import service as members_service
-from loyalty.tiers import service
 from loyalty.tiers.models import MemberTier
 from tests.ledger.conftest import order
 from tests.tiers.conftest import DAY, START, make_ladder, policy

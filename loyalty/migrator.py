@@ -24,6 +24,7 @@ MODEL_MODULES = (
     "loyalty.rewards.models",
     "loyalty.referrals.models",
     "loyalty.community.models",
+    "loyalty.events.models",
 )
 
 

@@ -1,0 +1,86 @@
+"""Domain events: what happened, told once, inside the unit of work that made it happen.
+
+An area publishes a past-tense event (``publish(session, OrderActivated(...))``) and does not
+know who listens. The listeners are one explicit, ordered table of ``(event class,
+subscriber)`` pairs, built in `loyalty.wiring` and installed when the app is created; each
+subscriber runs at once, in the publisher's transaction, so an event, its effects and its
+outbox row commit or roll back together. Events carry ids and numbers, never ORM objects.
+
+A subscriber may publish other events, but not one of a type it is handling (no loops), and
+takes locks only in the global order (wallets in member-id order, see DESIGN section 5).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy.orm import Session
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """The base of every domain event: when it happened and, where there is one, whose."""
+
+    occurred_at: dt.datetime
+    member_id: str | None
+
+
+E = TypeVar("E", bound=Event)
+Subscriber = Callable[[Session, Any], None]
+Table = Sequence[tuple[type[Event], Subscriber]]
+
+_table: tuple[tuple[type[Event], Subscriber], ...] | None = None
+# The event types being handled in this context, innermost last: publishing one of them
+# again from its own subscriber would loop.
+_handling: ContextVar[tuple[type[Event], ...]] = ContextVar("handling", default=())
+
+
+def install(table: Table) -> None:
+    """Make ``table`` the subscribers of every publish (done once, at app creation)."""
+    global _table
+    for kind, subscriber in table:
+        if not (isinstance(kind, type) and issubclass(kind, Event)) or not callable(subscriber):
+            raise TypeError(f"not a (event class, subscriber) pair: {(kind, subscriber)!r}")
+    _table = tuple(table)
+
+
+def subscribers(kind: type[Event]) -> list[Subscriber]:
+    """The subscribers an event of class ``kind`` reaches, in the order they run."""
+    if _table is None:
+        raise RuntimeError("No subscriber table is installed: create the app first.")
+    return [subscriber for wanted, subscriber in _table if issubclass(kind, wanted)]
+
+
+def publish(session: Session, event: Event) -> None:
+    """Run every subscriber of ``event`` now, in the caller's transaction, in table order."""
+    kind = type(event)
+    handling = _handling.get()
+    if kind in handling:
+        raise RuntimeError(f"{kind.__name__} published while it is being handled (a loop)")
+    reached = subscribers(kind)
+    token = _handling.set((*handling, kind))
+    try:
+        for subscriber in reached:
+            subscriber(session, event)
+    finally:
+        _handling.reset(token)
+
+
+@contextmanager
+def extra_subscribers(table: Table) -> Iterator[None]:
+    """Run ``table`` after the installed subscribers for the duration (tests observe events
+    with it)."""
+    global _table
+    before = _table
+    if before is None:
+        raise RuntimeError("No subscriber table is installed: create the app first.")
+    install((*before, *table))
+    try:
+        yield
+    finally:
+        _table = before

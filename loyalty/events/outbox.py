@@ -1,0 +1,102 @@
+"""The transactional outbox: `record` writes an outbound event in the caller's transaction, so
+the event exists exactly when the change it tells was committed. The worker fans events out
+to the webhook endpoints afterwards (`loyalty.events.delivery`).
+
+On PostgreSQL, `record` also queues a ``NOTIFY`` on `CHANNEL`: PostgreSQL sends it when the
+transaction commits (never if it rolls back), which wakes ``loyalty worker`` at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import cache
+from typing import Any
+
+from marshmallow import Schema
+from sqlalchemy import insert, text
+from sqlalchemy.orm import Session
+
+from loyalty import clock
+from loyalty.db import new_id
+from loyalty.events.catalogue import CATALOGUE, PAYLOAD_VERSION
+from loyalty.events.models import OutboxEvent
+
+# The LISTEN/NOTIFY channel that wakes the workers.
+CHANNEL = "loyalty_outbox"
+# session.info key: the transaction that already queued its NOTIFY.
+_NOTIFIED = "loyalty_outbox_notified"
+
+
+class UnknownOutboundEventError(ValueError):
+    """A type that is not in `loyalty.events.catalogue.CATALOGUE`: a programming error."""
+
+
+@cache
+def _data_schema(event_type: str) -> Schema:
+    return CATALOGUE[event_type][0]()
+
+
+def record(
+    session: Session,
+    *,
+    type: str,
+    member_id: str | None,
+    data: dict[str, Any],
+    occurred_at: dt.datetime,
+) -> str:
+    """Add an outbound event to the caller's transaction and return its id (``evt_...``).
+
+    One INSERT (and, once per transaction on PostgreSQL, a NOTIFY); never commits, never
+    fans out. ``data`` is written as the catalogue's schema for ``type`` dumps it (timestamps
+    as RFC 3339, undeclared keys dropped, every declared key present: null when not given).
+    Raises `UnknownOutboundEventError` for a type that is not in the catalogue and ValueError
+    for a naive ``occurred_at``.
+    """
+    if type not in CATALOGUE:
+        raise UnknownOutboundEventError(
+            f"{type!r} is not an outbound event type: add it to loyalty.events.catalogue"
+        )
+    if occurred_at.tzinfo is None:
+        raise ValueError("occurred_at must be timezone-aware")
+    event_id = new_id("evt")
+    session.execute(
+        insert(OutboxEvent).values(
+            id=event_id,
+            type=type,
+            version=PAYLOAD_VERSION,
+            occurred_at=occurred_at,
+            member_id=member_id,
+            data=_payload(type, data),
+            created_at=clock.now(),
+        )
+    )
+    _notify_at_commit(session)
+    return event_id
+
+
+def _payload(event_type: str, data: dict[str, Any]) -> dict[str, Any]:
+    schema = _data_schema(event_type)
+    return {name: None for name in schema.fields} | schema.dump(data)
+
+
+def _notify_at_commit(session: Session) -> None:
+    """Queue one NOTIFY per transaction (PostgreSQL folds identical ones anyway)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    transaction = session.get_transaction()
+    if transaction is None or session.info.get(_NOTIFIED) is transaction:
+        return
+    session.execute(text(f"NOTIFY {CHANNEL}"))
+    session.info[_NOTIFIED] = transaction
+
+
+def envelope(event: OutboxEvent) -> dict[str, Any]:
+    """The event as webhooks deliver it: ``{id, type, version, occurred_at, member_id, data}``."""
+    return {
+        "id": event.id,
+        "type": event.type,
+        "version": event.version,
+        "occurred_at": event.occurred_at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
+        "member_id": event.member_id,
+        "data": event.data,
+    }

@@ -1,0 +1,193 @@
+"""The outbox writer: the last subscriber of every domain event. It turns each event the
+outside world hears of into one outbox row, in the transaction of the change (no event without
+its change, no change without its event); `loyalty.events.catalogue` documents each type's
+``data``. Events the outside world does not hear of (a renewed tier, an order activation that
+activated nothing) write nothing."""
+
+from __future__ import annotations
+
+from functools import singledispatch
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from loyalty.bus import Event
+from loyalty.community.events import BadgeAwarded
+from loyalty.events import outbox
+from loyalty.ledger.events import (
+    BonusCredited,
+    HoldChanged,
+    OrderActivated,
+    OrderRecorded,
+    OrderRefunded,
+    PointsAdjusted,
+    PointsEvent,
+    PointsExpired,
+    PointsRedeemed,
+    PointsReturned,
+    PointsTakenBack,
+)
+from loyalty.members.events import MemberEnrolled, MemberUpdated
+from loyalty.referrals.events import ReferralClawedBack, ReferralQualified
+from loyalty.rewards.events import ClaimChanged
+from loyalty.tiers import service as tiers_service
+from loyalty.tiers.events import TierChanged
+
+Outbound = tuple[str, dict[str, Any]] | None
+
+HOLD_TYPES = {
+    "held": "hold.created",
+    "captured": "hold.captured",
+    "released": "hold.released",
+    "expired": "hold.expired",
+}
+CLAIM_TYPES = {"issued": "reward.claimed", "used": "reward.used", "cancelled": "reward.cancelled"}
+REFERRAL_FIELDS = ("referral_id", "referrer_id", "referee_id")
+
+
+def write(session: Session, event: Event) -> None:
+    """Subscriber of every event: record its outbound form, if it has one."""
+    outbound = outbound_of(event, session)
+    if outbound is None:
+        return
+    type_, data = outbound
+    outbox.record(
+        session, type=type_, member_id=event.member_id, data=data, occurred_at=event.occurred_at
+    )
+
+
+@singledispatch
+def outbound_of(event: Event, session: Session) -> Outbound:
+    """The type and data the outside world hears of ``event``, or None."""
+    return None
+
+
+@outbound_of.register
+def _(event: MemberEnrolled, session: Session) -> Outbound:
+    return "member.enrolled", {
+        "member_id": event.member_id,
+        "external_id": event.external_id,
+        "status": event.status,
+        "tier": _tier(session, event.member_id),
+        "referrer_id": event.referrer_id,
+        "enrolled_at": event.enrolled_at,
+    }
+
+
+@outbound_of.register
+def _(event: MemberUpdated, session: Session) -> Outbound:
+    return "member.updated", {
+        "member_id": event.member_id,
+        "external_id": event.external_id,
+        "status": event.status,
+        "tier": _tier(session, event.member_id),
+        "referrer_id": event.referrer_id,
+        "enrolled_at": event.enrolled_at,
+        "changed": list(event.changed),
+    }
+
+
+@outbound_of.register
+def _(event: OrderRecorded, session: Session) -> Outbound:
+    status = "pending" if event.pending else "active"
+    return "points.accrued", _pick(
+        event, "order_id", "channel_id", "points", "activates_at", source="order", status=status
+    )
+
+
+@outbound_of.register
+def _(event: BonusCredited, session: Session) -> Outbound:
+    return "points.accrued", _pick(
+        event,
+        "reference",
+        "points",
+        source="bonus",
+        status="active",
+        activates_at=event.occurred_at,
+    )
+
+
+@outbound_of.register
+def _(event: OrderActivated, session: Session) -> Outbound:
+    return ("points.activated", _pick(event, "order_id", "points")) if event.points else None
+
+
+@outbound_of.register
+def _(event: OrderRefunded, session: Session) -> Outbound:
+    return "points.reversed", _pick(event, "order_id", "refund_id", "points", "shortfall")
+
+
+@outbound_of.register
+def _(event: PointsTakenBack, session: Session) -> Outbound:
+    return "points.reversed", _pick(event, "reference", points=-event.points, shortfall=0)
+
+
+@outbound_of.register
+def _(event: PointsAdjusted, session: Session) -> Outbound:
+    return "points.adjusted", _pick(event, "entry_id", "points", "reason")
+
+
+@outbound_of.register
+def _(event: PointsRedeemed, session: Session) -> Outbound:
+    return "points.redeemed", _pick(event, "entry_id", "points", "reference")
+
+
+@outbound_of.register
+def _(event: PointsReturned, session: Session) -> Outbound:
+    return "points.returned", _pick(event, "entry_id", "points", "reference")
+
+
+@outbound_of.register
+def _(event: PointsExpired, session: Session) -> Outbound:
+    return "points.expired", _pick(event, "points", "reason")
+
+
+@outbound_of.register
+def _(event: HoldChanged, session: Session) -> Outbound:
+    return HOLD_TYPES[event.status], _pick(event, "hold_id", "points", "captured_points", "status")
+
+
+@outbound_of.register
+def _(event: TierChanged, session: Session) -> Outbound:
+    if event.direction == "same":
+        return None
+    type_ = "tier.upgraded" if event.direction == "up" else "tier.downgraded"
+    return type_, _pick(event, "from_tier", "to_tier", "kind", "reason")
+
+
+@outbound_of.register
+def _(event: ClaimChanged, session: Session) -> Outbound:
+    return CLAIM_TYPES[event.status], _pick(
+        event, "claim_id", "reward_id", "points", "source", "code"
+    )
+
+
+@outbound_of.register
+def _(event: BadgeAwarded, session: Session) -> Outbound:
+    return "badge.awarded", _pick(
+        event, "award_id", "badge_id", "level", "level_name", "bonus_points"
+    )
+
+
+@outbound_of.register
+def _(event: ReferralQualified, session: Session) -> Outbound:
+    return "referral.qualified", _pick(event, *REFERRAL_FIELDS)
+
+
+@outbound_of.register
+def _(event: ReferralClawedBack, session: Session) -> Outbound:
+    return "referral.clawed_back", _pick(event, *REFERRAL_FIELDS)
+
+
+def _pick(event: Event, *names: str, **values: Any) -> dict[str, Any]:
+    """The event's fields ``names``, then ``values``, and the balance after it if it has one
+    (the outbox writes what the type's schema documents, null for the rest)."""
+    data = {name: getattr(event, name) for name in names} | values
+    if isinstance(event, PointsEvent):
+        data["balance"] = event.balance.as_dict()
+    return data
+
+
+def _tier(session: Session, member_id: str) -> str | None:
+    tier = tiers_service.current_tiers(session, [member_id]).get(member_id)
+    return tier.code if tier else None

@@ -1,0 +1,361 @@
+"""Private: what every change to points shares. Locking wallets (in member-id order), writing
+an entry with its cached balances (`_post`), lots and allocations, consuming lots
+soonest-expiring first, the due marker and activity (`_touch`), the expiry policy applied to a
+lot or a wallet, and the balance snapshot that events carry.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from loyalty import clock
+from loyalty.db import dialect_insert, new_id
+from loyalty.errors import MemberNotActiveError
+from loyalty.ledger import events, rules
+from loyalty.ledger.errors import HoldNotFoundError
+from loyalty.ledger.models import (
+    Allocation,
+    Entry,
+    Hold,
+    Lot,
+    Order,
+    ProgramSettings,
+    Refund,
+    Wallet,
+)
+from loyalty.members import service as members_service
+from loyalty.members.models import Member
+
+
+@dataclass(frozen=True)
+class Balance:
+    available: int
+    pending: int
+    held: int
+
+    @classmethod
+    def of(cls, wallet: Wallet | None) -> Balance:
+        if wallet is None:
+            return cls(0, 0, 0)
+        return cls(wallet.available, wallet.pending, wallet.held)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"available": self.available, "pending": self.pending, "held": self.held}
+
+
+def _balance_after(wallet: Wallet) -> events.BalanceAfter:
+    return events.BalanceAfter(wallet.available, wallet.pending, wallet.held)
+
+
+def _expiry(settings: ProgramSettings, activated_at: dt.datetime) -> dt.datetime | None:
+    """When points activating at ``activated_at`` expire under the programme's policy."""
+    return rules.expiry_for(
+        activated_at,
+        settings.expiry_policy,
+        settings.expiry_months,
+        settings.expiry_period,
+        settings.timezone,
+    )
+
+
+def _deadline(settings: ProgramSettings, last_activity_at: dt.datetime) -> dt.datetime:
+    """The inactivity deadline after activity at ``last_activity_at``."""
+    return rules.inactivity_deadline(last_activity_at, settings.expiry_months, settings.timezone)
+
+
+def entry_public_id(entry: Entry) -> str:
+    return f"ent_{entry.id}"
+
+
+def _member(session: Session, member_id: str) -> Member:
+    return members_service.get_member(session, member_id)
+
+
+def _require_active(member: Member) -> None:
+    if member.status != "active":
+        raise MemberNotActiveError(member.id, member.status)
+
+
+@dataclass(frozen=True)
+class _Locked:
+    """What a change to a member's points needs, read in the round trip that locks the
+    wallet: the wallet, the member and the programme's settings."""
+
+    wallet: Wallet
+    member: Member
+    settings: ProgramSettings
+
+
+def _lock_wallet(session: Session, member_id: str) -> _Locked:
+    """Lock the member's wallet for this transaction (creating it on first use) and read the
+    member and the settings with it. Raises `MemberNotFoundError`.
+    """
+    return _lock_wallets(session, [member_id])[member_id]
+
+
+def _lock_wallets(
+    session: Session, member_ids: Sequence[str | None], *, skip_locked: bool = False
+) -> dict[str, _Locked]:
+    """Lock the wallets of these members (``None`` is skipped), creating missing ones, in
+    member-id order: every operation that takes more than one wallet takes them in this
+    order, so two of them never wait on each other in a circle. Reads the members and the
+    settings in the same round trip. With ``skip_locked`` (reads), wallets that other
+    transactions hold are left out rather than waited for. Raises `MemberNotFoundError`."""
+    ids = sorted({member_id for member_id in member_ids if member_id is not None})
+    query = (
+        select(Wallet, Member, ProgramSettings)
+        .join(Member, Member.id == Wallet.member_id)
+        .join(ProgramSettings, ProgramSettings.id == 1)
+        .where(Wallet.member_id.in_(ids) if len(ids) > 1 else Wallet.member_id == ids[0])
+        .order_by(Wallet.member_id)
+        .with_for_update(of=Wallet, skip_locked=skip_locked)
+        .execution_options(populate_existing=True)
+    )
+    rows = {row[0].member_id: _Locked(*row) for row in session.execute(query)}
+    if skip_locked:
+        return rows
+    missing = [member_id for member_id in ids if member_id not in rows]
+    if missing:
+        for member_id in missing:
+            _member(session, member_id)  # raises when there is no such member
+        now = clock.now()
+        insert = dialect_insert(session)
+        session.execute(
+            insert(Wallet)
+            .values(
+                [
+                    {
+                        "id": new_id("wal"),
+                        "member_id": member_id,
+                        "available": 0,
+                        "pending": 0,
+                        "held": 0,
+                        "debt": 0,
+                        "lifetime_earned": 0,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for member_id in missing
+                ]
+            )
+            .on_conflict_do_nothing()
+        )
+        rows = {row[0].member_id: _Locked(*row) for row in session.execute(query)}
+        if len(rows) != len(ids):  # no settings row: a database from before the defaults
+            raise AssertionError("the program_settings row is missing; run loyalty db upgrade")
+    return rows
+
+
+def _lock_wallet_by_id(session: Session, wallet_id: str) -> Wallet:
+    wallet = session.scalar(
+        select(Wallet)
+        .where(Wallet.id == wallet_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    assert wallet is not None
+    return wallet
+
+
+def _lock_hold(session: Session, hold_id: str) -> tuple[Hold, Wallet]:
+    hold = session.get(Hold, hold_id)
+    if hold is None:
+        raise HoldNotFoundError(hold_id)
+    wallet = _lock_wallet_by_id(session, hold.wallet_id)
+    session.refresh(hold)  # read again under the wallet's lock
+    return hold, wallet
+
+
+def _post(
+    session: Session,
+    wallet: Wallet,
+    *,
+    kind: str,
+    points: int,
+    available: int = 0,
+    pending: int = 0,
+    held: int = 0,
+    debt: int = 0,
+    earned: int = 0,
+    counter_account: str | None = None,
+    reference: tuple[str, str] | None,
+    external_reference: str | None = None,
+    reason: str | None = None,
+    actor: str | None,
+    now: dt.datetime,
+    repays_debt: bool = False,
+    keep: int = 0,
+    refund: Refund | None = None,
+) -> Entry:
+    """Write one entry and move the wallet's cached balances with it.
+
+    An entry that makes points spendable (``repays_debt``) repays the wallet's debt from them
+    in the same entry, all but ``keep`` of them (taken at once by a refund's shortfall); the
+    caller then takes the repaid points from the lots with `_repay`.
+    """
+    repay = 0
+    if repays_debt and wallet.debt:
+        repay = min(wallet.debt, max(0, wallet.available + wallet.debt + available - keep))
+        debt -= repay
+        if repay:
+            reason = (reason + "; " if reason else "") + f"repaid {repay} points of debt"
+    wallet.available += available
+    wallet.pending += pending
+    wallet.held += held
+    wallet.debt += debt
+    wallet.lifetime_earned += earned
+    wallet.updated_at = now
+    entry = Entry(
+        wallet_id=wallet.id,
+        member_id=wallet.member_id,
+        kind=kind,
+        points=points,
+        available_delta=available,
+        pending_delta=pending,
+        held_delta=held,
+        debt_delta=debt,
+        earned_delta=earned,
+        counter_account=counter_account,
+        counter_amount=-(available + pending + held),
+        reference_type=reference[0] if reference else None,
+        reference_id=reference[1] if reference else None,
+        external_reference=external_reference,
+        reason=reason,
+        actor=actor,
+        refund_pk=refund.id if refund is not None else None,
+        balance_available=wallet.available,
+        balance_pending=wallet.pending,
+        balance_held=wallet.held,
+        created_at=now,
+    )
+    session.add(entry)
+    session.flush()
+    return entry
+
+
+def _new_lot(
+    session: Session,
+    wallet: Wallet,
+    entry: Entry,
+    points: int,
+    *,
+    activates_at: dt.datetime,
+    active: bool,
+    expires_at: dt.datetime | None,
+    order: Order | None,
+    now: dt.datetime,
+) -> Lot:
+    lot = Lot(
+        wallet_id=wallet.id,
+        entry_id=entry.id,
+        order_pk=order.id if order else None,
+        amount=points,
+        remaining=points,
+        activates_at=activates_at,
+        activated_at=now if active else None,
+        expires_at=expires_at,
+        created_at=now,
+    )
+    session.add(lot)
+    session.flush()
+    _note_due(wallet, expires_at if active else activates_at)
+    return lot
+
+
+def _active_lot(
+    session: Session,
+    wallet: Wallet,
+    settings: ProgramSettings,
+    entry: Entry,
+    points: int,
+    now: dt.datetime,
+) -> Lot:
+    """A lot of points spendable at once (an adjustment, a bonus), expiring by the policy."""
+    return _new_lot(
+        session,
+        wallet,
+        entry,
+        points,
+        activates_at=now,
+        active=True,
+        expires_at=_expiry(settings, now),
+        order=None,
+        now=now,
+    )
+
+
+def _note_due(wallet: Wallet, moment: dt.datetime | None) -> None:
+    if moment is not None and (wallet.next_due_at is None or moment < wallet.next_due_at):
+        wallet.next_due_at = moment
+
+
+def _allocate(session: Session, entry: Entry, lot: Lot, points: int) -> None:
+    """Record that ``entry`` took ``points`` from ``lot`` (negative: gave them back)."""
+    lot.remaining -= points
+    session.add(Allocation(entry_id=entry.id, lot_id=lot.id, points=points))
+
+
+def _spendable_lots(session: Session, wallet: Wallet) -> list[Lot]:
+    return list(
+        session.scalars(
+            select(Lot).where(
+                Lot.wallet_id == wallet.id,
+                Lot.remaining > 0,
+                Lot.activated_at.is_not(None),
+                Lot.expired_at.is_(None),
+            )
+        )
+    )
+
+
+def _views(lots: list[Lot]) -> list[rules.LotView]:
+    return [rules.LotView(lot.id, lot.remaining, lot.expires_at) for lot in lots]
+
+
+def _consume(session: Session, wallet: Wallet, entry: Entry, points: int) -> None:
+    """Take ``points`` from the wallet's active lots, soonest-expiring first."""
+    lots = {lot.id: lot for lot in _spendable_lots(session, wallet)}
+    plan = rules.plan_consumption(_views(list(lots.values())), points)
+    if sum(take for _, take in plan) != points:
+        raise AssertionError("the lots do not hold the available balance")
+    for lot_id, take in plan:
+        _allocate(session, entry, lots[lot_id], take)
+
+
+def _touch(wallet: Wallet, settings: ProgramSettings, now: dt.datetime) -> None:
+    """The member was active (earned or spent): under the inactivity policy, points now
+    expire that much later."""
+    wallet.last_activity_at = now
+    if settings.expiry_policy == "inactivity":
+        _note_due(wallet, _deadline(settings, now))
+
+
+def _last_activity(wallet: Wallet) -> dt.datetime:
+    """When the member last earned or spent; a wallet only ever credited by hand counts from
+    its creation."""
+    return wallet.last_activity_at or wallet.created_at
+
+
+def _lapsed(wallet: Wallet, settings: ProgramSettings, now: dt.datetime) -> bool:
+    """Whether, under the inactivity policy, the member's deadline has passed: all their
+    points have expired (or expire when next settled)."""
+    return (
+        settings.expiry_policy == "inactivity"
+        and _deadline(settings, _last_activity(wallet)) <= now
+    )
+
+
+def _is_due(wallet: Wallet, settings: ProgramSettings, now: dt.datetime) -> bool:
+    return wallet.next_due_at is not None and wallet.next_due_at <= now
+
+
+def _aware(moment: dt.datetime) -> dt.datetime:
+    """Aggregates bypass the column type on SQLite, so a MIN() may come back naive."""
+    if isinstance(moment, str):
+        moment = dt.datetime.fromisoformat(moment)
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)

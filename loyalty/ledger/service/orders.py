@@ -1,0 +1,621 @@
+"""Orders and refunds: accrual for an order, and refunds that take back the order's share of
+points (from its own lots, then from points standing in for those spent or held), with the
+natural keys (``order_id``, ``refund_id`` per channel) that make both idempotent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from loyalty import clock
+from loyalty.auth.rules import DEFAULT_CHANNEL
+from loyalty.bus import publish
+from loyalty.db import constraint_name, new_id, retrying, unit_of_work
+from loyalty.errors import InvalidFieldError, LoyaltyError
+from loyalty.ledger import events, ports, rules
+from loyalty.ledger.errors import (
+    EventInFutureError,
+    EventTooOldError,
+    OrderConflictError,
+    OrderInFutureError,
+    OrderNotFoundError,
+    OrderTooOldError,
+    RefundConflictError,
+    RefundExceedsOrderError,
+)
+from loyalty.ledger.models import (
+    Allocation,
+    Entry,
+    Lot,
+    Order,
+    ProgramSettings,
+    Redemption,
+    Refund,
+    Wallet,
+)
+from loyalty.ledger.service._core import (
+    Balance,
+    _allocate,
+    _balance_after,
+    _expiry,
+    _lock_wallet,
+    _lock_wallets,
+    _note_due,
+    _post,
+    _require_active,
+    _touch,
+)
+from loyalty.ledger.service._giveback import _repay, _stand_in, _StandIn, _transfer
+from loyalty.ledger.service.due import _settle
+from loyalty.ledger.service.settings import get_settings
+from loyalty.members.models import Member
+
+# No single order earns more (it keeps every balance far inside 64-bit integers).
+MAX_ORDER_POINTS = 10**12
+
+
+@dataclass(frozen=True)
+class Replayable:
+    """The result of a call with a natural key: ``created`` False when it is a replay."""
+
+    body: dict[str, Any]
+    created: bool
+
+
+# How far ahead of the server's clock an order or event may be dated (clock skew).
+FUTURE_TOLERANCE = dt.timedelta(minutes=5)
+
+
+def check_age(
+    settings: ProgramSettings,
+    moment: dt.datetime,
+    now: dt.datetime,
+    *,
+    field: str,
+    kind: str,
+    history: bool = False,
+) -> None:
+    """Refuse an order or event dated more than 5 minutes ahead (`OrderInFutureError`,
+    `EventInFutureError`) or, unless it is ``history`` (an import), more than the programme's
+    maximum age ago (`OrderTooOldError`, `EventTooOldError`)."""
+    if moment > now + FUTURE_TOLERANCE:
+        raise EventInFutureError() if kind == "event" else OrderInFutureError(field)
+    if not history and moment < now - dt.timedelta(days=settings.max_order_age_days):
+        error = EventTooOldError if kind == "event" else OrderTooOldError
+        raise error(field, settings.max_order_age_days, kind)
+
+
+@retrying
+def accrue_order(
+    session: Session,
+    *,
+    order_id: str,
+    member_id: str,
+    total: int,
+    currency: str,
+    items: list[dict[str, Any]] | None = None,
+    placed_at: dt.datetime | None = None,
+    channel_id: str = DEFAULT_CHANNEL,
+    client_id: str | None = None,
+    actor: str | None = None,
+    backfill: bool = False,
+) -> Replayable:
+    """Credit the points an order earns: pending for the return window, then active.
+
+    Idempotent on ``(channel_id, order_id)``: the same order again returns the first result
+    (``created`` False), whichever client of the channel reports it; the same order id with
+    other data raises `OrderConflictError`. ``client_id`` records who reported it. Orders
+    placed more than 5 minutes ahead are refused (`OrderInFutureError`), and so are orders
+    placed more than the programme's maximum age ago (`OrderTooOldError`) unless
+    ``backfill`` (the history import). Locks the member's wallet. Raises
+    `MemberNotFoundError`, `MemberNotActiveError` and `InvalidFieldError` (unknown currency,
+    duplicate SKUs).
+    """
+    items = [dict(item) for item in items or []]
+    fingerprint = rules.request_fingerprint(
+        "order",
+        order_id,
+        {
+            "member_id": member_id,
+            "total": total,
+            "currency": currency.upper(),
+            "items": items,
+            "placed_at": placed_at.isoformat() if placed_at else None,
+        },
+    )
+    exponent = rules.currency_exponent(currency)
+    if exponent is None:
+        raise InvalidFieldError("currency", "Not an ISO 4217 currency code.")
+    skus = [item["sku"] for item in items]
+    if len(set(skus)) != len(skus):
+        raise InvalidFieldError("items", "Each SKU may appear once in an order.")
+
+    with _conflicts_as(OrderConflictError(order_id)), unit_of_work(session):
+        locked = _lock_wallet(session, member_id)
+        wallet, settings = locked.wallet, locked.settings
+        # Read after the lock, in a statement of its own: a concurrent report of this order
+        # that held the lock has committed by now and must be seen.
+        existing = session.scalar(
+            select(Order).where(Order.channel_id == channel_id, Order.order_id == order_id)
+        )
+        if existing is not None:
+            if existing.request_hash != fingerprint:
+                raise OrderConflictError(order_id)
+            return Replayable(existing.response, created=False)
+        _require_active(locked.member)
+        now = clock.now()
+        if placed_at is not None:
+            check_age(settings, placed_at, now, field="placed_at", kind="order", history=backfill)
+        _settle(session, wallet, settings, now, actor)
+
+        placed = placed_at or now
+        quote = ports.price_order(
+            session,
+            member=locked.member,
+            total=total,
+            currency=currency.upper(),
+            exponent=exponent,
+            items=items,
+            placed_at=placed,
+            now=now,
+            charge=True,
+        )
+        points = quote.points
+        if points > MAX_ORDER_POINTS:
+            raise InvalidFieldError(
+                "total", f"The order would earn {points} points, above {MAX_ORDER_POINTS}."
+            )
+        amounts = rules.line_amounts(total, [i["quantity"] * i["unit_price"] for i in items])
+        for item, share, amount in zip(items, quote.line_points, amounts, strict=True):
+            item["points"] = share
+            item["refunded_quantity"] = 0
+            item["amount"] = amount  # the item's share of the total (for refunds)
+            item["refunded_amount"] = 0
+        activates_at = placed + dt.timedelta(days=settings.pending_days)
+        pending = activates_at > now
+        expires_at = _expiry(settings, activates_at)
+        # Everything the wallet row gets is set before the entry's flush writes it, so the
+        # common accrual costs one UPDATE of the wallet and one INSERT per new row.
+        _touch(wallet, settings, now)
+        if points > 0:
+            _note_due(wallet, activates_at if pending else expires_at)
+        order = Order(
+            id=new_id("ord"),
+            channel_id=channel_id,
+            client_id=client_id,
+            order_id=order_id,
+            member_id=member_id,
+            wallet_id=wallet.id,
+            total=total,
+            currency=currency.upper(),
+            items=items,
+            placed_at=placed,
+            points=points,
+            activates_at=activates_at,
+            breakdown=[component.as_dict() for component in quote.components],
+            request_hash=fingerprint,
+        )
+        entry = None
+        if points > 0:
+            entry = _post(
+                session,
+                wallet,
+                kind="accrual",
+                points=points,
+                pending=points if pending else 0,
+                available=0 if pending else points,
+                earned=points,
+                counter_account="issuance",
+                reference=("order", order_id),
+                reason=quote.describe()[:500],
+                actor=actor,
+                now=now,
+                repays_debt=not pending,
+            )
+            order.entry_id = entry.id
+        order.response = {
+            "order_id": order_id,
+            "member_id": member_id,
+            "points": points,
+            "status": "pending" if pending else "active",
+            "activates_at": _timestamp(activates_at),
+            "balance": Balance.of(wallet).as_dict(),
+            "breakdown": order.breakdown,
+            "description": quote.describe(),
+        }
+        session.add(order)
+        if entry is not None:
+            session.flush()  # the order before its lot
+            session.add(
+                Lot(
+                    wallet_id=wallet.id,
+                    entry_id=entry.id,
+                    order_pk=order.id,
+                    amount=points,
+                    remaining=points,
+                    activates_at=activates_at,
+                    activated_at=None if pending else now,
+                    expires_at=expires_at,
+                    created_at=now,
+                )
+            )
+            _repay(session, wallet, entry)
+        else:
+            session.flush()
+        # Spend and order counts grow with every order, whatever it earned.
+        publish(
+            session,
+            events.OrderRecorded(
+                occurred_at=now,
+                member_id=member_id,
+                balance=_balance_after(wallet),
+                actor=actor,
+                order_pk=order.id,
+                order_id=order_id,
+                channel_id=channel_id,
+                points=points,
+                pending=pending,
+                activates_at=activates_at,
+            ),
+        )
+    return Replayable(order.response, created=True)
+
+
+@retrying
+def refund_order(
+    session: Session,
+    *,
+    order_id: str,
+    refund_id: str,
+    amount: int | None = None,
+    items: list[dict[str, Any]] | None = None,
+    channel_id: str = DEFAULT_CHANNEL,
+    client_id: str | None = None,
+    actor: str | None = None,
+) -> Replayable:
+    """Reverse the points of (part of) an order, in proportion to the money refunded (item by
+    item: an amount is shared over the items not yet refunded, and an item's money is its
+    share of the order's total, discounts included).
+
+    The points come from the order's own lots, pending ones first. Points of the order that
+    expired meanwhile are gone: nothing is taken for them. Points of the order the member
+    spent or holds are taken from the rest of the balance, soonest-expiring first (the
+    holds and returnable redemptions that had the order's points then hold those instead);
+    what is still missing is a shortfall (``within_balance``) or debt (``allow_negative``),
+    and stays outstanding: order points that come back later (a released hold, a cancelled
+    reward claim) are taken for it.
+
+    The order and the refund id are the channel's (any of its clients may refund). Idempotent
+    on ``(channel_id, refund_id)``. Locks the member's wallet and, when the member was
+    referred, the referrer's (a clawback may take from it), in member-id order. Raises
+    `OrderNotFoundError`, `RefundConflictError`, `RefundExceedsOrderError` and
+    `InvalidFieldError`.
+    """
+    fingerprint = rules.request_fingerprint(
+        "refund", refund_id, {"order_id": order_id, "amount": amount, "items": items}
+    )
+    with _conflicts_as(RefundConflictError(refund_id)), unit_of_work(session):
+        order = session.scalar(
+            select(Order).where(Order.channel_id == channel_id, Order.order_id == order_id)
+        )
+        if order is None:
+            raise OrderNotFoundError(order_id)
+        referrer_id = session.scalar(select(Member.referrer_id).where(Member.id == order.member_id))
+        wallet = _lock_wallets(session, [order.member_id, referrer_id])[order.member_id].wallet
+        session.refresh(order)
+        existing = session.scalar(
+            select(Refund).where(Refund.channel_id == channel_id, Refund.refund_id == refund_id)
+        )
+        if existing is not None:
+            if existing.request_hash != fingerprint:
+                raise RefundConflictError(refund_id)
+            return Replayable(existing.response, created=False)
+        settings = get_settings(session)
+        now = clock.now()
+        _settle(session, wallet, settings, now, actor)
+
+        money, points, lines = _refund_share(order, amount, items)
+        refund = Refund(
+            id=new_id("rfd"),
+            channel_id=channel_id,
+            client_id=client_id,
+            refund_id=refund_id,
+            order_pk=order.id,
+            amount=money,
+            items=items or [],
+            points_reversed=points,
+            shortfall=0,
+            request_hash=fingerprint,
+            response={},
+        )
+        session.add(refund)
+        session.flush()  # the refund before the entries that carry it out
+        if points > 0:
+            _reverse(session, wallet, order, refund, points, settings, now, actor)
+        order.amount_refunded += money
+        order.points_reversed += points
+        order.items = lines
+        session.flush()
+        publish(
+            session,
+            events.OrderRefunded(
+                occurred_at=now,
+                member_id=order.member_id,
+                balance=_balance_after(wallet),
+                actor=actor,
+                order_pk=order.id,
+                order_id=order_id,
+                refund_pk=refund.id,
+                refund_id=refund_id,
+                points=points,
+                shortfall=refund.shortfall,
+                order_total=order.total,
+                amount_refunded=order.amount_refunded,
+                currency=order.currency,
+            ),
+        )
+        # Written once, after the other areas' clawbacks, so that a replay shows exactly
+        # what this answer shows.
+        refund.response = {
+            "refund_id": refund_id,
+            "order_id": order_id,
+            "points_reversed": points,
+            "shortfall": refund.shortfall,
+            "balance": Balance.of(wallet).as_dict(),
+        }
+    return Replayable(refund.response, created=True)
+
+
+# The natural keys that two racing reports (on two members' wallets, so not serialised by a
+# wallet lock) can both try to claim.
+_NATURAL_KEYS = ("uq_orders_channel_id_order_id", "uq_refunds_channel_id_refund_id")
+
+
+@contextmanager
+def _conflicts_as(conflict: LoyaltyError) -> Iterator[None]:
+    """Turn a racing report's unique-key violation into ``conflict`` (409)."""
+    try:
+        yield
+    except IntegrityError as error:
+        if constraint_name(error) in _NATURAL_KEYS:
+            raise conflict from error
+        raise
+
+
+def _refund_lines(order: Order) -> list[rules.RefundLine]:
+    """The order's items as refund lines (an order without items is one line). Orders
+    recorded before items carried their share of the money get it now, and what was refunded
+    of them is spread as it was counted then."""
+    if not order.items:
+        return [
+            rules.RefundLine(
+                sku=None,
+                quantity=1,
+                refunded_quantity=0,
+                amount=order.total,
+                refunded_amount=order.amount_refunded,
+                points=order.points,
+            )
+        ]
+    items = order.items
+    if all("amount" in item for item in items):
+        return [
+            rules.RefundLine(
+                sku=item["sku"],
+                quantity=item["quantity"],
+                refunded_quantity=item["refunded_quantity"],
+                amount=item["amount"],
+                refunded_amount=item["refunded_amount"],
+                points=item["points"],
+            )
+            for item in items
+        ]
+    amounts = rules.line_amounts(order.total, [i["quantity"] * i["unit_price"] for i in items])
+    lines = [
+        rules.RefundLine(
+            sku=item["sku"],
+            quantity=item["quantity"],
+            refunded_quantity=item["refunded_quantity"],
+            amount=share,
+            refunded_amount=min(
+                share, rules.cumulative_share(share, item["refunded_quantity"], item["quantity"])
+            ),
+            points=item["points"],
+        )
+        for item, share in zip(items, amounts, strict=True)
+    ]
+    rest = order.amount_refunded - sum(line.refunded_amount for line in lines)
+    if rest > 0:
+        room = [line.amount - line.refunded_amount for line in lines]
+        for line, share in zip(lines, rules.split_points(min(rest, sum(room)), room), strict=True):
+            line.refunded_amount += share
+    return lines
+
+
+def _refund_share(
+    order: Order, amount: int | None, items: list[dict[str, Any]] | None
+) -> tuple[int, int, list[dict[str, Any]]]:
+    """How much money a refund returns, how many points it reverses, and the order's items
+    with what is now refunded of each."""
+    lines = _refund_lines(order)
+    refundable = order.total - order.amount_refunded
+    if order.total > 0 and refundable <= 0:
+        raise RefundExceedsOrderError(
+            "The order is wholly refunded: nothing is left to refund.", refundable_amount=0
+        )
+    wanted: list[tuple[str, int]] = []
+    if items:
+        skus = {line.sku for line in lines}
+        for index, item in enumerate(items):
+            if item["sku"] not in skus:
+                raise InvalidFieldError(
+                    f"items/{index}/sku", "The order has no item with this sku."
+                )
+            wanted.append((item["sku"], item["quantity"]))
+    try:
+        share = rules.refund_share(
+            lines,
+            points_reversed=order.points_reversed,
+            order_points=order.points,
+            amount=amount,
+            items=wanted,
+        )
+    except rules.RefundTooLargeError as error:
+        if error.sku is not None:
+            raise RefundExceedsOrderError(
+                f"Only {error.left} of this item are left to refund.",
+                sku=error.sku,
+                refundable_quantity=error.left,
+            ) from None
+        raise RefundExceedsOrderError(
+            f"{refundable} of the order's {order.total} are left to refund.",
+            refundable_amount=refundable,
+        ) from None
+    if share.money <= 0 and not items:
+        raise RefundExceedsOrderError(
+            "Nothing is left of the order to refund.", refundable_amount=refundable
+        )
+    # An order without items is one line of its own and keeps no items.
+    new_items = [
+        {
+            **item,
+            "refunded_quantity": line.refunded_quantity,
+            "amount": line.amount,
+            "refunded_amount": line.refunded_amount,
+        }
+        for item, line in zip(order.items, lines, strict=False)
+    ]
+    return share.money, share.points, new_items
+
+
+def _reverse(
+    session: Session,
+    wallet: Wallet,
+    order: Order,
+    refund: Refund,
+    points: int,
+    settings: ProgramSettings,
+    now: dt.datetime,
+    actor: str | None,
+) -> None:
+    """Take ``points`` of ``order`` back for ``refund`` (see `refund_order` for the order in
+    which they are found). Records on the refund what had expired, what was short and what
+    stays outstanding."""
+    own_lots = list(
+        session.scalars(
+            select(Lot)
+            .where(Lot.order_pk == order.id)
+            .order_by(Lot.activated_at.is_not(None), Lot.id)
+            .execution_options(populate_existing=True)
+        )
+    )
+    takes: list[tuple[Lot, int]] = []  # the reversal's allocations
+    left = points
+    from_pending = from_active = 0
+    for lot in own_lots:  # pending lots first, then the order's active ones
+        take = min(lot.remaining, left)
+        if take:
+            takes.append((lot, take))
+            left -= take
+            if lot.activated_at is None:
+                from_pending += take
+            else:
+                from_active += take
+
+    if left:  # expired points of the order are gone: nothing to take for them
+        expired = _expired_points(session, order) - _points_expired_by_refunds(session, order)
+        refund.points_expired = min(left, max(expired, 0))
+        left -= refund.points_expired
+
+    stand_in = _stand_in(session, wallet, order, left) if left else _StandIn([], [])
+    takes += stand_in.takes
+    from_active += stand_in.points
+    left -= stand_in.points
+
+    debt = left if settings.refund_policy == "allow_negative" else 0
+    refund.shortfall = left - debt
+    refund.debt = debt
+    refund.outstanding = left
+    notes = []
+    if refund.points_expired:
+        notes.append(f"{refund.points_expired} points had expired")
+    if refund.shortfall:
+        notes.append(f"{refund.shortfall} points already spent")
+    # Every entry is written before any lot moves, so that a lot that gets points back and
+    # gives them up again in this refund is never written in between.
+    entry = _post(
+        session,
+        wallet,
+        kind="reversal",
+        points=-(from_pending + from_active + debt),
+        pending=-from_pending,
+        available=-(from_active + debt),
+        debt=debt,
+        earned=-points,
+        counter_account="issuance",
+        reference=("refund", refund.refund_id),
+        reason=f"Refund of order {order.order_id}" + "".join(f"; {n}" for n in notes),
+        actor=actor,
+        now=now,
+        refund=refund,
+    )
+    refund.entry_id = entry.id
+    _transfer(
+        session,
+        wallet,
+        stand_in,
+        reason=f"Refund of order {order.order_id}: other points held in place of the order's",
+        refund=refund,
+        actor=actor,
+        now=now,
+    )
+    for lot, take in takes:
+        _allocate(session, entry, lot, take)
+
+
+def _expired_points(session: Session, order: Order) -> int:
+    """Points of the order's lots that expired: in the lot, while held, or while a reward
+    claim had them (a cancelled claim whose points had expired gave them back to nobody)."""
+    expired = session.scalar(
+        select(func.coalesce(func.sum(Allocation.points), 0))
+        .join(Lot, Lot.id == Allocation.lot_id)
+        .join(Entry, Entry.id == Allocation.entry_id)
+        .where(Lot.order_pk == order.id, Entry.kind == "expiry", Allocation.points > 0)
+    )
+    kept = session.scalar(
+        select(func.coalesce(func.sum(Allocation.points), 0))
+        .join(Lot, Lot.id == Allocation.lot_id)
+        .join(Entry, Entry.id == Allocation.entry_id)
+        .join(
+            Redemption,
+            or_(
+                Entry.id == Redemption.entry_id,
+                and_(
+                    Entry.kind.in_(("transfer", "reversal")),
+                    Entry.reference_type == "redemption",
+                    Entry.reference_id == Redemption.id,
+                ),
+            ),
+        )
+        .where(Lot.order_pk == order.id, Redemption.returned_at.is_not(None))
+    )
+    return int(expired or 0) + int(kept or 0)
+
+
+def _points_expired_by_refunds(session: Session, order: Order) -> int:
+    points = session.scalar(
+        select(func.coalesce(func.sum(Refund.points_expired), 0)).where(Refund.order_pk == order.id)
+    )
+    return int(points or 0)
+
+
+def _timestamp(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")

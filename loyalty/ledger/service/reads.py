@@ -1,0 +1,532 @@
+"""Reading points: balances and what expires soon, ledger entries, orders with their refunds,
+holds, and what other areas ask of a member's history (activity for tiers and badges, points
+placed for caps, the first order reaching a total for referrals); and the walks of lifecycle
+triggers (first orders as they are recorded, points by expiry moment, members by last
+activity), each a page at a time in the order of an index.
+
+Reads settle a wallet's due work first where the figures must be those of now.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import ColumnElement, Exists, Select, and_, func, or_, select
+from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
+
+from loyalty import clock
+from loyalty.auth.rules import DEFAULT_CHANNEL
+from loyalty.db import Page, fetch_page, keyset_page
+from loyalty.errors import InvalidFieldError
+from loyalty.ledger import rules
+from loyalty.ledger.errors import HoldNotFoundError, OrderNotFoundError
+from loyalty.ledger.models import Entry, Hold, Lot, Order, Refund, Wallet
+from loyalty.ledger.service._core import _aware, _is_due, _member
+from loyalty.ledger.service.due import settle_wallet, settle_wallets
+from loyalty.ledger.service.settings import get_settings
+from loyalty.members.models import Member
+
+EXPIRING_WINDOW = dt.timedelta(days=90)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Expiring:
+    points: int
+    expires_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class BalanceReport:
+    available: int
+    pending: int
+    held: int
+    lifetime_earned: int
+    expiring: list[Expiring]
+
+
+def points_summaries(
+    session: Session, member_ids: list[str], *, settle: bool = False
+) -> dict[str, Wallet]:
+    """The wallets of these members, by member id (members without one have no points yet).
+    With ``settle``, due work (activations, expiries, hold timeouts) is done first, so the
+    balances are those of now; do not ask for it inside another unit of work. For several
+    members a wallet another transaction holds is not waited for: it is being worked on, and
+    its committed balances are shown."""
+    if not member_ids:
+        return {}
+    wallets = {
+        wallet.member_id: wallet
+        for wallet in session.scalars(select(Wallet).where(Wallet.member_id.in_(member_ids)))
+    }
+    if settle:
+        settings = get_settings(session)
+        now = clock.now()
+        due = [m for m, wallet in wallets.items() if _is_due(wallet, settings, now)]
+        if due:
+            settle_wallets(session, member_ids=due, skip_locked=len(member_ids) > 1)
+            for wallet in wallets.values():
+                session.refresh(wallet)
+    return wallets
+
+
+def _settled_wallet(session: Session, member_id: str) -> Wallet | None:
+    """The member's wallet after its due work, if any, is done. Raises
+    `MemberNotFoundError`."""
+    _member(session, member_id)
+    wallet = session.scalar(select(Wallet).where(Wallet.member_id == member_id))
+    if wallet is not None and _is_due(wallet, get_settings(session), clock.now()):
+        settle_wallet(session, wallet_id=wallet.id)
+        session.refresh(wallet)
+    return wallet
+
+
+def get_balance(session: Session, member_id: str) -> BalanceReport:
+    """Balances and the points expiring in the next 90 days, grouped by day, soonest first.
+
+    Settles due work first when there is some (an activation or expiry whose time has come),
+    so the figures are those of now. Raises `MemberNotFoundError`.
+    """
+    wallet = _settled_wallet(session, member_id)
+    now = clock.now()
+    if wallet is None:
+        return BalanceReport(0, 0, 0, 0, [])
+    lots = session.execute(
+        select(Lot.expires_at, Lot.remaining)
+        .where(
+            Lot.wallet_id == wallet.id,
+            Lot.remaining > 0,
+            Lot.activated_at.is_not(None),
+            Lot.expires_at.is_not(None),
+            Lot.expires_at <= now + EXPIRING_WINDOW,
+        )
+        .order_by(Lot.expires_at)
+    ).all()
+    by_day: dict[dt.date, list[Any]] = {}
+    for expires_at, remaining in lots:
+        assert expires_at is not None
+        day = expires_at.date()
+        if day in by_day:
+            by_day[day][0] += remaining
+        else:
+            by_day[day] = [remaining, expires_at]
+    # Debt is repaid before points become available, so nothing is "expiring" while in debt.
+    expiring = [] if wallet.debt else [Expiring(p, at) for p, at in by_day.values()]
+    return BalanceReport(
+        wallet.available, wallet.pending, wallet.held, wallet.lifetime_earned, expiring
+    )
+
+
+def list_entries(
+    session: Session, member_id: str, *, limit: int = 50, cursor: str | None = None
+) -> Page[Entry]:
+    """The member's ledger entries, newest first, due work done first (so an activation or
+    expiry whose time has come is in the history). Raises `MemberNotFoundError`."""
+    _settled_wallet(session, member_id)
+    query: Select[Entry] = (
+        select(Entry).where(Entry.member_id == member_id).order_by(Entry.id.desc())
+    )
+    return keyset_page(session, query, Entry.id, limit, cursor, newest_first=True, numeric=True)
+
+
+@dataclass(frozen=True)
+class Activity:
+    """A member's earning activity over a period (for tiers, campaigns and badges)."""
+
+    points_earned: int  # points credited as earned (orders, bonuses) less those reversed
+    spend: int  # money of the orders placed, less refunds, in major units (all currencies)
+    orders: int  # orders placed and not wholly refunded
+
+
+def activity(
+    session: Session,
+    member_id: str,
+    *,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    measures: tuple[str, ...] = ("points", "spend", "orders"),
+) -> Activity:
+    """What the member earned and spent in ``[since, until)`` (open ends: all time). Points
+    count by when they were credited; spend and orders by when the orders were placed. Only
+    the ``measures`` asked for are read (the others are 0)."""
+    points_query = select(func.coalesce(func.sum(Entry.earned_delta), 0)).where(
+        Entry.member_id == member_id
+    )
+    orders_query = (
+        select(
+            Order.currency,
+            func.coalesce(func.sum(Order.total - Order.amount_refunded), 0),
+            func.count(),
+        )
+        .where(Order.member_id == member_id, Order.amount_refunded < Order.total)
+        .group_by(Order.currency)
+    )
+    if since is not None:
+        points_query = points_query.where(Entry.created_at >= since)
+        orders_query = orders_query.where(Order.placed_at >= since)
+    if until is not None:
+        points_query = points_query.where(Entry.created_at < until)
+        orders_query = orders_query.where(Order.placed_at < until)
+    points = int(session.scalar(points_query) or 0) if "points" in measures else 0
+    spend = Decimal(0)
+    orders = 0
+    rows: list[Any] = []
+    if {"spend", "orders"} & set(measures):
+        rows = list(session.execute(orders_query))
+    for currency, money, count in rows:
+        spend += Decimal(int(money)) / (Decimal(10) ** (rules.currency_exponent(currency) or 0))
+        orders += int(count)
+    return Activity(points_earned=points, spend=int(spend), orders=orders)
+
+
+def order_points_placed(
+    session: Session, member_id: str, since: dt.datetime, until: dt.datetime
+) -> int:
+    """Points the member's orders placed in ``[since, until)`` earned, less what refunds took
+    back (for caps)."""
+    points = session.scalar(
+        select(func.coalesce(func.sum(Order.points - Order.points_reversed), 0)).where(
+            Order.member_id == member_id, Order.placed_at >= since, Order.placed_at < until
+        )
+    )
+    return int(points or 0)
+
+
+def last_order_at(session: Session, member_id: str) -> dt.datetime | None:
+    """When the member last placed an order, if ever."""
+    moment = session.scalar(select(func.max(Order.placed_at)).where(Order.member_id == member_id))
+    return _aware(moment) if moment is not None else None
+
+
+@dataclass(frozen=True)
+class OrderRef:
+    """What other areas need of an order: its key and when its points activate."""
+
+    pk: str
+    activates_at: dt.datetime
+
+
+def _reaching(min_total: int, currency: str | None) -> list[ColumnElement[bool]]:
+    """Orders whose total after refunds is above 0 and at least ``min_total`` (in
+    ``currency`` when given)."""
+    net = Order.total - Order.amount_refunded
+    conditions = [net > 0, net >= min_total]
+    if currency is not None:
+        conditions.append(Order.currency == currency)
+    return conditions
+
+
+def first_order_reaching(
+    session: Session, member_id: str, *, min_total: int, currency: str | None
+) -> OrderRef | None:
+    """The member's first order by placement whose total after refunds reaches
+    ``min_total`` (in ``currency`` when given)."""
+    row = session.execute(
+        select(Order.id, Order.activates_at)
+        .where(Order.member_id == member_id, *_reaching(min_total, currency))
+        .order_by(Order.placed_at, Order.id)
+        .limit(1)
+    ).first()
+    return OrderRef(row[0], _aware(row[1])) if row is not None else None
+
+
+def has_order_reaching(
+    member_id: ColumnElement[str], *, min_total: int, currency: str | None, by: dt.datetime
+) -> Exists:
+    """A condition for another area's query: the member ``member_id`` (a column of it) has an
+    order reaching ``min_total`` whose points activate by ``by``."""
+    return (
+        select(Order.id)
+        .where(
+            Order.member_id == member_id,
+            Order.activates_at <= by,
+            *_reaching(min_total, currency),
+        )
+        .exists()
+    )
+
+
+@dataclass(frozen=True)
+class OrderView:
+    """An order as the storefront reported it, what it earned, and its refunds."""
+
+    order: Order
+    refunds: list[Refund]
+    status: str  # pending or active
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.order, name)
+
+
+def get_order(session: Session, *, order_id: str, channel_id: str = DEFAULT_CHANNEL) -> OrderView:
+    """The channel's order ``order_id`` with its refunds. Raises `OrderNotFoundError`."""
+    order = session.scalar(
+        select(Order).where(Order.channel_id == channel_id, Order.order_id == order_id)
+    )
+    if order is None:
+        raise OrderNotFoundError(order_id)
+    return _order_views(session, [order])[0]
+
+
+def list_member_orders(
+    session: Session, member_id: str, *, limit: int = 50, cursor: str | None = None
+) -> Page[OrderView]:
+    """The member's orders from every channel, the most recently placed first (imported
+    history after newer orders), with their refunds. Raises `MemberNotFoundError` and
+    `InvalidFieldError` for a cursor this call did not give."""
+    _member(session, member_id)
+    query = (
+        select(Order)
+        .where(Order.member_id == member_id)
+        .order_by(Order.placed_at.desc(), Order.id.desc())
+    )
+    if cursor is not None:
+        placed, _, order_pk = cursor.partition("|")
+        try:
+            after = dt.datetime.fromisoformat(placed)
+        except ValueError:
+            raise InvalidFieldError("cursor", "Not a valid cursor.") from None
+        if after.tzinfo is None or not order_pk:
+            raise InvalidFieldError("cursor", "Not a valid cursor.")
+        query = query.where(
+            or_(Order.placed_at < after, and_(Order.placed_at == after, Order.id < order_pk))
+        )
+    page = fetch_page(session, query, limit, lambda last: f"{last.placed_at.isoformat()}|{last.id}")
+    return Page(
+        items=_order_views(session, page.items),
+        next_cursor=page.next_cursor,
+    )
+
+
+def _order_views(session: Session, orders: list[Order]) -> list[OrderView]:
+    refunds: dict[str, list[Refund]] = {order.id: [] for order in orders}
+    if orders:
+        for refund in session.scalars(
+            select(Refund)
+            .where(Refund.order_pk.in_(list(refunds)))
+            .order_by(Refund.created_at, Refund.id)
+        ):
+            refunds[refund.order_pk].append(refund)
+    now = clock.now()
+    return [
+        OrderView(
+            order,
+            refunds[order.id],
+            "pending" if order.points and order.activates_at > now else "active",
+        )
+        for order in orders
+    ]
+
+
+def get_hold(session: Session, hold_id: str) -> Hold:
+    """A hold as of now: one whose time ran out is released first (status ``expired``).
+    Raises `HoldNotFoundError`."""
+    hold = session.get(Hold, hold_id)
+    if hold is None:
+        raise HoldNotFoundError(hold_id)
+    if hold.status == "held" and hold.expires_at <= clock.now():
+        settle_wallet(session, wallet_id=hold.wallet_id)
+        session.refresh(hold)
+    return hold
+
+
+# --- walks for lifecycle triggers -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Walk(Generic[T]):
+    """One page of a walk through a table in the order of an index: what qualified on the
+    page, the position reached (where the next page starts) and whether more may follow."""
+
+    items: list[T]
+    last: Any
+    more: bool
+
+
+@dataclass(frozen=True)
+class RecordedOrder:
+    """An order as lifecycle triggers see it."""
+
+    pk: str
+    order_id: str
+    channel_id: str
+    member_id: str
+    placed_at: dt.datetime
+    recorded_at: dt.datetime
+
+
+def latest_order_pk(session: Session) -> str | None:
+    """The key of the order recorded last (order keys are time-ordered), if any."""
+    return session.scalar(select(func.max(Order.id)))
+
+
+def first_orders_after(session: Session, *, after: str | None, limit: int) -> Walk[RecordedOrder]:
+    """Walk orders as they were recorded (by key: keys are time-ordered), ``limit`` at a time
+    from after the key ``after`` (None: from the first). The items are the page's orders that
+    are their member's first (no order of the member was recorded before) for members who are
+    active; ``last`` is the key of the page's last order."""
+    page = select(Order.id).order_by(Order.id).limit(limit)
+    if after is not None:
+        page = page.where(Order.id > after)
+    keys = list(session.scalars(page))
+    if not keys:
+        return Walk([], after, False)
+    earlier = aliased(Order)
+    rows = session.execute(
+        select(
+            Order.id,
+            Order.order_id,
+            Order.channel_id,
+            Order.member_id,
+            Order.placed_at,
+            Order.created_at,
+        )
+        .join(Member, Member.id == Order.member_id)
+        .where(
+            Order.id.in_(keys),
+            Member.status == "active",
+            ~select(earlier.id)
+            .where(earlier.member_id == Order.member_id, earlier.id < Order.id)
+            .exists(),
+        )
+        .order_by(Order.id)
+    ).all()
+    return Walk([RecordedOrder(*row) for row in rows], keys[-1], len(keys) == limit)
+
+
+def _set(moment: dt.datetime | None) -> dt.datetime:
+    """A moment the query's conditions make sure is there (never NULL), timezone-aware."""
+    assert moment is not None
+    return _aware(moment)
+
+
+def _after(
+    moment: InstrumentedAttribute[Any], key: InstrumentedAttribute[Any], after: tuple[Any, Any]
+) -> ColumnElement[bool]:
+    """Rows past the position ``after``: (a moment, and the key reached at it; None when
+    every row at that moment is behind)."""
+    at, reached = after
+    if reached is None:
+        return moment > at
+    return and_(moment >= at, or_(moment > at, key > reached))
+
+
+@dataclass(frozen=True)
+class ExpiringPoints:
+    """Points of a member that expire at one moment and can still be spent."""
+
+    member_id: str
+    expires_at: dt.datetime
+    points: int
+
+
+def points_expiring(
+    session: Session, *, after: tuple[dt.datetime, str | None], until: dt.datetime, limit: int
+) -> Walk[ExpiringPoints]:
+    """Walk lots by expiry moment, then wallet, up to ``until``: the next ``limit`` (moment,
+    wallet) pairs after the position ``after`` (a moment, and the wallet reached at it: None
+    when the moment is done). The items are, for each pair of the page whose member is
+    active, the points that expire then and are still there to spend (remaining on active
+    lots not expired); ``last`` is the (moment, wallet) reached."""
+    spendable = and_(Lot.remaining > 0, Lot.activated_at.is_not(None), Lot.expired_at.is_(None))
+    page = session.execute(
+        select(
+            Lot.expires_at,
+            Lot.wallet_id,
+            func.coalesce(func.sum(Lot.remaining).filter(spendable), 0),
+        )
+        .where(_after(Lot.expires_at, Lot.wallet_id, after), Lot.expires_at <= until)
+        .group_by(Lot.expires_at, Lot.wallet_id)
+        .order_by(Lot.expires_at, Lot.wallet_id)
+        .limit(limit)
+    ).all()
+    if not page:
+        return Walk([], after, False)
+    owners = {
+        wallet_id: member_id
+        for wallet_id, member_id in session.execute(
+            select(Wallet.id, Wallet.member_id)
+            .join(Member, Member.id == Wallet.member_id)
+            .where(
+                Wallet.id.in_(sorted({wallet_id for _, wallet_id, points in page if points})),
+                Member.status == "active",
+            )
+        )
+    }
+    items = [
+        ExpiringPoints(owners[wallet_id], _set(at), int(points))
+        for at, wallet_id, points in page
+        if points and wallet_id in owners
+    ]
+    return Walk(items, (_set(page[-1][0]), page[-1][1]), len(page) == limit)
+
+
+@dataclass(frozen=True)
+class LastActivity:
+    """When a member was last active, as the ledger counts it."""
+
+    member_id: str
+    at: dt.datetime
+
+
+def last_activities(
+    session: Session,
+    *,
+    after: tuple[dt.datetime, str | None] | None,
+    until: dt.datetime,
+    limit: int,
+) -> Walk[LastActivity]:
+    """Walk members by last activity, then member id, up to ``until``: the next ``limit``
+    after the position ``after`` (a moment, and the member reached at it: None when the
+    moment is done; None: from the start). Activity is the wallet's last earning or spending
+    (`Wallet.last_activity_at`), or enrolment for a member without one. The items are the
+    page's members who are active; ``last`` is the (moment, member) reached."""
+    wallets = (
+        select(Wallet.last_activity_at, Wallet.member_id)
+        .where(Wallet.last_activity_at.is_not(None), Wallet.last_activity_at <= until)
+        .order_by(Wallet.last_activity_at, Wallet.member_id)
+        .limit(limit)
+    )
+    enrolments = (
+        select(Member.enrolled_at, Member.id)
+        .where(Member.enrolled_at <= until)
+        .order_by(Member.enrolled_at, Member.id)
+        .limit(limit)
+    )
+    if after is not None:
+        wallets = wallets.where(_after(Wallet.last_activity_at, Wallet.member_id, after))
+        enrolments = enrolments.where(_after(Member.enrolled_at, Member.id, after))
+    # (moment, member, from the wallet). A member enrolled at the moment of their last
+    # activity is at one position in both walks: the wallet's comes first, so that the page
+    # never ends between the two (the enrolment is not their last activity).
+    active = [(_set(at), member_id, True) for at, member_id in session.execute(wallets)]
+    enrolled = [(_aware(at), member_id, False) for at, member_id in session.execute(enrolments)]
+    # The first ``limit`` of both walks: everything before the last of them has been seen.
+    page = sorted(active + enrolled, key=lambda row: (row[0], row[1], not row[2]))[:limit]
+    if not page:
+        return Walk([], after, False)
+    members = {member_id for _, member_id, _ in page}
+    statuses = {
+        member_id: status
+        for member_id, status in session.execute(
+            select(Member.id, Member.status).where(Member.id.in_(members))
+        )
+    }
+    with_activity = set(
+        session.scalars(
+            select(Wallet.member_id).where(
+                Wallet.member_id.in_([m for _, m, from_wallet in page if not from_wallet]),
+                Wallet.last_activity_at.is_not(None),
+            )
+        )
+    )
+    items = [
+        LastActivity(member_id, at)
+        for at, member_id, from_wallet in page
+        if statuses.get(member_id) == "active" and (from_wallet or member_id not in with_activity)
+    ]
+    more = len(active) + len(enrolled) > limit or limit in (len(active), len(enrolled))
+    return Walk(items, (page[-1][0], page[-1][1]), more)
