@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -50,6 +51,16 @@ class Balance:
 
 def _balance_after(wallet: Wallet) -> events.BalanceAfter:
     return events.BalanceAfter(wallet.available, wallet.pending, wallet.held)
+
+
+def _told(wallet: Wallet, now: dt.datetime, actor: str | None) -> dict[str, Any]:
+    """What every points event says first: when, whose, the balance right after, and who."""
+    return {
+        "occurred_at": now,
+        "member_id": wallet.member_id,
+        "balance": _balance_after(wallet),
+        "actor": actor,
+    }
 
 
 def _expiry(settings: ProgramSettings, activated_at: dt.datetime) -> dt.datetime | None:

@@ -28,12 +28,12 @@ from loyalty.ledger.models import (
 )
 from loyalty.ledger.service._core import (
     _allocate,
-    _balance_after,
     _consume,
     _lapsed,
     _note_due,
     _post,
     _spendable_lots,
+    _told,
 )
 
 
@@ -388,10 +388,7 @@ def _expired(
     publish(
         session,
         events.PointsExpired(
-            occurred_at=now,
-            member_id=wallet.member_id,
-            balance=_balance_after(wallet),
-            actor=actor,
+            **_told(wallet, now, actor),
             points=points,
             reason=reason,
         ),
@@ -448,10 +445,7 @@ def _hold_changed(
     publish(
         session,
         events.HoldChanged(
-            occurred_at=now,
-            member_id=hold.member_id,
-            balance=_balance_after(wallet),
-            actor=actor,
+            **_told(wallet, now, actor),
             hold_id=hold.id,
             points=hold.points,
             captured_points=hold.captured_points,

@@ -18,7 +18,6 @@ from loyalty.ledger.models import Hold, Lot, Order, ProgramSettings, Wallet
 from loyalty.ledger.service._core import (
     _allocate,
     _aware,
-    _balance_after,
     _deadline,
     _is_due,
     _lapsed,
@@ -26,6 +25,7 @@ from loyalty.ledger.service._core import (
     _lock_wallet_by_id,
     _lock_wallets,
     _post,
+    _told,
 )
 from loyalty.ledger.service._giveback import _expired, _release, _repay
 from loyalty.ledger.service.settings import get_settings
@@ -145,10 +145,7 @@ def _settle(
             publish(
                 session,
                 events.OrderActivated(
-                    occurred_at=now,
-                    member_id=wallet.member_id,
-                    balance=_balance_after(wallet),
-                    actor=actor,
+                    **_told(wallet, now, actor),
                     order_pk=lot.order_pk,
                     order_id=order_ref,
                     points=lot.remaining,

@@ -44,13 +44,13 @@ from loyalty.ledger.models import (
 from loyalty.ledger.service._core import (
     Balance,
     _allocate,
-    _balance_after,
     _expiry,
     _lock_wallet,
     _lock_wallets,
     _note_due,
     _post,
     _require_active,
+    _told,
     _touch,
 )
 from loyalty.ledger.service._giveback import _repay, _stand_in, _StandIn, _transfer
@@ -254,10 +254,7 @@ def accrue_order(
         publish(
             session,
             events.OrderRecorded(
-                occurred_at=now,
-                member_id=member_id,
-                balance=_balance_after(wallet),
-                actor=actor,
+                **_told(wallet, now, actor),
                 order_pk=order.id,
                 order_id=order_id,
                 channel_id=channel_id,
@@ -347,10 +344,7 @@ def refund_order(
         publish(
             session,
             events.OrderRefunded(
-                occurred_at=now,
-                member_id=order.member_id,
-                balance=_balance_after(wallet),
-                actor=actor,
+                **_told(wallet, now, actor),
                 order_pk=order.id,
                 order_id=order_id,
                 refund_pk=refund.id,

@@ -28,13 +28,13 @@ from loyalty.ledger.models import ProgramSettings, Redemption, Wallet
 from loyalty.ledger.service._core import (
     Balance,
     _active_lot,
-    _balance_after,
     _consume,
     _lock_wallet,
     _lock_wallet_by_id,
     _lock_wallets,
     _post,
     _require_active,
+    _told,
     _touch,
     entry_public_id,
 )
@@ -116,10 +116,7 @@ def spend_points(
     publish(
         session,
         events.PointsRedeemed(
-            occurred_at=now,
-            member_id=member_id,
-            balance=_balance_after(wallet),
-            actor=actor,
+            **_told(wallet, now, actor),
             entry_id=entry_public_id(entry),
             points=points,
             reference=reference,
@@ -183,10 +180,7 @@ def return_redemption(
         publish(
             session,
             events.PointsReturned(
-                occurred_at=now,
-                member_id=redemption.member_id,
-                balance=_balance_after(wallet),
-                actor=actor,
+                **_told(wallet, now, actor),
                 entry_id=entry_public_id(entry),
                 points=back,
                 reference=redemption.reference,
@@ -235,10 +229,7 @@ def credit_bonus(
     publish(
         session,
         events.BonusCredited(
-            occurred_at=now,
-            member_id=member_id,
-            balance=_balance_after(wallet),
-            actor=actor,
+            **_told(wallet, now, actor),
             entry_id=entry_public_id(entry),
             points=points,
             reason=reason,
@@ -291,10 +282,7 @@ def adjust(
         publish(
             session,
             events.PointsAdjusted(
-                occurred_at=now,
-                member_id=member_id,
-                balance=_balance_after(wallet),
-                actor=actor,
+                **_told(wallet, now, actor),
                 entry_id=entry_public_id(entry),
                 points=points,
                 reason=reason,
@@ -350,10 +338,7 @@ def reverse_bonus(
     publish(
         session,
         events.PointsTakenBack(
-            occurred_at=now,
-            member_id=member_id,
-            balance=_balance_after(wallet),
-            actor=actor,
+            **_told(wallet, now, actor),
             entry_id=entry_public_id(entry),
             points=-(taken + debt),
             reason=reason,

@@ -15,13 +15,13 @@ from loyalty.ledger.errors import CaptureExceedsHoldError, HoldNotHeldError
 from loyalty.ledger.models import Hold, Redemption
 from loyalty.ledger.service._core import (
     Balance,
-    _balance_after,
     _consume,
     _lock_hold,
     _member,
     _note_due,
     _post,
     _require_active,
+    _told,
     _touch,
     entry_public_id,
 )
@@ -197,10 +197,7 @@ def capture_hold(
             publish(
                 session,
                 events.PointsRedeemed(
-                    occurred_at=now,
-                    member_id=hold.member_id,
-                    balance=_balance_after(wallet),
-                    actor=actor,
+                    **_told(wallet, now, actor),
                     entry_id=entry_public_id(entry),
                     points=captured,
                     reference=hold.reference,
