@@ -597,9 +597,14 @@ def _refund_parts(session: Session) -> list[Violation]:
             or_(
                 Entry.id == returned.c.entry_id,
                 and_(
-                    Entry.kind.in_(("transfer", "reversal")),
                     Entry.reference_type == "redemption",
                     Entry.reference_id == returned.c.id,
+                    # transfers, and what the cancellation gave back, not the debt that the
+                    # given-back points repaid in the same entry
+                    or_(
+                        Entry.kind == "transfer",
+                        and_(Entry.kind == "reversal", Allocation.points < 0),
+                    ),
                 ),
             ),
         )

@@ -245,6 +245,36 @@ def test_debt_repaid_when_a_claim_is_cancelled_re_points_the_claims_still_open(
     assert lots_by_kind(session, m) == [("accrual", 0), ("adjustment", 3)]
 
 
+def test_debt_repaid_by_a_cancelled_claim_is_not_taken_for_expired_points(
+    session: Session, member: Member, clock: FrozenClock
+) -> None:
+    """Under allow_negative: a claim spent the order's points, a partial refund left debt,
+    the cancelled claim's points came back and repaid it. The order's last points, now held,
+    are refunded: they are in a hold, not expired, so the refund makes them debt (the order
+    keeps nothing it does not owe), and the hold's release repays it. (Found by the model
+    test: the points that repaid the debt were counted as kept by the cancelled claim, which
+    is how a claim's expired points are counted.)"""
+    settings(session, refund_policy="allow_negative")
+    m = member()
+    order(session, m, 10000, order_id="o-debt", placed_at=clock.now() - 15 * DAY)
+    claim = spend(session, m, 100)
+    refund(session, "o-debt", "r-1", amount=7500)
+    assert balance(session, m) == (-75, 0, 0)
+    assert give_back(session, claim) == 100
+    assert balance(session, m) == (25, 0, 0)
+    hold = service.place_hold(session, member_id=m, points=25).hold
+
+    refund(session, "o-debt", "r-2", amount=2500)
+    assert balance(session, m) == (-25, 0, 25)
+    (_, second) = refunds_of(session, "o-debt")
+    assert (second.points_expired, second.debt, second.outstanding) == (0, 25, 25)
+    assert verify(session) == []
+
+    service.release_hold(session, hold_id=hold.id)
+    assert balance(session, m) == (0, 0, 0)
+    assert outstanding_of(session, "o-debt") == 0
+
+
 # --- 2. expired points are not reversed again ----------------------------------------------
 
 

@@ -21,6 +21,7 @@ from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
     invariant,
+    precondition,
     rule,
 )
 from sqlalchemy import select
@@ -926,6 +927,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self._end(self.settled().consumers[self.last_spent], action)
         self.run_jobs()
 
+    @precondition(lambda self: self.model.expiry_policy == "inactivity")
     @rule(points=st.integers(1, 60))
     def lapse_then_adjust(self, points: int) -> None:
         """Time passes beyond an inactivity deadline (everything lapses under that policy),

@@ -575,6 +575,15 @@ def _reverse(
         _allocate(session, entry, lot, take)
 
 
+# Of the entries naming a redemption, those that move its points: transfers (other points
+# held in place of a refunded order's) and what its cancellation gave back (allocations of
+# minus the points). The cancellation's entry may also repay debt with the points it gave back
+# (plus allocations): those the claim did not keep.
+_moves_the_claims_points = or_(
+    Entry.kind == "transfer", and_(Entry.kind == "reversal", Allocation.points < 0)
+)
+
+
 def _expired_points(session: Session, order: Order) -> int:
     """Points of the order's lots that expired: in the lot, while held, or while a reward
     claim had them (a cancelled claim whose points had expired gave them back to nobody)."""
@@ -593,9 +602,9 @@ def _expired_points(session: Session, order: Order) -> int:
             or_(
                 Entry.id == Redemption.entry_id,
                 and_(
-                    Entry.kind.in_(("transfer", "reversal")),
                     Entry.reference_type == "redemption",
                     Entry.reference_id == Redemption.id,
+                    _moves_the_claims_points,
                 ),
             ),
         )
