@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -54,6 +55,64 @@ def run_command(ctx: click.Context, **kwargs: Any) -> None:
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
     ctx.invoke(flask_run_command, **kwargs)
+
+
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    help="Processes (default: one per CPU core).",
+)
+@click.option(
+    "--threads",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="Requests each process serves at once (keep LOYALTY_DATABASE_POOL_SIZE at least this).",
+)
+@click.pass_context
+def serve_command(
+    ctx: click.Context, host: str, port: int, workers: int | None, threads: int
+) -> None:
+    """Serve the API for production with granian (WSGI): WORKERS processes of THREADS threads.
+
+    The app is created (and its configuration checked) before granian starts, so that a
+    missing secret or a bad database URL stops it here with a clear message."""
+    app = ctx.ensure_object(ScriptInfo).load_app()
+    try:
+        check_secret(app)
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+    if app.config["DATABASE_POOL_SIZE"] < threads:
+        raise click.ClickException(
+            f"--threads {threads} needs LOYALTY_DATABASE_POOL_SIZE of at least {threads}."
+        )
+    argv = [
+        sys.executable,
+        "-m",
+        "granian",
+        "--interface",
+        "wsgi",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers or os.cpu_count() or 1),
+        "--blocking-threads",
+        str(threads),
+        # No more requests inside a process than it has threads: the rest wait their turn in
+        # the listen queue rather than in a process that cannot start them.
+        "--backpressure",
+        str(threads),
+        "--no-ws",
+        "loyalty.wsgi:app",
+    ]
+    click.echo(f"Serving on http://{host}:{port} with granian ({argv[11]} x {threads})", err=True)
+    sys.stdout.flush()
+    os.execv(sys.executable, argv)
 
 
 def _fail(error: LoyaltyError) -> click.ClickException:

@@ -25,12 +25,18 @@ class Defaults:
     DATABASE_URL: str | None = None
     DATABASE_ECHO = False
     DATABASE_POOL_SIZE = 10
+    # Ping each pooled connection before use (one more round trip per request): only where
+    # something between the service and PostgreSQL drops idle connections silently.
+    DATABASE_PRE_PING = False
     # Longest wait for a row lock (PostgreSQL) before answering 503, in milliseconds.
     LOCK_TIMEOUT_MS = 5000
     # Requests larger than this are refused with 413 before they are parsed.
     MAX_CONTENT_LENGTH = 1024 * 1024
     # Lifetime of API client access tokens, in seconds.
     TOKEN_TTL = 900
+    # How long a process reuses what it read of an API client (revoked or not, its channel):
+    # a client revoked from another process stops working within this many seconds.
+    AUTH_CACHE_SECONDS = 5.0
     # argon2 parameters for client secrets, by argon2.profiles name; tests use CHEAPEST.
     ARGON2_PROFILE = "RFC_9106_LOW_MEMORY"
     PROBLEM_TYPE_BASE = "https://loyalty.dev/problems/"
@@ -115,10 +121,21 @@ def _check(app: Flask) -> None:
             f"got {app.config['ARGON2_PROFILE']!r}."
         )
     app.config["WEBHOOKS_ALLOW_PRIVATE"] = _flag(app, "WEBHOOKS_ALLOW_PRIVATE")
+    app.config["DATABASE_PRE_PING"] = _flag(app, "DATABASE_PRE_PING")
     for key in ("TOKEN_TTL", "MAX_CONTENT_LENGTH", "DATABASE_POOL_SIZE", "LOCK_TIMEOUT_MS"):
         value = app.config.get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ConfigError(f"LOYALTY_{key} must be a positive integer, got {value!r}.")
+    cache_seconds = app.config.get("AUTH_CACHE_SECONDS")
+    if (
+        not isinstance(cache_seconds, int | float)
+        or isinstance(cache_seconds, bool)
+        or not 0 <= cache_seconds <= 60
+    ):
+        raise ConfigError(
+            f"LOYALTY_AUTH_CACHE_SECONDS must be a number of seconds from 0 to 60, "
+            f"got {cache_seconds!r}."
+        )
 
 
 _TRUE = ("true", "1", "yes", "on")

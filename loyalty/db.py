@@ -155,12 +155,20 @@ def new_id(prefix: str) -> str:
 
 
 def make_engine(
-    url: str, *, echo: bool = False, pool_size: int = 10, lock_timeout_ms: int = 5000
+    url: str,
+    *,
+    echo: bool = False,
+    pool_size: int = 10,
+    lock_timeout_ms: int = 5000,
+    pre_ping: bool = False,
 ) -> Engine:
     """Create an engine configured for safe concurrent use on PostgreSQL and SQLite.
 
     On PostgreSQL every connection bounds lock waits with ``lock_timeout``. Statements'
     parameters (client data, secrets among them) are kept out of logs and error messages.
+    Pooled connections are not pinged before each use (a round trip per request) unless
+    ``pre_ping``: a connection the server dropped fails its first statement, the pool then
+    replaces every connection older than that, and `retrying` runs the work again.
     """
     if url.startswith("sqlite"):
         engine = create_engine(
@@ -177,7 +185,7 @@ def make_engine(
         hide_parameters=True,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         connect_args={"options": f"-c lock_timeout={lock_timeout_ms}"},
     )
 
@@ -231,6 +239,7 @@ def init_app(app: Flask) -> Database:
             echo=app.config["DATABASE_ECHO"],
             pool_size=app.config["DATABASE_POOL_SIZE"],
             lock_timeout_ms=app.config["LOCK_TIMEOUT_MS"],
+            pre_ping=app.config["DATABASE_PRE_PING"],
         )
     )
     app.extensions["loyalty.db"] = database
@@ -383,6 +392,8 @@ def retrying(func: Callable[..., R]) -> Callable[..., R]:
             except OperationalError as error:
                 if is_busy(error):
                     raise LedgerBusyError() from error
+                if error.connection_invalidated and attempt < RETRIES - 1:
+                    continue  # the server dropped the connection: again, on a fresh one
                 if not is_retryable(error) or attempt == RETRIES - 1:
                     if is_retryable(error):
                         raise LedgerBusyError() from error

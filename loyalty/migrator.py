@@ -18,6 +18,7 @@ MODEL_MODULES = (
     "loyalty.members.models",
     "loyalty.ledger.models",
     "loyalty.idempotency",
+    "loyalty.configcache",
     "loyalty.audit.models",
     "loyalty.earning.models",
     "loyalty.tiers.models",

@@ -83,6 +83,10 @@ def test_postgresql_urls_use_psycopg_3(given: str) -> None:
         ("TOKEN_TTL", 0, "LOYALTY_TOKEN_TTL"),
         ("MAX_CONTENT_LENGTH", -1, "LOYALTY_MAX_CONTENT_LENGTH"),
         ("ARGON2_PROFILE", "FAST", "LOYALTY_ARGON2_PROFILE"),
+        ("AUTH_CACHE_SECONDS", -1, "LOYALTY_AUTH_CACHE_SECONDS"),
+        ("AUTH_CACHE_SECONDS", 3600, "LOYALTY_AUTH_CACHE_SECONDS"),
+        ("AUTH_CACHE_SECONDS", "soon", "LOYALTY_AUTH_CACHE_SECONDS"),
+        ("DATABASE_PRE_PING", "maybe", "LOYALTY_DATABASE_PRE_PING"),
     ],
 )
 def test_unusable_settings_are_named(key: str, value: object, message: str) -> None:
@@ -94,6 +98,22 @@ def test_loyalty_run_refuses_to_serve_without_a_secret() -> None:
     result = CliRunner().invoke(main, ["run", "--port", "1"])
     assert result.exit_code == 1
     assert "LOYALTY_SECRET_KEY is not set" in result.output
+
+
+def test_loyalty_serve_refuses_to_serve_without_a_secret() -> None:
+    result = CliRunner().invoke(main, ["serve", "--port", "1"])
+    assert result.exit_code == 1
+    assert "LOYALTY_SECRET_KEY" in result.output
+
+
+def test_loyalty_serve_wants_a_connection_for_each_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LOYALTY_SECRET_KEY", "k" * 48)
+    monkeypatch.setenv("LOYALTY_DATABASE_POOL_SIZE", "2")
+    result = CliRunner().invoke(main, ["serve", "--port", "1", "--threads", "4"])
+    assert result.exit_code == 1
+    assert "LOYALTY_DATABASE_POOL_SIZE of at least 4" in result.output
 
 
 def test_wsgi_entry_point_refuses_to_start_without_a_secret() -> None:

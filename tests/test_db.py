@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.orm import Session
 
 from loyalty import create_app, migrator
-from loyalty.db import constraint_name, get_database, make_engine, unit_of_work
+from loyalty.db import constraint_name, get_database, make_engine, retrying, unit_of_work
 from loyalty.members import service
 from loyalty.members.models import Member
 from tests.conftest import base_config
@@ -142,3 +142,36 @@ def test_deadlocked_transactions_are_retried_whole(app: Flask) -> None:
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(run, [(first, second), (second, first)]))
     assert len(attempts) == 3  # one of the two ran twice
+
+
+def test_a_connection_the_server_dropped_is_replaced_and_the_work_retried(
+    database_url: str,
+) -> None:
+    """Pooled connections are not pinged before use (that is a round trip per request): a
+    connection PostgreSQL dropped fails its first statement, the pool replaces it, and a
+    `retrying` service function runs again on a fresh one."""
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        with engine.connect() as first:
+            dropped = first.execute(select(func.pg_backend_pid())).scalar_one()
+        with engine.connect() as other:  # the pool's one connection is back in the pool
+            assert other.execute(select(func.pg_backend_pid())).scalar_one() == dropped
+        admin = make_engine(database_url, pool_size=1)
+        with admin.connect() as connection:
+            # waits (up to 5 s) until the backend has gone
+            assert connection.execute(select(func.pg_terminate_backend(dropped, 5000))).scalar()
+        admin.dispose()
+
+        attempts: list[int] = []
+
+        @retrying
+        def backend(session: Session) -> int:
+            attempts.append(1)
+            with unit_of_work(session):
+                return int(session.scalar(select(func.pg_backend_pid())) or 0)
+
+        with Session(engine) as session:
+            assert backend(session) != dropped
+        assert len(attempts) == 2
+    finally:
+        engine.dispose()

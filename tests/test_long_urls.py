@@ -1,11 +1,13 @@
 """Over-long URLs get a problem (414 uri-too-long), never an HTTP server's HTML page: in the
-app, under Flask's development server and under gunicorn with the shipped gunicorn.conf.py."""
+app, under Flask's development server, under gunicorn with the shipped gunicorn.conf.py and
+under granian (`loyalty serve`), whose own refusals of what it cannot read carry no page."""
 
 from __future__ import annotations
 
 import http.client
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -99,6 +101,13 @@ def gunicorn(tmp_path: Path) -> Iterator[int]:
     yield from _serve(command, tmp_path, port)
 
 
+@pytest.fixture
+def granian(tmp_path: Path) -> Iterator[int]:
+    port = free_port()
+    command = ["loyalty", "serve", "--port", str(port), "--workers", "1", "--threads", "2"]
+    yield from _serve(command, tmp_path, port)
+
+
 def _get(port: int, target: str) -> tuple[int, str, bytes]:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
@@ -109,7 +118,7 @@ def _get(port: int, target: str) -> tuple[int, str, bytes]:
         connection.close()
 
 
-@pytest.mark.parametrize("server", ["development_server", "gunicorn"])
+@pytest.mark.parametrize("server", ["development_server", "gunicorn", "granian"])
 def test_servers_answer_long_urls_with_the_apps_problem(
     request: pytest.FixtureRequest, server: str
 ) -> None:
@@ -118,3 +127,26 @@ def test_servers_answer_long_urls_with_the_apps_problem(
         assert_uri_too_long(*_get(port, target))
     status, content_type, _ = _get(port, "/v1/members?external_id=cust-1")
     assert (status, content_type) == (401, "application/problem+json")
+
+
+def _raw(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(request)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+        return answer
+
+
+def test_what_granian_refuses_itself_is_not_an_html_page(granian: int) -> None:
+    """A request line or header too large to buffer, or bytes that are not HTTP, are refused
+    by granian before the app sees them: a bare status with no body (no page to render)."""
+    for request, status in (
+        (b"GET /v1/members?q=" + b"a" * 600_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", b"431"),
+        (b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 600_000 + b"\r\n\r\n", b"431"),
+        (b"NOT HTTP AT ALL\r\n\r\n", b"400"),
+    ):
+        head, _, body = _raw(granian, request).partition(b"\r\n\r\n")
+        assert head.split(b" ")[1] == status, head
+        assert body == b""
+        assert b"text/html" not in head.lower()

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 from typing import Any
 from urllib.parse import unquote_plus
 
-from flask import g, request
+from flask import current_app, g, request
 from flask_jwt_extended import decode_token
 from flask_jwt_extended.exceptions import JWTExtendedException
 from jwt import ExpiredSignatureError, PyJWTError
@@ -36,12 +37,21 @@ def authenticate(scope: str) -> service.Principal:
     if claims.get("typ") != "client" or not isinstance(claims.get("scope"), str):
         raise InvalidTokenError("The bearer token was not issued to an API client.")
     principal = service.principal_for_token(
-        get_session(), client_id=str(claims["sub"]), scope=claims["scope"]
+        get_session(),
+        client_id=str(claims["sub"]),
+        scope=claims["scope"],
+        max_age=current_app.config["AUTH_CACHE_SECONDS"],
     )
     if scope not in principal.scopes:
         raise InsufficientScopeError(scope, list(principal.scopes))
     g.principal = principal
     return principal
+
+
+# Tokens whose signature this app verified, with their claims, until they expire: a
+# signature is checked once per token and process, not on every request.
+_VERIFIED = "loyalty.verified_tokens"
+VERIFIED_TOKENS = 10_000
 
 
 def _bearer_claims() -> dict[str, Any]:
@@ -53,12 +63,22 @@ def _bearer_claims() -> dict[str, Any]:
             "This call needs a bearer token: send 'Authorization: Bearer <access_token>' "
             "with a token from POST /v1/auth/token."
         )
-    try:
-        claims: dict[str, Any] = decode_token(token)
-    except ExpiredSignatureError:
-        raise TokenExpiredError() from None
-    except (JWTExtendedException, PyJWTError):
-        claims = {}
+    verified: dict[str, dict[str, Any]] = current_app.extensions.setdefault(_VERIFIED, {})
+    claims: dict[str, Any] | None = verified.get(token)
+    if claims is not None and claims["exp"] <= time.time():
+        verified.pop(token, None)
+        raise TokenExpiredError()
+    if claims is None:
+        try:
+            claims = decode_token(token)
+        except ExpiredSignatureError:
+            raise TokenExpiredError() from None
+        except (JWTExtendedException, PyJWTError):
+            claims = {}
+        if claims.get("type") == "access" and isinstance(claims.get("exp"), int | float):
+            if len(verified) >= VERIFIED_TOKENS:
+                verified.clear()
+            verified[token] = claims
     if claims.get("type") != "access" or "sub" not in claims:
         raise InvalidTokenError("The bearer token is malformed or its signature is wrong.")
     return claims

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
@@ -155,6 +156,7 @@ def revoke_client(session: Session, *, client_id: str) -> ApiClient:
         client = locked_row(session, ApiClient, client_id, ClientNotFoundError(client_id))
         if client.revoked_at is None:
             client.revoked_at = utcnow()
+    _client_states.pop(client_id, None)
     return client
 
 
@@ -199,14 +201,40 @@ def issue_token(
     )
 
 
-def principal_for_token(session: Session, *, client_id: str, scope: str) -> Principal:
+@dataclass(frozen=True)
+class _ClientState:
+    revoked: bool
+    channel_id: str
+    read_at: float  # time.monotonic() when it was read
+
+
+# What this process last read of each client that presented a token: revocation reaches the
+# other processes within the caller's ``max_age`` (AUTH_CACHE_SECONDS), this one at once.
+_client_states: dict[str, _ClientState] = {}
+
+
+def principal_for_token(
+    session: Session, *, client_id: str, scope: str, max_age: float = 0.0
+) -> Principal:
     """The caller behind a verified token, provided its client has not been revoked since.
 
-    Raises `TokenRevokedError`.
+    What the database says of the client is reused for up to ``max_age`` seconds (0: read
+    every time), so that most requests authenticate without a query. Raises
+    `TokenRevokedError`.
     """
-    row = session.execute(
-        select(ApiClient.revoked_at, ApiClient.channel_id).where(ApiClient.id == client_id)
-    ).first()
-    if row is None or row.revoked_at is not None:
+    state = _client_states.get(client_id)
+    if state is None or time.monotonic() - state.read_at >= max_age:
+        row = session.execute(
+            select(ApiClient.revoked_at, ApiClient.channel_id).where(ApiClient.id == client_id)
+        ).first()
+        state = _ClientState(
+            revoked=row is None or row.revoked_at is not None,
+            channel_id=row.channel_id if row is not None else "",
+            read_at=time.monotonic(),
+        )
+        if len(_client_states) >= 10_000:  # clients are few; tokens of deleted ones are not
+            _client_states.clear()
+        _client_states[client_id] = state
+    if state.revoked:
         raise TokenRevokedError()
-    return Principal(client_id=client_id, scopes=tuple(scope.split()), channel_id=row.channel_id)
+    return Principal(client_id=client_id, scopes=tuple(scope.split()), channel_id=state.channel_id)

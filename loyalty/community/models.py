@@ -21,6 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from loyalty import configcache
 from loyalty.community.rules import BADGE_RULES, CAP_PERIODS
 from loyalty.db import Base, JSONDocument, UTCDateTime, one_of, utcnow
 
@@ -205,3 +206,10 @@ class LeaderboardProfile(Base):
     opted_in: Mapped[bool] = mapped_column(Boolean, default=False)
     display_name: Mapped[str | None] = mapped_column(String(50))
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# Configuration that accruals and events cache (loyalty.configcache).
+configcache.watch(CommunitySettings)
+configcache.watch(EventType)
+configcache.watch(EventRule)
+configcache.watch(Badge)

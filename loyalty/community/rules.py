@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -205,7 +206,7 @@ def stored_levels(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def levels_of(raw: list[dict[str, Any]]) -> list[Level]:
+def levels_of(raw: Sequence[dict[str, Any]]) -> list[Level]:
     return [
         Level(
             i, str(level["name"]), Decimal(str(level["threshold"])), level.get("bonus_points") or 0

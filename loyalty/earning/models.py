@@ -18,6 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from loyalty import configcache
 from loyalty.db import Base, JSONDocument, UTCDateTime, one_of, utcnow
 from loyalty.earning.rules import CAMPAIGN_TARGETS, MULTIPLIER_SCOPES
 
@@ -99,3 +100,10 @@ class Campaign(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# Configuration that pricing caches (loyalty.configcache): changing these rows is a change of
+# the programme; a campaign's running spend is not.
+configcache.watch(EarningSettings)
+configcache.watch(ProductMultiplier)
+configcache.watch(Campaign, ignore=("spent",))

@@ -8,8 +8,10 @@ wallet and charges their budgets, so a budget is never overspent under concurren
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import zoneinfo
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -18,7 +20,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from loyalty import clock
+from loyalty import clock, configcache
 from loyalty.audit import service as audit_service
 from loyalty.db import (
     Page,
@@ -402,6 +404,77 @@ def _periods(member: Member, moment: dt.datetime) -> tuple[tuple[dt.datetime, dt
     )
 
 
+@dataclass(frozen=True)
+class _CampaignTerms:
+    """What pricing needs of an active campaign (its budget's spend is read when it counts)."""
+
+    id: str
+    name: str
+    starts_at: dt.datetime
+    ends_at: dt.datetime
+    target: str
+    target_values: tuple[str, ...]
+    multiplier: Decimal | None
+    bonus_points: int | None
+    budget: int | None
+
+    def runs_at(self, moment: dt.datetime) -> bool:
+        return self.starts_at <= moment < self.ends_at
+
+
+@dataclass(frozen=True)
+class _EarningRules:
+    """The earning configuration as pricing reads it: cached per process, behind the
+    configuration's version (`loyalty.configcache`)."""
+
+    limits: rules.Limits
+    daily_cap: int | None
+    monthly_cap: int | None
+    products: tuple[rules.ProductRule, ...]
+    campaigns: tuple[_CampaignTerms, ...]  # active ones, by start then id
+
+
+def _load_earning_rules(session: Session) -> _EarningRules:
+    earning = get_earning_settings(session)
+    products = tuple(
+        rules.ProductRule(row.id, row.scope, row.match, row.multiplier, row.label)
+        for row in session.scalars(select(ProductMultiplier).order_by(ProductMultiplier.id))
+    )
+    campaigns = tuple(
+        _CampaignTerms(
+            id=row.id,
+            name=row.name,
+            starts_at=row.starts_at,
+            ends_at=row.ends_at,
+            target=row.target,
+            target_values=tuple(row.target_values or ()),
+            multiplier=row.multiplier,
+            bonus_points=row.bonus_points,
+            budget=row.budget,
+        )
+        for row in session.scalars(
+            select(Campaign)
+            .where(Campaign.active.is_(True))
+            .order_by(Campaign.starts_at, Campaign.id)
+        )
+    )
+    return _EarningRules(
+        limits=rules.Limits(
+            minimum_total=earning.minimum_order_total,
+            minimum_currency=earning.minimum_order_currency,
+            excluded_categories=frozenset(earning.excluded_categories or []),
+        ),
+        daily_cap=earning.daily_cap,
+        monthly_cap=earning.monthly_cap,
+        products=products,
+        campaigns=campaigns,
+    )
+
+
+def _earning_rules(session: Session) -> _EarningRules:
+    return configcache.cached(session, "earning.rules", _load_earning_rules)
+
+
 def price_order(
     session: Session,
     *,
@@ -418,10 +491,11 @@ def price_order(
 
     With ``charge`` (inside the accrual, the member's wallet locked), budgeted campaigns are
     locked (after the wallet, in id order) and charged the points they give; without it
-    (previews) nothing is locked or written.
+    (previews) nothing is locked or written. The rules come from the per-process cache;
+    budgets' spend is always read from the database.
     """
     settings = ledger_service.get_settings(session)
-    earning = get_earning_settings(session)
+    earning = _earning_rules(session)
     lines = [
         rules.Line(
             sku=item["sku"],
@@ -430,23 +504,14 @@ def price_order(
         )
         for item in items
     ]
-    products: list[rules.ProductRule] = []
-    if lines:
-        skus = {line.sku for line in lines}
-        categories = {line.category for line in lines if line.category}
-        rows = session.scalars(
-            select(ProductMultiplier).where(
-                ((ProductMultiplier.scope == "sku") & ProductMultiplier.match.in_(skus))
-                | (
-                    (ProductMultiplier.scope == "category")
-                    & ProductMultiplier.match.in_(categories)
-                )
-            )
-        )
-        products = [
-            rules.ProductRule(row.id, row.scope, row.match, row.multiplier, row.label)
-            for row in rows
-        ]
+    skus = {line.sku for line in lines}
+    categories = {line.category for line in lines if line.category}
+    products = [
+        product
+        for product in earning.products
+        if (product.scope == "sku" and product.match in skus)
+        or (product.scope == "category" and product.match in categories)
+    ]
     tier_ref = tiers_service.current_tiers(session, [member.id]).get(member.id)
     tier = (
         rules.TierRule(tier_ref.code, tier_ref.name, tier_ref.points_multiplier)
@@ -454,23 +519,18 @@ def price_order(
         else None
     )
     campaigns = _campaigns_for(
-        session, member, tier_ref.code if tier_ref else None, placed_at, now, charge
+        session, earning, member, tier_ref.code if tier_ref else None, placed_at, now, charge
     )
-    limits = rules.Limits(
-        minimum_total=earning.minimum_order_total,
-        minimum_currency=earning.minimum_order_currency,
-        excluded_categories=frozenset(earning.excluded_categories or []),
-    )
+    limits = earning.limits
     if earning.daily_cap is not None or earning.monthly_cap is not None:
         # Caps count by the day and month the order was placed in (an imported order of
         # 2024 counts towards its own day, not today's).
         day, month = _periods(member, placed_at)
-        month_points = ledger_service.order_points_placed(session, member.id, *month)
-        day_points = ledger_service.order_points_placed(session, member.id, *day)
-        limits = rules.Limits(
-            minimum_total=limits.minimum_total,
-            minimum_currency=limits.minimum_currency,
-            excluded_categories=limits.excluded_categories,
+        day_points, month_points = ledger_service.order_points_placed(
+            session, member.id, [day, month]
+        )
+        limits = dataclasses.replace(
+            limits,
             daily_room=None if earning.daily_cap is None else earning.daily_cap - day_points,
             monthly_room=None
             if earning.monthly_cap is None
@@ -491,76 +551,78 @@ def price_order(
     if charge:
         for rule, row in campaigns:
             given = result.campaign_points.get(rule.id, 0)
-            if given and row.budget is not None:
+            if given and row is not None:
                 row.spent += given
     return result
 
 
 def _campaigns_for(
     session: Session,
+    earning: _EarningRules,
     member: Member,
     tier_code: str | None,
     placed_at: dt.datetime,
     now: dt.datetime,
     lock: bool,
-) -> list[tuple[rules.CampaignRule, Campaign]]:
-    """Active campaigns running when the order was placed that target this member."""
-    rows = list(
-        session.scalars(
-            select(Campaign)
-            .where(
-                Campaign.active.is_(True),
-                Campaign.starts_at <= placed_at,
-                Campaign.ends_at > placed_at,
-            )
-            .order_by(Campaign.starts_at, Campaign.id)
-        )
-    )
+) -> list[tuple[rules.CampaignRule, Campaign | None]]:
+    """Active campaigns running when the order was placed that target this member, each
+    with its row when it has a budget (locked with ``lock``, read afresh either way)."""
+    running = [terms for terms in earning.campaigns if terms.runs_at(placed_at)]
     stage = None
-    if any(row.target == "stages" for row in rows):
+    if any(terms.target == "stages" for terms in running):
         stage = member_rules.lifecycle_stage(
             member.enrolled_at, ledger_service.last_order_at(session, member.id), now
         )
     chosen = [
-        row
-        for row in rows
+        terms
+        for terms in running
         if rules.targets(
-            row.target, row.target_values, member_id=member.id, tier_code=tier_code, stage=stage
+            terms.target,
+            list(terms.target_values),
+            member_id=member.id,
+            tier_code=tier_code,
+            stage=stage,
         )
     ]
-    budgeted = [row.id for row in chosen if row.budget is not None]
-    if lock and budgeted:
-        # Lock budgeted campaigns (after the wallet, in id order) and read their spend fresh.
-        locked = {
-            row.id: row
-            for row in session.scalars(
-                select(Campaign)
-                .where(Campaign.id.in_(budgeted))
-                .order_by(Campaign.id)
-                .with_for_update()
-                .execution_options(populate_existing=True)
-            )
-        }
-        # A campaign paused or cut short meanwhile no longer applies.
-        chosen = [
-            row
-            for row in (locked.get(row.id, row) for row in chosen)
-            if row.active and row.starts_at <= placed_at < row.ends_at
-        ]
-    return [
-        (
-            rules.CampaignRule(
-                id=row.id,
-                name=row.name,
-                multiplier=row.multiplier,
-                bonus_points=row.bonus_points,
-                budget_left=None if row.budget is None else row.budget - row.spent,
-            ),
-            row,
+    budgeted = sorted(terms.id for terms in chosen if terms.budget is not None)
+    rows: dict[str, Campaign] = {}
+    if budgeted:
+        # Budgets: read the spend afresh; when charging, lock the rows (after the wallet, in
+        # id order) so that concurrent orders never overspend.
+        query = (
+            select(Campaign)
+            .where(Campaign.id.in_(budgeted))
+            .order_by(Campaign.id)
+            .execution_options(populate_existing=True)
         )
-        for row in chosen
-        if row.budget is None or row.spent < row.budget
-    ]
+        rows = {row.id: row for row in session.scalars(query.with_for_update() if lock else query)}
+    result: list[tuple[rules.CampaignRule, Campaign | None]] = []
+    for terms in chosen:
+        if terms.budget is None:
+            result.append((_campaign_rule(terms, None), None))
+            continue
+        row = rows.get(terms.id)
+        # A campaign paused, cut short, deleted or spent meanwhile no longer applies.
+        if (
+            row is None
+            or not row.active
+            or not (row.starts_at <= placed_at < row.ends_at)
+            or row.budget is None
+            or row.spent >= row.budget
+        ):
+            continue
+        result.append((_campaign_rule(terms, row.budget - row.spent), row))
+    return result
+
+
+def _campaign_rule(terms: _CampaignTerms, budget_left: int | None) -> rules.CampaignRule:
+    return rules.CampaignRule(
+        id=terms.id,
+        name=terms.name,
+        multiplier=terms.multiplier,
+        bonus_points=terms.bonus_points,
+        budget_left=budget_left,
+    )
 
 
 def preview_order(

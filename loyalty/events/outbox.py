@@ -2,7 +2,8 @@
 the event exists exactly when the change it tells was committed. The worker fans events out
 to the webhook endpoints afterwards (`loyalty.events.delivery`).
 
-On PostgreSQL, `record` also queues a ``NOTIFY`` on `CHANNEL`: PostgreSQL sends it when the
+On PostgreSQL, `record` also queues a notification on `CHANNEL` (``pg_notify``, in the
+statement that writes the transaction's first outbox row): PostgreSQL sends it when the
 transaction commits (never if it rolls back), which wakes ``loyalty worker`` at once.
 """
 
@@ -13,7 +14,7 @@ from functools import cache
 from typing import Any
 
 from marshmallow import Schema
-from sqlalchemy import insert, text
+from sqlalchemy import func, insert
 from sqlalchemy.orm import Session
 
 from loyalty import clock
@@ -46,9 +47,10 @@ def record(
 ) -> str:
     """Add an outbound event to the caller's transaction and return its id (``evt_...``).
 
-    One INSERT (and, once per transaction on PostgreSQL, a NOTIFY); never commits, never
-    fans out. ``data`` is written as the catalogue's schema for ``type`` dumps it (timestamps
-    as RFC 3339, undeclared keys dropped, every declared key present: null when not given).
+    One INSERT (the transaction's first also queues its NOTIFY on PostgreSQL); never
+    commits, never fans out. ``data`` is written as the catalogue's schema for ``type`` dumps
+    it (timestamps as RFC 3339, undeclared keys dropped, every declared key present: null
+    when not given).
     Raises `UnknownOutboundEventError` for a type that is not in the catalogue and ValueError
     for a naive ``occurred_at``.
     """
@@ -59,18 +61,19 @@ def record(
     if occurred_at.tzinfo is None:
         raise ValueError("occurred_at must be timezone-aware")
     event_id = new_id("evt")
-    session.execute(
-        insert(OutboxEvent).values(
-            id=event_id,
-            type=type,
-            version=PAYLOAD_VERSION,
-            occurred_at=occurred_at,
-            member_id=member_id,
-            data=_payload(type, data),
-            created_at=clock.now(),
-        )
+    statement = insert(OutboxEvent).values(
+        id=event_id,
+        type=type,
+        version=PAYLOAD_VERSION,
+        occurred_at=occurred_at,
+        member_id=member_id,
+        data=_payload(type, data),
+        created_at=clock.now(),
     )
-    _notify_at_commit(session)
+    if _first_notice(session):
+        # The transaction's NOTIFY rides on its first outbox row: no round trip of its own.
+        statement = statement.returning(func.pg_notify(CHANNEL, ""))
+    session.execute(statement)
     return event_id
 
 
@@ -79,15 +82,16 @@ def _payload(event_type: str, data: dict[str, Any]) -> dict[str, Any]:
     return {name: None for name in schema.fields} | schema.dump(data)
 
 
-def _notify_at_commit(session: Session) -> None:
-    """Queue one NOTIFY per transaction (PostgreSQL folds identical ones anyway)."""
+def _first_notice(session: Session) -> bool:
+    """Whether this is the transaction's first outbox row on PostgreSQL, which queues the
+    transaction's one NOTIFY (PostgreSQL folds identical ones anyway)."""
     if session.get_bind().dialect.name != "postgresql":
-        return
+        return False
     transaction = session.get_transaction()
     if transaction is None or session.info.get(_NOTIFIED) is transaction:
-        return
-    session.execute(text(f"NOTIFY {CHANNEL}"))
+        return False
     session.info[_NOTIFIED] = transaction
+    return True
 
 
 def envelope(event: OutboxEvent) -> dict[str, Any]:

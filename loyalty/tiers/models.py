@@ -17,6 +17,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from loyalty import configcache
 from loyalty.db import Base, UTCDateTime, one_of, utcnow
 from loyalty.tiers.rules import CHANGE_KINDS, DOWNGRADE_MODES, METRICS, WINDOWS
 
@@ -133,3 +134,8 @@ class TierChange(Base):
     reason: Mapped[str | None] = mapped_column(String(500))
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     actor: Mapped[str | None] = mapped_column(String(64))
+
+
+# Configuration that accruals cache (loyalty.configcache).
+configcache.watch(Tier)
+configcache.watch(TierSettings)

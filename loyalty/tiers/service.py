@@ -46,7 +46,7 @@ from typing import Any
 from sqlalchemy import Select, func, literal, or_, select
 from sqlalchemy.orm import Session
 
-from loyalty import clock
+from loyalty import clock, configcache
 from loyalty.audit import service as audit_service
 from loyalty.bus import publish
 from loyalty.db import (
@@ -138,26 +138,66 @@ def _ref(tier: Tier) -> TierRef:
     return TierRef(tier.code, tier.name, tier.rank, tier.points_multiplier)
 
 
+@dataclass(frozen=True)
+class _Policy:
+    """What qualification needs of the policy."""
+
+    metric: str
+    window: str
+    grace_days: int
+
+
+@dataclass(frozen=True)
+class _Ladder:
+    """The ladder (lowest rank first) and the policy, as accruals read them: cached per
+    process behind the configuration's version (`loyalty.configcache`)."""
+
+    rungs: tuple[rules.Rung, ...]
+    refs: tuple[TierRef, ...]  # the same tiers, in the same order
+    threshold_zero_base: bool  # the lowest tier is everyone's until they qualify higher
+    policy: _Policy
+
+
+def _load_ladder(session: Session) -> _Ladder:
+    tiers = _tiers(session)
+    policy = get_policy(session)
+    return _Ladder(
+        rungs=tuple(_rung(tier) for tier in tiers),
+        refs=tuple(_ref(tier) for tier in tiers),
+        threshold_zero_base=bool(tiers) and tiers[0].threshold == 0,
+        policy=_Policy(policy.metric, policy.window, policy.grace_days),
+    )
+
+
+def _ladder(session: Session) -> _Ladder:
+    return configcache.cached(session, "tiers.ladder", _load_ladder)
+
+
 def ladder(session: Session) -> dict[str, TierRef]:
     """The tier ladder by code, lowest rank first."""
-    return {tier.code: _ref(tier) for tier in _tiers(session)}
+    return {ref.code: ref for ref in _ladder(session).refs}
 
 
 def current_tiers(session: Session, member_ids: list[str]) -> dict[str, TierRef]:
     """The effective tier of each member: an active manual assignment, else the computed
     tier (the lowest tier, when its threshold is 0, for members the tiers have not seen yet).
-    Members without a tier are absent. Two queries, whatever the number of members."""
-    if not member_ids:
+    Members without a tier are absent. One query, whatever the number of members (none for
+    one member whose tier row this transaction has read already)."""
+    cached = _ladder(session)
+    if not member_ids or not cached.refs:
         return {}
-    tiers = _tiers(session)
-    if not tiers:
-        return {}
-    by_code = {tier.code: tier for tier in tiers}
-    base = tiers[0] if tiers[0].threshold == 0 else None
-    rows = {
-        row.member_id: row
-        for row in session.scalars(select(MemberTier).where(MemberTier.member_id.in_(member_ids)))
-    }
+    by_code = {ref.code: ref for ref in cached.refs}
+    base = cached.refs[0] if cached.threshold_zero_base else None
+    if len(member_ids) == 1:
+        one = session.get(MemberTier, member_ids[0])
+        rows = {one.member_id: one} if one is not None else {}
+    else:
+        rows = {
+            row.member_id: row
+            for row in session.scalars(
+                select(MemberTier).where(MemberTier.member_id.in_(member_ids))
+            )
+        }
     now = clock.now()
     result = {}
     for member_id in member_ids:
@@ -167,7 +207,7 @@ def current_tiers(session: Session, member_ids: list[str]) -> dict[str, TierRef]
             code = row.manual_code if _manual_active(row, now) else row.tier_code
             tier = by_code.get(code) if code else base
         if tier is not None:
-            result[member_id] = _ref(tier)
+            result[member_id] = tier
     return result
 
 
@@ -495,22 +535,22 @@ def after_accrual(session: Session, *, member_id: str, now: dt.datetime, actor: 
     written and with the member's wallet locked; never commits. Without a ladder it costs one query.
     Locks the member's tier row only when there is an upgrade to write.
     """
-    tiers = _tiers(session)
-    if not tiers:
+    cached = _ladder(session)
+    if not cached.rungs:
         return
-    settings = get_policy(session)
+    settings = cached.policy
     value = _value_now(session, member_id, settings, now)
+    ladder_ = list(cached.rungs)
     # The target tier is held (key share) until commit so a concurrent delete waits; if a
     # delete got there first, read the ladder again and aim at what is left.
     for _attempt in range(3):
-        ladder_ = [_rung(t) for t in tiers]
         target = rules.qualified_tier(ladder_, value)
         if not rules.is_higher(target, _computed(session.get(MemberTier, member_id), ladder_)):
             return
         assert target is not None
         if _hold_tier(session, target.code):
             break
-        tiers = _tiers(session)
+        ladder_ = [_rung(t) for t in _tiers(session)]
     else:
         return
     row = _lock_row(session, member_id)
@@ -684,7 +724,9 @@ def _measure(
     return activity.orders
 
 
-def _value_now(session: Session, member_id: str, settings: TierSettings, now: dt.datetime) -> int:
+def _value_now(
+    session: Session, member_id: str, settings: TierSettings | _Policy, now: dt.datetime
+) -> int:
     """The metric over the policy's window as of ``now``."""
     since = rules.window_start(settings.window, now)
     return _measure(session, member_id, settings.metric, since, None)
@@ -695,7 +737,7 @@ def _upgrade(
     row: MemberTier,
     current: rules.Rung | None,
     target: rules.Rung,
-    settings: TierSettings,
+    settings: TierSettings | _Policy,
     value: int,
     now: dt.datetime,
     actor: str | None,
@@ -843,17 +885,16 @@ def _row_for_update(session: Session, member_id: str) -> Select[MemberTier]:
 
 
 def _lock_row(session: Session, member_id: str) -> MemberTier:
-    """Lock the member's tier row for this transaction, creating it on first use."""
-    row = session.scalar(_row_for_update(session, member_id))
-    if row is None:
-        insert = dialect_insert(session)
-        session.execute(
-            insert(MemberTier)
-            .values(member_id=member_id, ladder_version=0, updated_at=clock.now())
-            .on_conflict_do_nothing()
-        )
-        row = session.scalar(_row_for_update(session, member_id))
-        assert row is not None
+    """Lock the member's tier row for this transaction, creating it on first use: one
+    statement (an upsert whose conflict branch locks the existing row), read afresh."""
+    insert = dialect_insert(session)
+    statement = insert(MemberTier).values(
+        member_id=member_id, ladder_version=0, updated_at=clock.now()
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=["member_id"], set_={"member_id": statement.excluded.member_id}
+    ).returning(MemberTier)
+    row = session.scalars(statement, execution_options={"populate_existing": True}).one()
     return row
 
 

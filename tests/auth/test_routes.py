@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import time
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -12,10 +13,12 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from flask_jwt_extended import create_access_token
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
 from loyalty.auth import service
+from loyalty.auth.models import ApiClient
 from tests.test_problems import assert_problem
 
 
@@ -289,6 +292,62 @@ def test_revoked_clients_tokens_stop_working(
     service.revoke_client(session, client_id=credentials["client_id"])
     assert_problem(client.get("/v1/members", headers=auth), 401, "token-revoked")
     assert_problem(client.post("/v1/auth/token", json=credentials), 401, "invalid-client")
+
+
+def revoke_elsewhere(session: Session, client_id: str) -> None:
+    """Revoke the client as another process would: a plain UPDATE, which this process's
+    cache of clients does not hear of."""
+    session.execute(
+        update(ApiClient)
+        .where(ApiClient.id == client_id)
+        .values(revoked_at=dt.datetime.now(dt.UTC))
+    )
+    session.commit()
+
+
+def test_a_revocation_from_another_process_takes_effect_within_the_cache_bound(
+    app: Flask,
+    client: FlaskClient,
+    session: Session,
+    credentials: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another process (here: a plain UPDATE, which this process's cache does not hear of)
+    revokes the client: its tokens stop working once AUTH_CACHE_SECONDS have passed."""
+    monkeypatch.setitem(app.config, "AUTH_CACHE_SECONDS", 0.5)
+    token = client.post("/v1/auth/token", json=credentials).json["access_token"]  # type: ignore[index]
+    auth = {"Authorization": f"Bearer {token}"}
+    assert client.get("/v1/members", headers=auth).status_code == 200  # the client is cached
+    revoke_elsewhere(session, credentials["client_id"])
+    time.sleep(0.6)
+    assert_problem(client.get("/v1/members", headers=auth), 401, "token-revoked")
+
+
+def test_with_no_cache_every_request_checks_the_client(
+    app: Flask,
+    client: FlaskClient,
+    session: Session,
+    credentials: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(app.config, "AUTH_CACHE_SECONDS", 0)
+    token = client.post("/v1/auth/token", json=credentials).json["access_token"]  # type: ignore[index]
+    auth = {"Authorization": f"Bearer {token}"}
+    assert client.get("/v1/members", headers=auth).status_code == 200
+    revoke_elsewhere(session, credentials["client_id"])
+    assert_problem(client.get("/v1/members", headers=auth), 401, "token-revoked")
+
+
+def test_a_verified_token_still_expires(
+    app: Flask, client: FlaskClient, credentials: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tokens are verified once per process and kept until they expire, not longer."""
+    monkeypatch.setitem(app.config, "TOKEN_TTL", 1)
+    token = client.post("/v1/auth/token", json=credentials).json["access_token"]  # type: ignore[index]
+    auth = {"Authorization": f"Bearer {token}"}
+    assert client.get("/v1/members", headers=auth).status_code == 200  # verified and kept
+    time.sleep(1.2)
+    assert_problem(client.get("/v1/members", headers=auth), 401, "token-expired")
 
 
 def test_wrong_scope_is_403(client: FlaskClient, session: Session) -> None:

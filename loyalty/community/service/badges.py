@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from loyalty import clock
+from loyalty import clock, configcache
 from loyalty.bus import publish
 from loyalty.community import rules
 from loyalty.community.events import BadgeAwarded
@@ -109,7 +109,7 @@ def member_badges(session: Session, member_id: str) -> MemberBadges:
 def _revoke_unreached(
     session: Session,
     member: Member,
-    badges: list[Badge],
+    badges: list[ActiveBadge],
     now: dt.datetime,
     actor: str | None,
     *,
@@ -119,7 +119,7 @@ def _revoke_unreached(
     """Store the members' metric of ``badges`` (and of the badges ``also`` names) and
     revoke every level, of those that say ``revoke_on_refund``, whose threshold it no
     longer reaches; bonus points are clawed back under the programme's refund policy."""
-    by_id = {badge.id: badge for badge in badges}
+    by_id: dict[str, Badge | ActiveBadge] = {badge.id: badge for badge in badges}
     for badge_id in also or []:
         if badge_id not in by_id and (badge := session.get(Badge, badge_id)) is not None:
             by_id[badge_id] = badge
@@ -157,7 +157,7 @@ def _revoke_unreached(
 def _evaluate(
     session: Session,
     member: Member,
-    badges: list[Badge],
+    badges: list[ActiveBadge],
     now: dt.datetime,
     actor: str | None,
     *,
@@ -248,7 +248,7 @@ def _evaluate(
 
 def _metric(
     session: Session,
-    badge: Badge,
+    badge: Badge | ActiveBadge,
     member: Member,
     now: dt.datetime,
     *,
@@ -300,21 +300,56 @@ def _store_progress(
 ) -> None:
     # Kept to the column's scale and range (a sum of extreme values is shown as its limit).
     value = max(min(value, PROGRESS_LIMIT), -PROGRESS_LIMIT).quantize(Decimal("0.0001"))
-    row = session.get(BadgeProgress, (badge_id, member_id))
-    if row is None:
-        session.execute(
-            dialect_insert(session)(BadgeProgress)
-            .values(badge_id=badge_id, member_id=member_id, value=value, updated_at=now)
-            .on_conflict_do_update(
-                index_elements=["badge_id", "member_id"],
-                set_={"value": value, "updated_at": now},
-            )
+    # One statement: insert, or update only when the value changed (updated_at orders ties
+    # on the leaderboard: the first to reach a value stays ahead).
+    upsert = dialect_insert(session)(BadgeProgress).values(
+        badge_id=badge_id, member_id=member_id, value=value, updated_at=now
+    )
+    session.execute(
+        upsert.on_conflict_do_update(
+            index_elements=["badge_id", "member_id"],
+            set_={"value": value, "updated_at": now},
+            where=BadgeProgress.value != upsert.excluded.value,
         )
-    elif Decimal(row.value) != value:
-        # updated_at orders ties on the leaderboard: the first to reach a value stays ahead.
-        row.value = value
-        row.updated_at = now
+    )
+    loaded = session.identity_map.get(session.identity_key(BadgeProgress, (badge_id, member_id)))
+    if loaded is not None:
+        session.expire(loaded)
 
 
-def _active_badges(session: Session) -> list[Badge]:
-    return list(session.scalars(select(Badge).where(Badge.active.is_(True)).order_by(Badge.id)))
+@dataclass(frozen=True)
+class ActiveBadge:
+    """What awarding needs of an active badge (the fields of `Badge` it reads)."""
+
+    id: str
+    name: str
+    rule: str
+    event_type: str | None
+    property: str | None
+    levels: tuple[dict[str, Any], ...]
+    starts_at: dt.datetime | None
+    ends_at: dt.datetime | None
+    revoke_on_refund: bool
+
+
+def _load_active_badges(session: Session) -> tuple[ActiveBadge, ...]:
+    return tuple(
+        ActiveBadge(
+            id=badge.id,
+            name=badge.name,
+            rule=badge.rule,
+            event_type=badge.event_type,
+            property=badge.property,
+            levels=tuple(dict(level) for level in badge.levels or ()),
+            starts_at=badge.starts_at,
+            ends_at=badge.ends_at,
+            revoke_on_refund=badge.revoke_on_refund,
+        )
+        for badge in session.scalars(select(Badge).where(Badge.active.is_(True)).order_by(Badge.id))
+    )
+
+
+def _active_badges(session: Session) -> tuple[ActiveBadge, ...]:
+    """The active badges: cached per process behind the configuration's version
+    (`loyalty.configcache`), as every order and event reads them."""
+    return configcache.cached(session, "community.active_badges", _load_active_badges)

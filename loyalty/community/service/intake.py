@@ -6,6 +6,7 @@ badge levels the event reaches, in one unit of work.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -13,13 +14,17 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from loyalty import clock
+from loyalty import clock, configcache
 from loyalty.auth.rules import DEFAULT_CHANNEL
 from loyalty.community import rules
-from loyalty.community.errors import EventConflictError, InvalidEventPropertyError
-from loyalty.community.models import CommunityEvent, EventRule, MemberStreak
+from loyalty.community.errors import (
+    EventConflictError,
+    InvalidEventPropertyError,
+    UnknownEventTypeError,
+)
+from loyalty.community.models import CommunityEvent, EventRule, EventType, MemberStreak
 from loyalty.community.service.badges import _active_badges, _evaluate
-from loyalty.community.service.configuration import _definitions_of, get_settings
+from loyalty.community.service.configuration import get_settings
 from loyalty.db import constraint_name, new_id, retrying, unit_of_work
 from loyalty.errors import MemberNotActiveError
 from loyalty.ledger import rules as ledger_rules
@@ -123,7 +128,7 @@ def _ingest(
         replay = _replay(session, channel_id, event_id, fingerprint)
         if replay is not None:
             return replay
-        definitions = _definitions_of(session, type_)
+        definitions = _definitions(session, type_)
         problems = rules.property_problems(definitions, properties)
         if problems:
             name, detail = problems[0]
@@ -231,17 +236,59 @@ def _advance_streak(
     return streak, counted
 
 
+@dataclass(frozen=True)
+class _EventConfiguration:
+    """The event types' property definitions and the active event rules, as every event
+    reads them: cached per process behind the configuration's version
+    (`loyalty.configcache`)."""
+
+    definitions: dict[str, dict[str, dict[str, Any]]]  # by type
+    event_rules: dict[str, rules.EventRuleTerms]  # by type
+
+
+def _load_event_configuration(session: Session) -> _EventConfiguration:
+    terms = {
+        rule.event_type: rules.EventRuleTerms(
+            points=rule.points,
+            per_unit_property=rule.per_unit_property,
+            points_per_unit=Decimal(rule.points_per_unit) if rule.points_per_unit else None,
+            cap=rule.cap,
+            cap_period=rule.cap_period,
+        )
+        for rule in session.scalars(
+            select(EventRule).where(EventRule.active.is_(True)).order_by(EventRule.id)
+        )
+    }
+    definitions = {
+        event_type.name: dict(event_type.properties or {})
+        for event_type in session.scalars(select(EventType))
+    }
+    return _EventConfiguration(definitions, terms)
+
+
+def _event_configuration(session: Session) -> _EventConfiguration:
+    return configcache.cached(session, "community.events", _load_event_configuration)
+
+
+def _definitions(session: Session, type_: str) -> dict[str, dict[str, Any]]:
+    """The property definitions of an event type; ``check_in`` is known undeclared."""
+    definitions = _event_configuration(session).definitions.get(type_)
+    if definitions is None:
+        if type_ == rules.CHECK_IN:
+            return {}
+        raise UnknownEventTypeError("type", type_)
+    return definitions
+
+
 def _event_points(
     session: Session, member_id: str, type_: str, day: dt.date, properties: dict[str, Any]
 ) -> int:
-    rule = session.scalar(
-        select(EventRule).where(EventRule.event_type == type_, EventRule.active.is_(True))
-    )
-    if rule is None:
+    terms = _event_configuration(session).event_rules.get(type_)
+    if terms is None:
         return 0
     rewarded = 0
-    if rule.cap is not None and rule.cap_period is not None:
-        start, end = rules.cap_period_bounds(day, rule.cap_period)
+    if terms.cap is not None and terms.cap_period is not None:
+        start, end = rules.cap_period_bounds(day, terms.cap_period)
         rewarded = int(
             session.scalar(
                 select(func.count())
@@ -256,13 +303,6 @@ def _event_points(
             )
             or 0
         )
-    terms = rules.EventRuleTerms(
-        points=rule.points,
-        per_unit_property=rule.per_unit_property,
-        points_per_unit=Decimal(rule.points_per_unit) if rule.points_per_unit else None,
-        cap=rule.cap,
-        cap_period=rule.cap_period,
-    )
     return rules.event_points(terms, properties, rewarded)
 
 

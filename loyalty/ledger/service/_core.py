@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session, SessionTransaction
 
-from loyalty import clock
+from loyalty import clock, configcache
 from loyalty.db import dialect_insert, new_id
 from loyalty.errors import MemberNotActiveError
 from loyalty.ledger import events, rules
@@ -102,6 +102,29 @@ class _Locked:
     settings: ProgramSettings
 
 
+# session.info: member id -> what `_lock_wallets` read for the wallet this transaction
+# locked. Forgotten when the transaction ends, and on any rollback (one to a savepoint
+# releases the locks taken since).
+_LOCKED = "loyalty.locked_wallets"
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_locks(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(_LOCKED, None)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_locks_on_rollback(session: Session, _previous: SessionTransaction) -> None:
+    session.info.pop(_LOCKED, None)
+
+
+def locked_wallet(session: Session, member_id: str) -> Wallet | None:
+    """The member's wallet if this transaction holds its lock (its balances are current)."""
+    locked: _Locked | None = session.info.get(_LOCKED, {}).get(member_id)
+    return locked.wallet if locked is not None else None
+
+
 def _lock_wallet(session: Session, member_id: str) -> _Locked:
     """Lock the member's wallet for this transaction (creating it on first use) and read the
     member and the settings with it. Raises `MemberNotFoundError`.
@@ -118,8 +141,15 @@ def _lock_wallets(
     settings in the same round trip. With ``skip_locked`` (reads), wallets that other
     transactions hold are left out rather than waited for. Raises `MemberNotFoundError`."""
     ids = sorted({member_id for member_id in member_ids if member_id is not None})
+    held: dict[str, _Locked] = session.info.get(_LOCKED, {})
+    if all(member_id in held for member_id in ids):
+        # This transaction holds these locks already, and every change to the wallets went
+        # through this session: what it read then is current.
+        return {member_id: held[member_id] for member_id in ids}
     query = (
-        select(Wallet, Member, ProgramSettings)
+        # The configuration's version comes along, so that the programme's cached
+        # configuration is checked without a round trip of its own (loyalty.configcache).
+        select(Wallet, Member, ProgramSettings, configcache.version_column())
         .join(Member, Member.id == Wallet.member_id)
         .join(ProgramSettings, ProgramSettings.id == 1)
         .where(Wallet.member_id.in_(ids) if len(ids) > 1 else Wallet.member_id == ids[0])
@@ -127,7 +157,16 @@ def _lock_wallets(
         .with_for_update(of=Wallet, skip_locked=skip_locked)
         .execution_options(populate_existing=True)
     )
-    rows = {row[0].member_id: _Locked(*row) for row in session.execute(query)}
+
+    def read() -> dict[str, _Locked]:
+        found = {}
+        for wallet, member, settings, version in session.execute(query):
+            configcache.note_version(session, version)
+            found[member.id] = _Locked(wallet, member, settings)
+        session.info.setdefault(_LOCKED, {}).update(found)
+        return found
+
+    rows = read()
     if skip_locked:
         return rows
     missing = [member_id for member_id in ids if member_id not in rows]
@@ -156,7 +195,7 @@ def _lock_wallets(
             )
             .on_conflict_do_nothing()
         )
-        rows = {row[0].member_id: _Locked(*row) for row in session.execute(query)}
+        rows = read()
         if len(rows) != len(ids):  # no settings row: a database from before the defaults
             raise AssertionError("the program_settings row is missing; run loyalty db upgrade")
     return rows
@@ -361,7 +400,8 @@ def _lapsed(wallet: Wallet, settings: ProgramSettings, now: dt.datetime) -> bool
     )
 
 
-def _is_due(wallet: Wallet, settings: ProgramSettings, now: dt.datetime) -> bool:
+def _is_due(wallet: Wallet, now: dt.datetime) -> bool:
+    """Whether some of the wallet's points activate or expire (or holds time out) by now."""
     return wallet.next_due_at is not None and wallet.next_due_at <= now
 
 

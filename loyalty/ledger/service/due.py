@@ -104,7 +104,7 @@ def _settle(
     """Do the wallet's due work: release timed-out holds, activate pending lots whose return
     window has passed, expire lots (by date, or all of them after inactivity). The wallet
     must be locked. Returns the number of entries written."""
-    if not _is_due(wallet, settings, now):
+    if not _is_due(wallet, now):
         return 0
     written = 0
     for hold in session.scalars(

@@ -209,6 +209,7 @@ def credit_bonus(
     _require_active(locked.member)
     now = clock.now()
     _settle(session, wallet, settings, now, actor)
+    _touch(wallet, settings, now)  # before the entry's flush: one UPDATE of the wallet
     entry = _post(
         session,
         wallet,
@@ -225,7 +226,6 @@ def credit_bonus(
     )
     _active_lot(session, wallet, settings, entry, points, now)
     _repay(session, wallet, entry)
-    _touch(wallet, settings, now)
     publish(
         session,
         events.BonusCredited(

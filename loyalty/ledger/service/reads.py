@@ -10,11 +10,12 @@ Reads settle a wallet's due work first where the figures must be those of now.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Exists, Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, Exists, Select, and_, case, func, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
 from loyalty import clock
@@ -24,9 +25,8 @@ from loyalty.errors import InvalidFieldError
 from loyalty.ledger import rules
 from loyalty.ledger.errors import HoldNotFoundError, OrderNotFoundError
 from loyalty.ledger.models import Entry, Hold, Lot, Order, Refund, Wallet
-from loyalty.ledger.service._core import _aware, _is_due, _member
+from loyalty.ledger.service._core import _aware, _is_due, _member, locked_wallet
 from loyalty.ledger.service.due import settle_wallet, settle_wallets
-from loyalty.ledger.service.settings import get_settings
 from loyalty.members.models import Member
 
 EXPIRING_WINDOW = dt.timedelta(days=90)
@@ -63,9 +63,8 @@ def points_summaries(
         for wallet in session.scalars(select(Wallet).where(Wallet.member_id.in_(member_ids)))
     }
     if settle:
-        settings = get_settings(session)
         now = clock.now()
-        due = [m for m, wallet in wallets.items() if _is_due(wallet, settings, now)]
+        due = [m for m, wallet in wallets.items() if _is_due(wallet, now)]
         if due:
             settle_wallets(session, member_ids=due, skip_locked=len(member_ids) > 1)
             for wallet in wallets.values():
@@ -76,9 +75,16 @@ def points_summaries(
 def _settled_wallet(session: Session, member_id: str) -> Wallet | None:
     """The member's wallet after its due work, if any, is done. Raises
     `MemberNotFoundError`."""
-    _member(session, member_id)
-    wallet = session.scalar(select(Wallet).where(Wallet.member_id == member_id))
-    if wallet is not None and _is_due(wallet, get_settings(session), clock.now()):
+    # The member and the wallet in one round trip (a member without a wallet yet: None).
+    found = session.execute(
+        select(Member, Wallet)
+        .outerjoin(Wallet, Wallet.member_id == Member.id)
+        .where(Member.id == member_id)
+    ).first()
+    if found is None:
+        _member(session, member_id)  # raises MemberNotFoundError
+    wallet = found[1] if found is not None else None
+    if wallet is not None and _is_due(wallet, clock.now()):
         settle_wallet(session, wallet_id=wallet.id)
         session.refresh(wallet)
     return wallet
@@ -170,7 +176,13 @@ def activity(
     if until is not None:
         points_query = points_query.where(Entry.created_at < until)
         orders_query = orders_query.where(Order.placed_at < until)
-    points = int(session.scalar(points_query) or 0) if "points" in measures else 0
+    points = 0
+    if "points" in measures:
+        wallet = locked_wallet(session, member_id)
+        if since is None and until is None and wallet is not None:
+            points = wallet.lifetime_earned  # the sum of its entries' earned points (invariant 2)
+        else:
+            points = int(session.scalar(points_query) or 0)
     spend = Decimal(0)
     orders = 0
     rows: list[Any] = []
@@ -183,16 +195,28 @@ def activity(
 
 
 def order_points_placed(
-    session: Session, member_id: str, since: dt.datetime, until: dt.datetime
-) -> int:
-    """Points the member's orders placed in ``[since, until)`` earned, less what refunds took
-    back (for caps)."""
-    points = session.scalar(
-        select(func.coalesce(func.sum(Order.points - Order.points_reversed), 0)).where(
-            Order.member_id == member_id, Order.placed_at >= since, Order.placed_at < until
+    session: Session, member_id: str, periods: Sequence[tuple[dt.datetime, dt.datetime]]
+) -> list[int]:
+    """For each ``[since, until)`` of ``periods``, the points the member's orders placed then
+    earned, less what refunds took back (for caps); one query for all of them."""
+    if not periods:
+        return []
+    net = Order.points - Order.points_reversed
+    row = session.execute(
+        select(
+            *(
+                func.coalesce(
+                    func.sum(case((and_(Order.placed_at >= a, Order.placed_at < b), net))), 0
+                )
+                for a, b in periods
+            )
+        ).where(
+            Order.member_id == member_id,
+            Order.placed_at >= min(a for a, _ in periods),
+            Order.placed_at < max(b for _, b in periods),
         )
-    )
-    return int(points or 0)
+    ).one()
+    return [int(points or 0) for points in row]
 
 
 def last_order_at(session: Session, member_id: str) -> dt.datetime | None:

@@ -1,0 +1,155 @@
+"""The programme's configuration cached per process behind one version number
+(`loyalty.configcache`): which changes move the version, what a transaction sees, and that a
+change made by another process (another engine, with a cache of its own) is used by the very
+next order."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from decimal import Decimal
+
+import pytest
+from flask import Flask
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from loyalty import configcache, create_app
+from loyalty.clock import FrozenClock
+from loyalty.configcache import ConfigVersion
+from loyalty.db import get_database, unit_of_work
+from loyalty.earning import service as earning_service
+from loyalty.ledger import service as ledger_service
+from loyalty.members import service as members_service
+from loyalty.tiers import service as tiers_service
+from tests.conftest import base_config
+from tests.ledger.conftest import CLIENT
+
+
+def version(session: Session) -> int:
+    value = session.scalar(select(ConfigVersion.version))
+    session.rollback()  # do not keep a transaction open
+    assert value is not None
+    return int(value)
+
+
+def order_points(session: Session, member_id: str, order_id: str) -> int:
+    result = ledger_service.accrue_order(
+        session,
+        client_id=CLIENT,
+        order_id=order_id,
+        member_id=member_id,
+        total=10000,
+        currency="USD",
+        items=[{"sku": "s-1", "category": "shoes", "quantity": 1, "unit_price": 10000}],
+    )
+    return int(result.body["points"])
+
+
+def test_every_kind_of_configuration_change_moves_the_version(
+    session: Session, clock: FrozenClock
+) -> None:
+    before = version(session)
+    earning_service.create_multiplier(
+        session, actor="t", scope="category", match="shoes", multiplier=Decimal(2)
+    )
+    after_multiplier = version(session)
+    assert after_multiplier != before
+    tiers_service.create_tier(
+        session, code="gold", name="Gold", rank=1, threshold=0, actor="t", benefits=None
+    )
+    after_tier = version(session)
+    assert after_tier != after_multiplier
+    earning_service.update_earning_settings(session, changes={"daily_cap": 500}, actor="t")
+    assert version(session) != after_tier
+
+
+def test_a_campaigns_running_spend_is_not_a_configuration_change(
+    session: Session, clock: FrozenClock
+) -> None:
+    earning_service.create_campaign(
+        session,
+        actor="t",
+        name="Budgeted",
+        starts_at=clock.now() - dt.timedelta(days=1),
+        ends_at=clock.now() + dt.timedelta(days=1),
+        multiplier=Decimal(2),
+        budget=1000,
+    )
+    member_id = members_service.enroll_member(session, external_id="spender")[0].id
+    before = version(session)
+    assert order_points(session, member_id, "o-1") == 200  # charges the budget 100
+    assert version(session) == before
+
+
+def test_orders_use_the_cached_rules_without_reading_them_again(
+    session: Session, clock: FrozenClock
+) -> None:
+    earning_service.create_multiplier(
+        session, actor="t", scope="category", match="shoes", multiplier=Decimal(3)
+    )
+    member_id = members_service.enroll_member(session, external_id="cached")[0].id
+    assert order_points(session, member_id, "o-1") == 300
+    loads = configcache.cache.loads
+    assert order_points(session, member_id, "o-2") == 300
+    assert configcache.cache.loads == loads  # nothing read again
+
+
+def test_a_transaction_that_changes_the_configuration_sees_its_own_change(
+    session: Session, clock: FrozenClock
+) -> None:
+    member_id = members_service.enroll_member(session, external_id="own")[0].id
+    assert order_points(session, member_id, "o-1") == 100  # the rules are cached now
+    with unit_of_work(session):
+        session.add(
+            earning_service.ProductMultiplier(
+                id="pm-own", scope="category", match="shoes", multiplier=Decimal(2)
+            )
+        )
+        session.flush()
+        assert [p.id for p in earning_service._earning_rules(session).products] == ["pm-own"]
+
+
+def test_a_rolled_back_change_is_never_served(session: Session, clock: FrozenClock) -> None:
+    member_id = members_service.enroll_member(session, external_id="rolled")[0].id
+    assert order_points(session, member_id, "o-1") == 100
+    with pytest.raises(RuntimeError), unit_of_work(session):
+        session.add(
+            earning_service.ProductMultiplier(
+                id="pm-gone", scope="category", match="shoes", multiplier=Decimal(5)
+            )
+        )
+        session.flush()
+        earning_service._earning_rules(session)  # read (and not shared) inside the change
+        raise RuntimeError("changed my mind")
+    assert order_points(session, member_id, "o-2") == 100
+
+
+@pytest.fixture
+def other_process(app: Flask, database_url: str) -> Iterator[Flask]:
+    """A second app on the same database with its own engine, hence its own cache entries:
+    what another process of the service would be."""
+    other = create_app(base_config(database_url))
+    yield other
+    get_database(other).engine.dispose()
+
+
+@pytest.mark.concurrency
+def test_a_change_made_by_another_process_is_used_by_the_next_order(
+    app: Flask, other_process: Flask, clock: FrozenClock
+) -> None:
+    with app.app_context():
+        session = get_database(app).sessionmaker()
+        member_id = members_service.enroll_member(session, external_id="two-processes")[0].id
+        assert order_points(session, member_id, "o-1") == 100  # this process caches the rules
+        session.close()
+    with other_process.app_context():
+        other = get_database(other_process).sessionmaker()
+        earning_service.create_multiplier(
+            other, actor="t", scope="category", match="shoes", multiplier=Decimal(2)
+        )
+        other.close()
+    with app.app_context():
+        session = get_database(app).sessionmaker()
+        assert order_points(session, member_id, "o-2") == 200
+        session.close()
