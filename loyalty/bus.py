@@ -84,3 +84,39 @@ def extra_subscribers(table: Table) -> Iterator[None]:
         yield
     finally:
         _table = before
+
+
+_BATCH = "loyalty.bus.batch"  # session.info: what subscribers gather while a batch is open
+
+
+@contextmanager
+def batch(session: Session) -> Iterator[None]:
+    """Let subscribers gather what they write for the events published inside (`gathering`)
+    and write it at the end, one statement each, as a job that publishes thousands of events
+    in one transaction needs. Nothing is written if the body raises. Inside another batch,
+    the outer one writes."""
+    if _BATCH in session.info:
+        yield
+        return
+    session.info[_BATCH] = {}
+    try:
+        yield
+    except BaseException:
+        session.info.pop(_BATCH, None)
+        raise
+    gathered: dict[str, tuple[list[Any], Callable[[list[Any]], None]]] = session.info.pop(_BATCH)
+    for items, write in gathered.values():
+        if items:
+            write(items)
+
+
+def gathering(session: Session, key: str, write: Callable[[list[Any]], None]) -> list[Any] | None:
+    """The list to append to instead of writing at once while a `batch` is open (``write``
+    gets it at the batch's end), or None when there is no batch."""
+    open_batch = session.info.get(_BATCH)
+    if open_batch is None:
+        return None
+    if key not in open_batch:
+        open_batch[key] = ([], write)
+    items: list[Any] = open_batch[key][0]
+    return items

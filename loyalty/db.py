@@ -14,7 +14,7 @@ from functools import wraps
 from typing import Any, Generic, TypeVar
 
 from flask import Flask, current_app, g
-from sqlalchemy import JSON, DateTime, Engine, MetaData, Select, create_engine, event
+from sqlalchemy import JSON, DateTime, Engine, MetaData, Select, create_engine, event, insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -83,6 +83,14 @@ def dialect_insert(session: Session) -> Any:
     if session.get_bind().dialect.name == "postgresql":
         return postgresql.insert
     return sqlite.insert
+
+
+def insert_rows(session: Session, model: type[Any], rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows`` (dicts with the same keys) into ``model``'s table in one Core
+    executemany (the driver sends them together), reading nothing back: for batches of the
+    job, where one statement per row would cost a round trip each."""
+    if rows:
+        session.execute(insert(model.__table__), rows)
 
 
 def keyset_page(

@@ -17,8 +17,8 @@ from marshmallow import Schema
 from sqlalchemy import func, insert
 from sqlalchemy.orm import Session
 
-from loyalty import clock
-from loyalty.db import new_id
+from loyalty import bus, clock
+from loyalty.db import insert_rows, new_id
 from loyalty.events.catalogue import CATALOGUE, PAYLOAD_VERSION
 from loyalty.events.models import OutboxEvent
 
@@ -47,10 +47,11 @@ def record(
 ) -> str:
     """Add an outbound event to the caller's transaction and return its id (``evt_...``).
 
-    One INSERT (the transaction's first also queues its NOTIFY on PostgreSQL); never
-    commits, never fans out. ``data`` is written as the catalogue's schema for ``type`` dumps
-    it (timestamps as RFC 3339, undeclared keys dropped, every declared key present: null
-    when not given).
+    One INSERT (the transaction's first also queues its NOTIFY on PostgreSQL); inside a
+    `loyalty.bus.batch` the rows are inserted together at its end. Never commits, never fans
+    out.
+    ``data`` is written as the catalogue's schema for ``type`` dumps it (timestamps as RFC
+    3339, undeclared keys dropped, every declared key present: null when not given).
     Raises `UnknownOutboundEventError` for a type that is not in the catalogue and ValueError
     for a naive ``occurred_at``.
     """
@@ -60,21 +61,29 @@ def record(
         )
     if occurred_at.tzinfo is None:
         raise ValueError("occurred_at must be timezone-aware")
-    event_id = new_id("evt")
-    statement = insert(OutboxEvent).values(
-        id=event_id,
-        type=type,
-        version=PAYLOAD_VERSION,
-        occurred_at=occurred_at,
-        member_id=member_id,
-        data=_payload(type, data),
-        created_at=clock.now(),
-    )
+    row = {
+        "id": new_id("evt"),
+        "type": type,
+        "version": PAYLOAD_VERSION,
+        "occurred_at": occurred_at,
+        "member_id": member_id,
+        "data": _payload(type, data),
+        "created_at": clock.now(),
+    }
     if _first_notice(session):
         # The transaction's NOTIFY rides on its first outbox row: no round trip of its own.
-        statement = statement.returning(func.pg_notify(CHANNEL, ""))
-    session.execute(statement)
-    return event_id
+        session.execute(insert(OutboxEvent).values(row).returning(func.pg_notify(CHANNEL, "")))
+        return str(row["id"])
+    pending = bus.gathering(session, "outbox", lambda rows: _insert(session, rows))
+    if pending is not None:
+        pending.append(row)  # a batch of the job: its rows go in together, at its end
+    else:
+        session.execute(insert(OutboxEvent).values(row))
+    return str(row["id"])
+
+
+def _insert(session: Session, rows: list[dict[str, Any]]) -> None:
+    insert_rows(session, OutboxEvent, rows)
 
 
 def _payload(event_type: str, data: dict[str, Any]) -> dict[str, Any]:

@@ -959,6 +959,14 @@ class LedgerMachine(RuleBasedStateMachine):
         if hours:
             self.clock.advance(dt.timedelta(hours=hours))
 
+    @rule(hours=st.sampled_from([24 * 15, 24 * 45, 24 * 200, 24 * 400]))
+    def travel_then_run_jobs(self, hours: int) -> None:
+        """Time passes and the job settles what fell due before anything reads it: its batch
+        activates and expires the lots of many wallets at once (points may activate and
+        expire in the same pass)."""
+        self.travel(hours)
+        self.run_jobs()
+
     @rule()
     def run_jobs(self) -> None:
         for _ in range(20):

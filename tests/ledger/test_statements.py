@@ -3,6 +3,7 @@ that quietly adds statements to the hot path."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -10,9 +11,13 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, event
+from sqlalchemy.orm import Session
 
 from loyalty import demo
+from loyalty.clock import FrozenClock
 from loyalty.db import get_database
+from loyalty.ledger import service
+from tests.ledger.conftest import balance, order
 
 # No programme configured: the wallet lock (with the member, the settings and the
 # configuration's version), the order check, the order's entry, the wallet's update, the
@@ -29,6 +34,11 @@ PROGRAMME_ACCRUAL = 13
 UPGRADE_AND_BADGE = 26
 # The member with the wallet, the points expiring soon. (5 before issue 11.)
 BALANCE_READ = 2
+# A batch of the job activating and expiring lots of many wallets: the same statements
+# whatever the number of lots (the wallets' lock, holds timing out, the lots to activate and
+# to expire, their updates, the entries' ids and rows, the allocations, the wallets' updates
+# and next due moments, the outbox rows). About 5 a lot before issue 11.
+JOB_BATCH = 18
 
 
 @contextmanager
@@ -146,3 +156,26 @@ def test_a_balance_read_costs_a_fixed_number_of_statements(
     assert answer.status_code == 200, answer.json
     assert answer.json["pending"] == 50
     assert len(seen) <= BALANCE_READ, "\n".join(seen)
+
+
+def test_a_batch_of_the_job_costs_statements_by_the_batch_not_by_the_lot(
+    session: Session, engine: Engine, member: Callable[..., str], clock: FrozenClock
+) -> None:
+    service.update_settings(
+        session, changes={"expiry_policy": "rolling", "expiry_months": 1}, actor="test"
+    )
+    members = [member() for _ in range(12)]
+    for m in members:
+        for number in range(3):  # each wallet: 3 lots
+            order(session, m, 10000, order_id=f"{m}-{number}")
+    clock.advance(dt.timedelta(days=40))  # activated after 14 days, not yet expired
+    order(session, members[0], 10000, order_id="late")  # pending still
+    clock.advance(dt.timedelta(days=20))  # expired a month after they activated
+    with counting(engine) as seen:
+        settled = service.settle_due_batch(session, batch_size=50)
+    assert settled == 12
+    assert service.settle_due_batch(session, batch_size=50) == 0
+    kinds = [entry.kind for entry in service.list_entries(session, members[1]).items]
+    assert sorted(kinds) == ["accrual"] * 3 + ["activation"] * 3 + ["expiry"] * 3
+    assert balance(session, members[0]) == (100, 0, 0)  # the late order activated only
+    assert len(seen) <= JOB_BATCH, "\n".join(seen)
