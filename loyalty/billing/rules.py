@@ -25,7 +25,7 @@ HANDLED_EVENTS = (*PAYMENT_EVENTS, *REFUND_EVENTS, *SUBSCRIPTION_EVENTS)
 
 # Subscription statuses in which the tier is paid for, and those in which a payment is due.
 PAID_STATUSES = ("active", "trialing")
-DUE_STATUSES = ("past_due", "unpaid", "incomplete")
+DUE_STATUSES = ("past_due", "unpaid")
 ENDED_STATUSES = ("canceled", "incomplete_expired")
 
 # Outbound calls (promotion codes) that fail are tried again after 1, 2, 4 ... minutes, at
@@ -231,19 +231,15 @@ def granted_until(
     Paid (active, trialing): to the end of the paid period, plus the grace so that the
     renewal's payment has time to arrive, unless it is cancelled at period end (then to the
     end exactly). A payment due (past_due, unpaid): the grace from the first failed payment
-    (or from now, when that is unknown), never past the paid period's end plus the grace.
-    Ended: not at all, or to the end of a period already paid when it ends in the future.
+    (or from now, when that is unknown). Ended: not at all, or to its end when that is still
+    ahead. Never paid (incomplete) or any other status: not at all.
     """
     if status in PAID_STATUSES:
         if current_period_end is None:
             return now + grace
         return current_period_end if cancel_at_period_end else current_period_end + grace
     if status in DUE_STATUSES:
-        failed = payment_failed_at or now
-        until = failed + grace
-        if current_period_end is not None and status != "incomplete":
-            until = max(until, current_period_end)
-        return until
+        return (payment_failed_at or now) + grace
     if status in ENDED_STATUSES:
         end = ended_at or now
         return end if end > now else None

@@ -109,7 +109,7 @@ def _apply(sub: StripeSubscription, state: rules.SubscriptionState, created: dt.
         sub.ended_at = created
     if state.paid is True:
         sub.payment_failed_at = None
-        if sub.status in (*rules.DUE_STATUSES, "incomplete"):
+        if sub.status in (*rules.DUE_STATUSES, "incomplete"):  # paid: active again
             sub.status = "active"
     elif state.paid is False:
         sub.payment_failed_at = sub.payment_failed_at or created
