@@ -206,12 +206,11 @@ def _create(work: _Work) -> tuple[str, str]:
         client.v1.coupons.create(
             params=params, options={"idempotency_key": f"loyalty-coupon-{work.claim_id}"}
         )
-    except stripe.InvalidRequestError as failure:
-        if failure.code != "resource_already_exists":
-            log.warning("Stripe coupon for claim %s refused: %s", work.claim_id, failure.code)
-            raise StripeUnavailableError(failure.code) from failure
     except stripe.StripeError as failure:
-        raise StripeUnavailableError(failure.code) from failure
+        # Made by an earlier try whose answer was lost: the coupon is there, carry on.
+        if failure.code != "resource_already_exists" and failure.http_status != 409:
+            log.warning("Stripe coupon for claim %s failed: %s", work.claim_id, failure.code)
+            raise StripeUnavailableError(failure.code) from failure
     promo: dict[str, Any] = {
         "promotion": {"type": "coupon", "coupon": coupon_id},
         "code": work.code,
