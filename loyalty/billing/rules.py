@@ -21,7 +21,8 @@ SUBSCRIPTION_EVENTS = (
     "customer.subscription.updated",
     "customer.subscription.deleted",
 )
-HANDLED_EVENTS = (*PAYMENT_EVENTS, *REFUND_EVENTS, *SUBSCRIPTION_EVENTS)
+CUSTOMER_EVENTS = ("customer.created", "customer.updated")
+HANDLED_EVENTS = (*CUSTOMER_EVENTS, *PAYMENT_EVENTS, *REFUND_EVENTS, *SUBSCRIPTION_EVENTS)
 
 # Subscription statuses in which the tier is paid for, and those in which a payment is due.
 PAID_STATUSES = ("active", "trialing")

@@ -14,7 +14,7 @@ from loyalty import clock
 from loyalty.billing import rules
 from loyalty.billing.models import StripeEvent
 from loyalty.billing.service._common import Outcome, transaction
-from loyalty.billing.service.payments import record_payment, record_refunds
+from loyalty.billing.service.payments import link_from_metadata, record_payment, record_refunds
 from loyalty.billing.service.subscriptions import apply_subscription
 from loyalty.db import Page, dialect_insert, keyset_page, retrying
 
@@ -107,6 +107,8 @@ def handle(
     """Apply one event by type: payments, refunds, subscriptions; others are ignored."""
     if type_ not in rules.HANDLED_EVENTS:
         return Outcome(status="ignored", detail="Billing does not act on this event type.")
+    if type_ in rules.CUSTOMER_EVENTS:
+        return link_from_metadata(session, obj)
     if type_ in rules.REFUND_EVENTS:
         return record_refunds(session, rules.refunds_of(type_, obj), event_id=event_id)
     if type_ in rules.PAYMENT_EVENTS:

@@ -5,6 +5,7 @@ events apply as they do to ``POST /v1/orders``."""
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
@@ -107,6 +108,21 @@ def accrue_unmatched(session: Session, *, customer_id: str, member_id: str) -> l
         accrue(session, row, member_id)
         known.append(f"payment:{row.id}")
     return known
+
+
+def link_from_metadata(session: Session, customer: dict[str, Any]) -> Outcome:
+    """A customer created or updated with ``metadata.loyalty_member_id``: link it to that
+    member (unless either is linked already) and accrue its payments kept for review."""
+    customer_id = rules.ref(customer.get("id"))
+    hint = rules.metadata(customer, rules.MEMBER_METADATA_KEY)
+    if customer_id is None or hint is None:
+        return Outcome(status="ignored", detail="The customer names no loyalty member.")
+    member_id = member_for(session, member_hint=hint, customer_id=customer_id, source="metadata")
+    if member_id is None:
+        return Outcome(status="review", detail=f"No member {hint!r} to link the customer to.")
+    if member_id != hint:
+        return Outcome(detail=f"The customer is linked to member {member_id} already.")
+    return Outcome(known=accrue_unmatched(session, customer_id=customer_id, member_id=member_id))
 
 
 def record_refunds(session: Session, refunds: list[rules.RefundInfo], *, event_id: str) -> Outcome:
