@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-import stripe
 from flask import current_app
 
 from loyalty.billing.errors import (
@@ -18,7 +17,13 @@ from loyalty.billing.errors import (
     StripeUnavailableError,
 )
 
+if TYPE_CHECKING:
+    import stripe
+
 log = logging.getLogger(__name__)
+
+# The SDK takes about a second to import: it is imported on first use, so that the app, the
+# command line and the job start as fast without billing as before it.
 
 
 def configured() -> bool:
@@ -35,6 +40,8 @@ def require_configured() -> None:
 
 def client() -> stripe.StripeClient:
     """The app's SDK client (one per app and configuration)."""
+    import stripe
+
     require_configured()
     config = current_app.config
     key = (config["STRIPE_SECRET_KEY"], config.get("STRIPE_API_BASE"))
@@ -56,6 +63,8 @@ def verify_event(payload: bytes, signature: str | None) -> dict[str, Any]:
     """Check ``Stripe-Signature`` over the raw body with the endpoint's secret through the SDK
     (within the configured tolerance) and parse the event. Raises
     `InvalidStripeSignatureError` or `InvalidStripeEventError` (400)."""
+    import stripe
+
     require_configured()
     config = current_app.config
     try:
@@ -100,11 +109,26 @@ def check_event(event: Any) -> dict[str, Any]:
 def call(what: str, func: Any, /, *args: Any, **kwargs: Any) -> Any:
     """Run one SDK call; Stripe's errors become `StripeUnavailableError` (logged, with
     Stripe's error code but not its message)."""
+    import stripe
+
     try:
         return func(*args, **kwargs)
     except stripe.StripeError as error:
         log.warning("Stripe call %s failed: %s %s", what, type(error).__name__, error.code)
         raise StripeUnavailableError(error.code) from error
+
+
+def create_coupon(client: stripe.StripeClient, params: dict[str, Any], *, key: str) -> None:
+    """Create a coupon with a fixed id; one that exists already (made by an earlier try whose
+    answer was lost) is taken as made."""
+    import stripe
+
+    try:
+        client.v1.coupons.create(params=cast(Any, params), options={"idempotency_key": key})
+    except stripe.StripeError as failure:
+        if failure.code != "resource_already_exists" and failure.http_status != 409:
+            log.warning("Stripe call coupons.create failed: %s", failure.code)
+            raise StripeUnavailableError(failure.code) from failure
 
 
 def plain(obj: Any) -> dict[str, Any]:

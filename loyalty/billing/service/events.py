@@ -129,7 +129,7 @@ def list_events(
 ) -> Page[StripeEvent]:
     """Recorded Stripe events, by id descending, optionally of one status (``review`` and
     ``deferred`` are those to look at)."""
-    query: Select[tuple[StripeEvent]] = select(StripeEvent).order_by(StripeEvent.id.desc())
+    query: Select[StripeEvent] = select(StripeEvent).order_by(StripeEvent.id.desc())
     if status is not None:
         query = query.where(StripeEvent.status == status)
     return keyset_page(session, query, StripeEvent.id, limit, cursor, newest_first=True)

@@ -15,7 +15,7 @@ from loyalty.billing import rules
 from loyalty.billing.models import StripePayment, StripePromotionCode, StripeRefund
 from loyalty.billing.service._common import ACTOR, Outcome, channel, member_for
 from loyalty.db import Page, keyset_page
-from loyalty.errors import LoyaltyError
+from loyalty.errors import LoyaltyError, ServiceUnavailableError
 from loyalty.ledger import service as ledger
 from loyalty.ledger.errors import RefundExceedsOrderError
 from loyalty.rewards import service as rewards
@@ -86,6 +86,8 @@ def accrue(session: Session, row: StripePayment, member_id: str) -> None:
             actor=ACTOR,
         )
     except LoyaltyError as error:
+        if isinstance(error, ServiceUnavailableError):
+            raise  # busy: the whole event is tried again (Stripe retries it)
         row.status = "review"
         row.detail = f"{error.code}: {error.detail}"[:500]
         return
@@ -192,6 +194,8 @@ def _reverse(
                 return row
             result = _refund(session, payment, refund.id, applied)
     except LoyaltyError as error:
+        if isinstance(error, ServiceUnavailableError):
+            raise
         row.status, row.detail = "review", f"{error.code}: {error.detail}"[:500]
         row.amount_applied = 0
         return row
@@ -235,7 +239,7 @@ def list_payments(
 ) -> Page[StripePayment]:
     """Recorded Stripe payments in a stable order (by payment id, descending), optionally of
     one status (``unmatched`` and ``review`` are those to look at)."""
-    query: Select[tuple[StripePayment]] = select(StripePayment).order_by(StripePayment.id.desc())
+    query: Select[StripePayment] = select(StripePayment).order_by(StripePayment.id.desc())
     if status is not None:
         query = query.where(StripePayment.status == status)
     return keyset_page(session, query, StripePayment.id, limit, cursor, newest_first=True)

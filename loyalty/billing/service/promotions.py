@@ -11,7 +11,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import stripe
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -202,15 +201,7 @@ def _create(work: _Work) -> tuple[str, str]:
         params.update(amount_off=work.amount_off, currency=(work.currency or "").lower())
     else:
         params["percent_off"] = work.percent_off
-    try:
-        client.v1.coupons.create(
-            params=params, options={"idempotency_key": f"loyalty-coupon-{work.claim_id}"}
-        )
-    except stripe.StripeError as failure:
-        # Made by an earlier try whose answer was lost: the coupon is there, carry on.
-        if failure.code != "resource_already_exists" and failure.http_status != 409:
-            log.warning("Stripe coupon for claim %s failed: %s", work.claim_id, failure.code)
-            raise StripeUnavailableError(failure.code) from failure
+    gateway.create_coupon(client, params, key=f"loyalty-coupon-{work.claim_id}")
     promo: dict[str, Any] = {
         "promotion": {"type": "coupon", "coupon": coupon_id},
         "code": work.code,

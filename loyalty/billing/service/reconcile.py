@@ -7,7 +7,7 @@ import datetime as dt
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy.orm import Session
 
@@ -34,7 +34,7 @@ def stripe_events(since: dt.datetime, until: dt.datetime | None = None) -> list[
         created["lt"] = int(until.timestamp())
 
     def every_page() -> list[Any]:
-        listing = client.v1.events.list(params={"created": created, "limit": 100})
+        listing = client.v1.events.list(params=cast(Any, {"created": created, "limit": 100}))
         return [gateway.plain(event) for event in listing.auto_paging_iter()]
 
     events = [gateway.check_event(event) for event in gateway.call("events.list", every_page)]

@@ -24,7 +24,7 @@ from loyalty.billing.service._common import (
     transaction,
 )
 from loyalty.db import in_request_transaction, retrying
-from loyalty.errors import InvalidFieldError, LoyaltyError
+from loyalty.errors import InvalidFieldError, LoyaltyError, ServiceUnavailableError
 from loyalty.members import service as members
 from loyalty.tiers import service as tiers
 
@@ -86,6 +86,8 @@ def apply_subscription(
     try:
         _grant(session, sub.member_id)
     except LoyaltyError as error:
+        if isinstance(error, ServiceUnavailableError):
+            raise
         outcome.status, outcome.detail = "review", f"{error.code}: {error.detail}"[:500]
     return outcome
 
