@@ -14,7 +14,12 @@ from sqlalchemy.orm import Session
 
 from loyalty import clock
 from loyalty.billing.models import StripeCustomer
-from loyalty.db import in_request_transaction, request_transaction, unit_of_work
+from loyalty.db import (
+    dialect_insert,
+    in_request_transaction,
+    request_transaction,
+    unit_of_work,
+)
 from loyalty.members import service as members
 from loyalty.members.errors import MemberNotFoundError
 
@@ -79,15 +84,17 @@ def member_for(
         return None
     assert member_hint is not None
     if customer_id and linked_customer(session, member_hint) is None:
-        session.add(
-            StripeCustomer(
+        # A racing event may link them first (or link either elsewhere): then nothing is done.
+        session.execute(
+            dialect_insert(session)(StripeCustomer)
+            .values(
                 customer_id=customer_id,
                 member_id=member_hint,
                 source=source,
                 created_at=clock.now(),
             )
+            .on_conflict_do_nothing()
         )
-        session.flush()
     return member_hint
 
 

@@ -14,7 +14,7 @@ from loyalty import clock
 from loyalty.billing import rules
 from loyalty.billing.models import StripePayment, StripePromotionCode, StripeRefund
 from loyalty.billing.service._common import ACTOR, Outcome, channel, member_for
-from loyalty.db import Page, keyset_page
+from loyalty.db import Page, dialect_insert, keyset_page
 from loyalty.errors import LoyaltyError, ServiceUnavailableError
 from loyalty.ledger import service as ledger
 from loyalty.ledger.errors import RefundExceedsOrderError
@@ -29,9 +29,12 @@ def record_payment(
     member; a payment whose member is not known yet is kept ``unmatched`` for review (it
     accrues when its customer is linked). Promotion codes it used mark their claims used."""
     outcome = Outcome(known=[f"payment:{payment.id}"])
-    row = session.get(StripePayment, payment.id, with_for_update=True)
-    if row is None:
-        row = StripePayment(
+    # Inserted, or found (an earlier or racing event of the same payment), then locked: the
+    # events of one payment are applied one after the other.
+    now = clock.now()
+    inserted = session.execute(
+        dialect_insert(session)(StripePayment)
+        .values(
             id=payment.id,
             customer_id=payment.customer_id,
             amount=payment.amount,
@@ -39,12 +42,15 @@ def record_payment(
             paid_at=at,
             status="unmatched",
             event_id=event_id,
-            created_at=clock.now(),
-            updated_at=clock.now(),
+            created_at=now,
+            updated_at=now,
         )
-        session.add(row)
-        session.flush()
-    elif row.status != "unmatched":
+        .on_conflict_do_nothing()
+        .returning(StripePayment.id)
+    ).first()
+    row = session.get(StripePayment, payment.id, with_for_update=True, populate_existing=True)
+    assert row is not None
+    if inserted is None and row.status != "unmatched":
         outcome.detail = f"Payment {payment.id} was recorded before."
         _use_promotion_codes(session, payment.promotion_codes)
         return outcome
@@ -136,18 +142,21 @@ def record_refunds(session: Session, refunds: list[rules.RefundInfo], *, event_i
         outcome.status, outcome.detail = "ignored", "The event carries no refund to apply."
     notes = []
     for refund in refunds:
-        if session.get(StripeRefund, refund.id) is not None:
-            notes.append(f"Refund {refund.id} was applied before.")
-            continue
         if refund.payment_id is None:
             outcome.status = "review"
             notes.append(f"Refund {refund.id} names no PaymentIntent.")
             continue
-        payment = session.get(StripePayment, refund.payment_id)
+        # The payment's row is locked: refunds of one payment are applied one at a time.
+        payment = session.get(
+            StripePayment, refund.payment_id, with_for_update=True, populate_existing=True
+        )
         if payment is None or payment.status == "unmatched":
             outcome.status = "deferred"
             outcome.waiting_for = f"payment:{refund.payment_id}"
             notes.append(f"Refund {refund.id} waits for payment {refund.payment_id}.")
+            continue
+        if session.get(StripeRefund, refund.id) is not None:
+            notes.append(f"Refund {refund.id} was applied before.")
             continue
         row = _reverse(session, payment, refund, event_id)
         if row.status == "review":

@@ -23,7 +23,7 @@ from loyalty.billing.service._common import (
     member_for,
     transaction,
 )
-from loyalty.db import in_request_transaction, retrying
+from loyalty.db import dialect_insert, in_request_transaction, retrying
 from loyalty.errors import InvalidFieldError, LoyaltyError, ServiceUnavailableError
 from loyalty.members import service as members
 from loyalty.tiers import service as tiers
@@ -54,20 +54,32 @@ def apply_subscription(
                 + "; it runs again when the subscription's checkout arrives."
             )
             return outcome
-        sub = StripeSubscription(
-            id=state.id,
-            member_id=member_id,
-            customer_id=state.customer_id,
-            tier_code=tier,
-            status="active" if checkout_paid else "incomplete",
-            cancel_at_period_end=False,
-            state_at=created,
-            created_at=clock.now(),
-            updated_at=clock.now(),
+        # Inserted, or found when a racing event of the same subscription got there first.
+        now = clock.now()
+        inserted = session.execute(
+            dialect_insert(session)(StripeSubscription)
+            .values(
+                id=state.id,
+                member_id=member_id,
+                customer_id=state.customer_id,
+                tier_code=tier,
+                status="active" if checkout_paid else "incomplete",
+                cancel_at_period_end=False,
+                state_at=created,
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing()
+            .returning(StripeSubscription.id)
+        ).first()
+        sub = session.get(
+            StripeSubscription, state.id, with_for_update=True, populate_existing=True
         )
-        session.add(sub)
-        session.flush()
+        assert sub is not None
         outcome.known.append(f"subscription:{state.id}")
+        if inserted is None and created < sub.state_at:
+            outcome.detail = "Older than the subscription's state already applied: no change."
+            return outcome
     elif created < sub.state_at:
         outcome.detail = "Older than the subscription's state already applied: no change."
         return outcome
