@@ -176,3 +176,24 @@ def test_other_rewards_and_billing_off_make_no_promotion_code(
     claim_id, _ = claim(db, member_id, fixed)
     assert row(db, claim_id) is None
     assert run(db) == NOTHING
+
+
+def test_a_call_that_keeps_failing_gives_up_after_ten_tries(
+    stripe_on: FakeStripe, db: Db, shopper: tuple[str, str], clock: FrozenClock
+) -> None:
+    member_id, _ = shopper
+    claim_id, _ = claim(db, member_id, reward(db, kind="fixed_discount", amount=50, currency="USD"))
+    with db() as session:
+        row_ = session.get(StripePromotionCode, claim_id)
+        assert row_ is not None
+        row_.attempts = 9  # nine failures already
+        session.commit()
+    stripe_on.fail("/v1/coupons", 3)
+    assert run(db) == {**NOTHING, "promotion code calls failed": 1}
+    failed = row(db, claim_id)
+    assert failed is not None and (failed.status, failed.next_attempt_at) == ("failed", None)
+    clock.advance(dt.timedelta(days=1))
+    assert run(db) == NOTHING
+    with db() as session:  # cancelling the claim now leaves nothing to deactivate
+        rewards.cancel_claim(session, claim_id=claim_id)
+    assert row(db, claim_id).status == "inactive"  # type: ignore[union-attr]
