@@ -391,3 +391,20 @@ def test_the_webhook_runs_on_sqlite_too(
     assert client.post("/v1/billing/stripe/webhook", **post).json["replayed"] is True
     got = client.get(f"/v1/members/{member_id}/balance", headers=headers).json
     assert (got["available"], got["pending"]) == (0, 30)
+
+
+def test_a_channel_that_does_not_exist_keeps_payments_for_review(
+    app: Flask,
+    stripe_on: FakeStripe,
+    send: Send,
+    db: Db,
+    member: Callable[..., str],
+    clock: FrozenClock,
+) -> None:
+    app.config["STRIPE_CHANNEL"] = "chn_missing"
+    try:
+        pi = payment_intent(customer=new_id("cus"), amount=100, member_id=member())
+        assert send(event("payment_intent.succeeded", pi)).json["status"] == "review"
+        assert "channel-not-found" in (payment_of(db, pi["id"]).detail or "")
+    finally:
+        app.config["STRIPE_CHANNEL"] = "chn_default"

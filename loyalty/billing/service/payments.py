@@ -11,6 +11,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from loyalty import clock
+from loyalty.auth import service as auth
 from loyalty.billing import rules
 from loyalty.billing.models import StripePayment, StripePromotionCode, StripeRefund
 from loyalty.billing.service._common import ACTOR, Outcome, channel, member_for
@@ -81,6 +82,7 @@ def accrue(session: Session, row: StripePayment, member_id: str) -> None:
     row.member_id = member_id
     row.updated_at = clock.now()
     try:
+        auth.get_channel(session, channel())  # a misconfigured channel is a reason, not a 500
         result = ledger.accrue_order(
             session,
             order_id=row.id,
