@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from loyalty.billing.models import StripeCustomer
 from loyalty.clock import FrozenClock
+from loyalty.events.models import OutboxEvent
 from loyalty.ledger import service as ledger
 from loyalty.tiers import service as tiers
 from tests.billing.conftest import event, new_id
@@ -274,6 +276,21 @@ def test_the_subscription_lifecycle(
         ("upgrade", "silver"),
         ("paid", "gold"),
         ("paid_ended", "silver"),
+    ]
+    # The usual domain events: the storefront's webhooks hear of each change.
+    with db() as session:
+        told = [
+            (row.type, row.data["kind"], row.data["to_tier"])
+            for row in session.scalars(
+                select(OutboxEvent)
+                .where(OutboxEvent.member_id == member_id, OutboxEvent.type.like("tier.%"))
+                .order_by(OutboxEvent.seq)
+            )
+        ]
+    assert told == [
+        ("tier.upgraded", "upgrade", "silver"),
+        ("tier.upgraded", "paid", "gold"),
+        ("tier.downgraded", "paid_ended", "silver"),
     ]
 
 
