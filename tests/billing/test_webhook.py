@@ -365,34 +365,6 @@ def test_linking_conflicts_and_unlinking(
     assert link(client, headers, two, customer).status_code == 201
 
 
-def test_the_webhook_runs_on_sqlite_too(
-    sqlite_app: Flask, fake_stripe: FakeStripe, make_headers: Any
-) -> None:
-    sqlite_app.config.update(
-        STRIPE_SECRET_KEY="sk_test_x",
-        STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
-        STRIPE_API_BASE=fake_stripe.url,
-    )
-    client = sqlite_app.test_client()
-    from tests.conftest import bearer_headers
-
-    headers = bearer_headers(sqlite_app, ["members:write", "members:read", "program:read"])
-    member_id = client.post("/v1/members", json={"external_id": "lite"}, headers=headers).json["id"]
-    customer = new_id("cus")
-    assert link(client, headers, member_id, customer).status_code == 201
-    pi = payment_intent(customer=customer, amount=3000, pi_id=new_id("pi"))
-    pi_event = event("payment_intent.succeeded", pi, created=int(time.time()))
-    body = json.dumps(pi_event)
-    post = {
-        "data": body,
-        "headers": {"Content-Type": "application/json", "Stripe-Signature": signature(body)},
-    }
-    assert client.post("/v1/billing/stripe/webhook", **post).json["status"] == "processed"
-    assert client.post("/v1/billing/stripe/webhook", **post).json["replayed"] is True
-    got = client.get(f"/v1/members/{member_id}/balance", headers=headers).json
-    assert (got["available"], got["pending"]) == (0, 30)
-
-
 def test_a_channel_that_does_not_exist_keeps_payments_for_review(
     app: Flask,
     stripe_on: FakeStripe,
