@@ -22,6 +22,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, require_secret: bool 
     from loyalty import api, db, problems, wiring
     from loyalty.audit import routes as audit_routes
     from loyalty.auth import routes as auth_routes
+    from loyalty.billing import routes as billing_routes
     from loyalty.community import routes as community_routes
     from loyalty.config import load_config
     from loyalty.earning import routes as earning_routes
@@ -50,4 +51,5 @@ def create_app(config: Mapping[str, Any] | None = None, *, require_secret: bool 
     the_api.register_blueprint(community_routes.blp)
     the_api.register_blueprint(audit_routes.blp)
     events_routes.register(the_api)
+    the_api.register_blueprint(billing_routes.blp)
     return app

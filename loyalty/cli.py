@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import sys
@@ -508,6 +509,56 @@ def _import(what: str, path: Path, channel_id: str, progress: bool | None) -> No
     click.echo(report.summary(what))
     if report.failed:
         raise click.exceptions.Exit(1)
+
+
+@main.group("stripe")
+def stripe_group() -> None:
+    """Stripe billing (see README "Stripe billing")."""
+
+
+def _moment(value: str) -> dt.datetime:
+    """A date (midnight UTC) or an RFC 3339 timestamp."""
+    try:
+        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter("give a date (2026-12-01) or a timestamp") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+@stripe_group.command("reconcile")
+@click.option(
+    "--since", required=True, help="From this date or time (UTC when no offset is given)."
+)
+@click.option("--until", default=None, help="Up to this date or time (default: now).")
+@click.option(
+    "--progress/--no-progress", default=None, help="Show a progress bar (default: on a terminal)."
+)
+@with_appcontext
+def stripe_reconcile(since: str, until: str | None, progress: bool | None) -> None:
+    """List Stripe's events of the period, apply those the webhook missed, and print what was
+    fixed; events already recorded are left alone, so it is safe to run at any time."""
+    import io
+
+    from loyalty.billing import service as billing
+
+    start, end = _moment(since), _moment(until) if until else None
+    session = get_session()
+    try:
+        events = billing.stripe_events(start, end)
+    except LoyaltyError as error:
+        raise _fail(error) from None
+    show = sys.stdout.isatty() if progress is None else progress
+    with click.progressbar(
+        length=len(events), label="Reconciling", file=None if show else io.StringIO()
+    ) as bar:
+        report = billing.reconcile(session, events, progress=bar.update)
+    for event_id, type_, status in report.fixed:
+        click.echo(f"fixed {event_id} {type_}: {status}")
+    statuses = ", ".join(f"{count} {status}" for status, count in sorted(report.statuses.items()))
+    click.echo(
+        f"{report.seen} Stripe events since {start.isoformat()}: {report.already} already "
+        f"recorded, {len(report.fixed)} applied now" + (f" ({statuses})" if statuses else "")
+    )
 
 
 if __name__ == "__main__":  # python3 -m loyalty.cli, from a checkout

@@ -9,7 +9,18 @@ from typing import Any
 from flask import Flask
 
 ARGON2_PROFILES = ("RFC_9106_HIGH_MEMORY", "RFC_9106_LOW_MEMORY", "CHEAPEST")
-STRING_SETTINGS = ("SECRET_KEY", "DATABASE_URL", "PROBLEM_TYPE_BASE", "ARGON2_PROFILE")
+STRING_SETTINGS = (
+    "SECRET_KEY",
+    "DATABASE_URL",
+    "PROBLEM_TYPE_BASE",
+    "ARGON2_PROFILE",
+    "STRIPE_SECRET_KEY",
+    "STRIPE_WEBHOOK_SECRET",
+    "STRIPE_API_BASE",
+    "STRIPE_CHANNEL",
+    "STRIPE_SUCCESS_URL",
+    "STRIPE_CANCEL_URL",
+)
 INSECURE_SECRET_KEY = "insecure-development-key-change-me"
 
 
@@ -43,6 +54,22 @@ class Defaults:
     # Webhook endpoints may point at private, loopback and link-local addresses (tests and local
     # development; never in production, where it would let a manager reach internal services).
     WEBHOOKS_ALLOW_PRIVATE = False
+
+    # Stripe billing (loyalty.billing) is on when both the secret API key and the webhook
+    # endpoint's signing secret are set.
+    STRIPE_SECRET_KEY: str | None = None
+    STRIPE_WEBHOOK_SECRET: str | None = None
+    # Where the SDK sends API calls; None: Stripe's own (tests point it at a fake on loopback).
+    STRIPE_API_BASE: str | None = None
+    # How old a webhook's signature timestamp may be, in seconds (Stripe's default tolerance).
+    STRIPE_WEBHOOK_TOLERANCE = 300
+    # Days a paid tier is kept after a failed subscription payment (Stripe retries meanwhile).
+    STRIPE_GRACE_DAYS = 7
+    # The channel whose orders Stripe payments become (order id: the payment's id).
+    STRIPE_CHANNEL = "chn_default"
+    # Where Checkout sends the member back, unless a checkout call names its own URLs.
+    STRIPE_SUCCESS_URL: str | None = None
+    STRIPE_CANCEL_URL: str | None = None
 
     API_TITLE = "Loyalty API"
     API_VERSION = "1.0.0"
@@ -122,6 +149,7 @@ def _check(app: Flask) -> None:
         )
     app.config["WEBHOOKS_ALLOW_PRIVATE"] = _flag(app, "WEBHOOKS_ALLOW_PRIVATE")
     app.config["DATABASE_PRE_PING"] = _flag(app, "DATABASE_PRE_PING")
+    _check_stripe(app)
     for key in ("TOKEN_TTL", "MAX_CONTENT_LENGTH", "DATABASE_POOL_SIZE", "LOCK_TIMEOUT_MS"):
         value = app.config.get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -136,6 +164,27 @@ def _check(app: Flask) -> None:
             f"LOYALTY_AUTH_CACHE_SECONDS must be a number of seconds from 0 to 60, "
             f"got {cache_seconds!r}."
         )
+
+
+def _check_stripe(app: Flask) -> None:
+    """Stripe needs both secrets or neither; URLs must be http(s); numbers in range."""
+    key, secret = app.config.get("STRIPE_SECRET_KEY"), app.config.get("STRIPE_WEBHOOK_SECRET")
+    if bool(key) != bool(secret):
+        missing = "LOYALTY_STRIPE_WEBHOOK_SECRET" if key else "LOYALTY_STRIPE_SECRET_KEY"
+        raise ConfigError(
+            f"Stripe billing needs both LOYALTY_STRIPE_SECRET_KEY and "
+            f"LOYALTY_STRIPE_WEBHOOK_SECRET: set {missing} too (or neither, without billing)."
+        )
+    for name in ("STRIPE_API_BASE", "STRIPE_SUCCESS_URL", "STRIPE_CANCEL_URL"):
+        url = app.config.get(name)
+        if url is not None and not (
+            isinstance(url, str) and url.startswith(("https://", "http://"))
+        ):
+            raise ConfigError(f"LOYALTY_{name} must be an http(s) URL, got {url!r}.")
+    for name, low, high in (("STRIPE_WEBHOOK_TOLERANCE", 1, 86400), ("STRIPE_GRACE_DAYS", 0, 365)):
+        value = app.config.get(name)
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise ConfigError(f"LOYALTY_{name} must be an integer from {low} to {high}.")
 
 
 _TRUE = ("true", "1", "yes", "on")

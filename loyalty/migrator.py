@@ -26,6 +26,7 @@ MODEL_MODULES = (
     "loyalty.referrals.models",
     "loyalty.community.models",
     "loyalty.events.models",
+    "loyalty.billing.models",
 )
 
 

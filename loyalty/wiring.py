@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from loyalty import api, bus
 from loyalty.auth import security
+from loyalty.billing import service as billing
 from loyalty.community import service as community
 from loyalty.earning import service as earning
 from loyalty.events import delivery as webhooks
@@ -33,6 +34,7 @@ from loyalty.members.events import MemberEnrolled
 from loyalty.referrals import service as referrals
 from loyalty.referrals.events import ReferralClawedBack, ReferralQualified
 from loyalty.rewards import service as rewards
+from loyalty.rewards.events import ClaimChanged
 from loyalty.tiers import service as tiers
 
 SUBSCRIBERS: bus.Table = (
@@ -53,6 +55,8 @@ SUBSCRIBERS: bus.Table = (
     (ReferralClawedBack, community.on_referral_clawed_back),
     # Last, every event: its outbound form goes to the outbox (then signed webhooks).
     (bus.Event, outbox_writer.write),
+    # Stripe: a discount claim's promotion code is queued (created and ended by the job).
+    (ClaimChanged, billing.on_claim_changed),
 )
 
 
@@ -75,6 +79,7 @@ DUE_WORK: tuple[Callable[..., dict[str, int]], ...] = (
     referrals.run_due,
     community.run_due,
     lifecycle.run_due,
+    billing.run_due,
     webhooks.run_due,
 )
 

@@ -52,6 +52,7 @@ def test_the_table_says_who_reacts_to_what_in_order(app: Flask) -> None:
         ("ReferralQualified", "loyalty.community.service.subscribers.on_referral_qualified"),
         ("ReferralClawedBack", "loyalty.community.service.subscribers.on_referral_clawed_back"),
         ("Event", "loyalty.events.writer.write"),
+        ("ClaimChanged", "loyalty.billing.service.promotions.on_claim_changed"),
     ]
     # Every subscriber is reached by the events of its row (and of its subclasses), in the
     # table's order: the outbox writer, subscribed to every event, comes last.

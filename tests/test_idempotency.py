@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,8 @@ from sqlalchemy import Connection, func, select
 from loyalty.clock import FrozenClock, use_clock
 from loyalty.db import Base
 from loyalty.idempotency import honours_idempotency_key
+from tests.billing.conftest import SECRET_KEY, WEBHOOK_SECRET
+from tests.billing.conftest import fake_stripe as fake_stripe  # started when a test asks
 from tests.conftest import bearer_headers
 from tests.support import START, _invariants_hold, clock  # noqa: F401 - fixtures by name
 from tests.test_problems import assert_problem
@@ -114,7 +116,8 @@ def test_a_managers_business_rejection_is_stored_and_replayed(api: Api) -> None:
 
 STATE_CHANGING = ("POST", "PUT", "PATCH", "DELETE")
 # Not state-changing, and no API client exists before it runs to scope a key to.
-EXCLUDED = {("POST", "/v1/auth/token")}
+# The token endpoint; Stripe's webhook, which is keyed by Stripe's event id instead.
+EXCLUDED = {("POST", "/v1/auth/token"), ("POST", "/v1/billing/stripe/webhook")}
 PAST = "2026-02-20T10:00:00Z"  # 18 days before the test clock: points active at once
 WHEN = "2026-03-10T11:00:00Z"
 
@@ -404,7 +407,56 @@ CALLS: dict[tuple[str, str], Callable[[Api], Call]] = {
     ("PATCH", "/v1/webhooks/lifecycle"): lambda api: Call(
         "/v1/webhooks/lifecycle", {"inactive_days": 60}
     ),
+    # Stripe billing (on against the fake Stripe for these, see `billing_for_stripe_calls`).
+    ("PUT", "/v1/members/<string:member_id>/stripe-customer"): lambda api: Call(
+        f"/v1/members/{member(api)['id']}/stripe-customer", {"customer_id": "cus_idem1"}
+    ),
+    ("DELETE", "/v1/members/<string:member_id>/stripe-customer"): lambda api: Call(
+        f"/v1/members/{linked_member(api)}/stripe-customer"
+    ),
+    ("POST", "/v1/members/<string:member_id>/tier/checkout"): lambda api: Call(
+        f"/v1/members/{member(api)['id']}/tier/checkout", {"tier": paid_tier(api)}
+    ),
 }
+STRIPE_CALLS = {rule for _, rule in CALLS if "stripe" in rule or "checkout" in rule}
+
+
+def linked_member(api: Api) -> str:
+    member_id = str(member(api)["id"])
+    response = api("put", f"/v1/members/{member_id}/stripe-customer", {"customer_id": "cus_idem2"})
+    assert response.status_code == 201, response.json
+    return member_id
+
+
+def paid_tier(api: Api) -> str:
+    created(
+        api,
+        "/v1/program/tiers",
+        {"code": "paid", "name": "Paid", "rank": 9, "threshold": 0, "stripe_price_id": "price_1"},
+    )
+    return "paid"
+
+
+@pytest.fixture
+def billing_for_stripe_calls(request: pytest.FixtureRequest, app: Flask) -> Iterator[None]:
+    """Billing on, against the fake Stripe, for the billing calls' samples."""
+    if request.node.callspec.params.get("rule") not in STRIPE_CALLS:
+        yield
+        return
+    fake = request.getfixturevalue("fake_stripe")
+    settings = {
+        "STRIPE_SECRET_KEY": SECRET_KEY,
+        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "STRIPE_API_BASE": fake.url,
+        "STRIPE_SUCCESS_URL": "https://shop.example/thanks",
+        "STRIPE_CANCEL_URL": "https://shop.example/cart",
+    }
+    before = {key: app.config.get(key) for key in settings}
+    app.config.update(settings)
+    try:
+        yield
+    finally:
+        app.config.update(before)
 
 
 def spec_path(rule: str) -> str:
@@ -463,7 +515,7 @@ def row_counts(connection: Connection) -> dict[str, int]:
 
 @pytest.mark.parametrize(("method", "rule"), sorted(CALLS), ids=str)
 def test_each_operation_replays_its_response_and_refuses_a_reused_key(
-    api: Api, connection: Connection, method: str, rule: str
+    api: Api, connection: Connection, method: str, rule: str, billing_for_stripe_calls: None
 ) -> None:
     call = CALLS[(method, rule)](api)
     first = api(method.lower(), call.url, call.body, **{KEY: "retry-me"})

@@ -41,6 +41,9 @@ from schemathesis.specs.openapi.checks import (
 
 from loyalty import create_app
 from loyalty.api import MAX_YEAR
+from tests.billing.conftest import SECRET_KEY, WEBHOOK_SECRET
+from tests.billing.conftest import fake_stripe as fake_stripe  # the fake Stripe, started once
+from tests.billing.fake_stripe import FakeStripe
 from tests.conftest import DEFAULT_TEST_DATABASE_URL, base_config
 
 CHECKS = [
@@ -98,6 +101,14 @@ EXPECTED_REFUSALS: dict[str, tuple[tuple[int, ...], str]] = {
         "unknown member; the same event_id with another body; a member not active",
     ),
     "POST /v1/members/{member_id}/check-ins": ((409,), "the same event_id; not active"),
+    "POST /v1/billing/stripe/webhook": (
+        (400,),
+        "only Stripe can sign an event: a generated request carries no valid Stripe-Signature",
+    ),
+    "PUT /v1/members/{member_id}/stripe-customer": (
+        (409,),
+        "the member or the customer is linked to another already",
+    ),
 }
 
 # Refusals that depend on what is stored, which a request's schema cannot know: (operation,
@@ -129,6 +140,9 @@ STATE_REFUSALS: dict[tuple[str, int, str], str] = {
         "rules and badges that count a property keep it numeric"
     ),
     ("POST /v1/events", 422, "invalid-event-property"): ("the properties the event type declares"),
+    ("POST /v1/members/{member_id}/tier/checkout", 422, "tier-not-paid"): (
+        "whether the tier has a Stripe price"
+    ),
 }
 
 
@@ -504,11 +518,49 @@ def world(client: FlaskClient, headers: dict[str, str]) -> Iterator[dict[str, An
     WORLD.clear()
 
 
+@pytest.fixture
+def billing(
+    app: Flask,
+    fake_stripe: FakeStripe,
+    client: FlaskClient,
+    headers: dict[str, str],
+    world: dict[str, Any],
+) -> Iterator[None]:
+    """Stripe billing on, against the fake Stripe: the seeded member linked to a customer and
+    the gold tier sold with a Stripe price."""
+    settings_ = {
+        "STRIPE_SECRET_KEY": SECRET_KEY,
+        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "STRIPE_API_BASE": fake_stripe.url,
+        "STRIPE_SUCCESS_URL": "https://shop.example/thanks",
+        "STRIPE_CANCEL_URL": "https://shop.example/cart",
+    }
+    before = {key: app.config.get(key) for key in settings_}
+    app.config.update(settings_)
+    member_id = world["member_id"]
+    linked = client.put(
+        f"/v1/members/{member_id}/stripe-customer",
+        json={"customer_id": "cus_seed1"},
+        headers=headers,
+    )
+    assert linked.status_code == 201, linked.json
+    priced = client.patch(
+        "/v1/program/tiers/gold", json={"stripe_price_id": "price_gold"}, headers=headers
+    )
+    assert priced.status_code == 200, priced.json
+    try:
+        yield
+    finally:
+        app.config.update(before)
+
+
 @schema.parametrize()
 # The examples of one operation share its app, transaction and world on purpose (state builds
 # up as a client's would); the transaction is rolled back after the operation's test.
 @settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-def test_api(case: Any, app: Flask, headers: dict[str, str], world: dict[str, Any]) -> None:
+def test_api(
+    case: Any, app: Flask, headers: dict[str, str], world: dict[str, Any], billing: None
+) -> None:
     coins = _coins(case)
     _existing_ids(case, coins)
     _real_cursor(case)

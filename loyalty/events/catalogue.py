@@ -125,7 +125,7 @@ class TierData(Schema):
         required=True,
         metadata={
             "description": "`upgrade`, `downgrade` (at a review), `manual` (assigned by "
-            "a manager) or `manual_ended`."
+            "a manager), `manual_ended`, `paid` (a Stripe subscription) or `paid_ended`."
         },
     )
     reason = fields.String(allow_none=True)

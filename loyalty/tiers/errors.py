@@ -89,3 +89,16 @@ class NoManualTierError(ConflictError):
         super().__init__(
             f"Member {member_id!r} has no tier assigned by hand to end.", member_id=member_id
         )
+
+
+class TierPriceTakenError(ConflictError):
+    code = "tier-price-taken"
+    title = "Stripe price taken"
+
+    def __init__(self, price_id: str, holder: str) -> None:
+        super().__init__(
+            f"Tier {holder!r} already sells Stripe price {price_id!r}; each paid tier has its "
+            "own price.",
+            stripe_price_id=price_id,
+            tier=holder,
+        )

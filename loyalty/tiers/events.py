@@ -11,7 +11,8 @@ from loyalty.bus import Event
 class TierChanged(Event):
     """A member's tier changed (``direction`` ``up`` or ``down``) or was renewed (``same``).
 
-    ``kind`` is the history's: upgrade, downgrade, renewal, manual or manual_ended."""
+    ``kind`` is the history's: upgrade, downgrade, renewal, manual, manual_ended, paid or
+    paid_ended."""
 
     member_id: str
     kind: str

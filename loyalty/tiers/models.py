@@ -47,6 +47,8 @@ class Tier(Base):
     retain_threshold: Mapped[int | None] = mapped_column(BigInteger)
     benefits: Mapped[str | None] = mapped_column(String(2000))
     points_multiplier: Mapped[Decimal] = mapped_column(Numeric(6, 4), default=Decimal(1))
+    # A paid tier: the Stripe price of its subscription (members buy it, see loyalty.billing).
+    stripe_price_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -80,11 +82,12 @@ class TierSettings(Base):
 
 
 class MemberTier(Base):
-    """A member's computed tier (with its qualification period) and any manual assignment.
+    """A member's computed tier (with its qualification period), any manual assignment and any
+    paid tier.
 
     A member without a row holds the lowest tier when its threshold is 0, else no tier.
-    ``due_at`` is the sooner of the review date and the end of the manual assignment, so the
-    job finds due work with one index.
+    ``due_at`` is the soonest of the review date and the ends of the manual assignment and of
+    the paid tier, so the job finds due work with one index.
     """
 
     __tablename__ = "member_tiers"
@@ -94,6 +97,10 @@ class MemberTier(Base):
             name="manual",
         ),
         CheckConstraint("manual_until IS NULL OR manual_code IS NOT NULL", name="manual_until"),
+        CheckConstraint(
+            "paid_code IS NULL OR (paid_since IS NOT NULL AND paid_until IS NOT NULL)",
+            name="paid",
+        ),
         Index("ix_member_tiers_due_at", "due_at"),
         Index("ix_member_tiers_ladder_version", "ladder_version"),
         Index("ix_member_tiers_tier_code", "tier_code"),
@@ -110,6 +117,11 @@ class MemberTier(Base):
     manual_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     manual_reason: Mapped[str | None] = mapped_column(String(500))
     manual_by: Mapped[str | None] = mapped_column(String(64))
+    # A paid tier (a Stripe subscription, granted by loyalty.billing) until ``paid_until``.
+    paid_code: Mapped[str | None] = mapped_column(ForeignKey("tiers.code"))
+    paid_since: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    paid_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    paid_reference: Mapped[str | None] = mapped_column(String(255))
     due_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     ladder_version: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -25,7 +25,15 @@ from dateutil.relativedelta import relativedelta
 METRICS = ("points", "spend", "orders")
 WINDOWS = ("lifetime", "rolling_12_months", "calendar_year")
 DOWNGRADE_MODES = ("one_step", "recompute")
-CHANGE_KINDS = ("upgrade", "downgrade", "renewal", "manual", "manual_ended")
+CHANGE_KINDS = (
+    "upgrade",
+    "downgrade",
+    "renewal",
+    "manual",
+    "manual_ended",
+    "paid",
+    "paid_ended",
+)
 CODE_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
 # A review late by more periods than this is caught up in one go (see `next_review`).
 MAX_CATCH_UP_PERIODS = 200

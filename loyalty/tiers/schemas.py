@@ -8,7 +8,14 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, pre_dump, validate, validates
 
 from loyalty import clock
-from loyalty.api import PageQuerySchema, PageSchema, Timestamp, decimal_schema, free_text
+from loyalty.api import (
+    PageQuerySchema,
+    PageSchema,
+    Pattern,
+    Timestamp,
+    decimal_schema,
+    free_text,
+)
 from loyalty.tiers.rules import CHANGE_KINDS, CODE_PATTERN, DOWNGRADE_MODES, METRICS, WINDOWS
 
 MAX_THRESHOLD = 10**12
@@ -16,6 +23,7 @@ CODE = validate.Regexp(
     CODE_PATTERN, error="A slug: lower-case letters and digits, words joined by hyphens."
 )
 TEXT = free_text(blank=False)
+STRIPE_PRICE = Pattern(r"^[A-Za-z0-9_]+$", error="A Stripe price id, e.g. price_1Q2w3E.")
 DECIMAL_STRING = {"type": "string", "pattern": r"^\d+(\.\d+)?$"}
 # 1 to below 100, at most 4 decimal places (as a string, or a JSON number).
 MULTIPLIER = decimal_schema(r"^[1-9][0-9]?(\.[0-9]{1,4})?$", 1, 99.9999)
@@ -39,6 +47,17 @@ def _multiplier(**extra: Any) -> fields.Decimal:
             **MULTIPLIER,
         },
         **extra,
+    )
+
+
+def _stripe_price() -> fields.String:
+    return fields.String(
+        allow_none=True,
+        validate=[validate.Length(min=1, max=255), STRIPE_PRICE],
+        metadata={
+            "description": "Make the tier paid: the Stripe price of its subscription "
+            "(price_...); null: not paid"
+        },
     )
 
 
@@ -66,6 +85,11 @@ class TierSchema(Schema):
     benefits = fields.String(required=True, allow_none=True)
     points_multiplier = fields.Decimal(
         required=True, places=4, as_string=True, metadata=DECIMAL_STRING
+    )
+    stripe_price_id = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "A paid tier's Stripe price (members subscribe to it), or null"},
     )
     created_at = Timestamp(required=True)
     updated_at = Timestamp(required=True)
@@ -98,6 +122,7 @@ class TierCreateSchema(Schema):
     )
     benefits = fields.String(validate=validate.Length(max=2000), allow_none=True)
     points_multiplier = _multiplier()
+    stripe_price_id = _stripe_price()
 
 
 class TierUpdateSchema(Schema):
@@ -109,6 +134,7 @@ class TierUpdateSchema(Schema):
     )
     benefits = fields.String(validate=validate.Length(max=2000), allow_none=True)
     points_multiplier = _multiplier()
+    stripe_price_id = _stripe_price()
 
 
 class PolicySchema(Schema):
@@ -201,13 +227,16 @@ class MemberTierSchema(Schema):
     member_id = fields.String(required=True)
     tier = fields.Nested(HeldTierSchema, required=True, allow_none=True)
     source = fields.String(
-        required=True, allow_none=True, validate=validate.OneOf(["computed", "manual"])
+        required=True, allow_none=True, validate=validate.OneOf(["computed", "manual", "paid"])
     )
     since = Timestamp(required=True, allow_none=True)
     until = Timestamp(
         required=True,
         allow_none=True,
-        metadata={"description": "Review date (computed) or end of the manual assignment"},
+        metadata={
+            "description": "Review date (computed), end of the manual assignment or of the "
+            "paid period"
+        },
     )
     reason = fields.String(
         required=True, allow_none=True, metadata={"description": "Manual assignment's reason"}

@@ -24,6 +24,10 @@ How a member's tier is decided (the pure parts are in `loyalty.tiers.rules`):
   the computed tier until it ends (ended by `end_assignment`, or by the job once ``until`` has
   passed; reads treat a passed ``until`` as ended at once). The computed tier goes on being
   upgraded and reviewed underneath, and is what the member falls back to.
+- **Paid tier.** A tier bought through a Stripe subscription (`loyalty.billing` grants it
+  with `grant_paid_within` while the subscription is paid, and ends it with `end_paid_within`
+  or lets ``paid_until`` pass). Paid and computed tiers combine: the member holds the higher
+  of the two; a manual assignment wins over both while it lasts.
 - **Ladder and policy changes** never re-evaluate members in the request: they raise the
   ladder version, and `run_due` re-evaluates every member in batches. Upgrades apply then;
   nobody is downgraded except at a review, whose date is recomputed under the new policy (a
@@ -72,6 +76,7 @@ from loyalty.tiers.errors import (
     TierInUseError,
     TierLadderOrderError,
     TierNotFoundError,
+    TierPriceTakenError,
     TierRankTakenError,
     TierReferencedError,
 )
@@ -87,6 +92,7 @@ TIER_FIELDS = (
     "retain_threshold",
     "benefits",
     "points_multiplier",
+    "stripe_price_id",
 )
 # Changing these moves members between tiers: the job re-evaluates everyone.
 QUALIFYING_FIELDS = ("rank", "threshold", "retain_threshold")
@@ -113,9 +119,10 @@ class MemberTierView:
 
     member_id: str
     tier: Tier | None
-    source: str | None  # computed, manual, or None without a tier
+    source: str | None  # computed, manual, paid, or None without a tier
     since: dt.datetime | None
-    until: dt.datetime | None  # the review date (computed) or the assignment's end (manual)
+    # the review date (computed), the assignment's end (manual) or the paid period's (paid)
+    until: dt.datetime | None
     reason: str | None  # a manual assignment's reason
     metric: str
     window: str
@@ -179,10 +186,11 @@ def ladder(session: Session) -> dict[str, TierRef]:
 
 
 def current_tiers(session: Session, member_ids: list[str]) -> dict[str, TierRef]:
-    """The effective tier of each member: an active manual assignment, else the computed
-    tier (the lowest tier, when its threshold is 0, for members the tiers have not seen yet).
-    Members without a tier are absent. One query, whatever the number of members (none for
-    one member whose tier row this transaction has read already)."""
+    """The effective tier of each member: an active manual assignment, else the higher of the
+    computed tier (the lowest tier, when its threshold is 0, for members the tiers have not
+    seen yet) and an active paid tier. Members without a tier are absent. One query, whatever
+    the number of members (none for one member whose tier row this transaction has read
+    already)."""
     cached = _ladder(session)
     if not member_ids or not cached.refs:
         return {}
@@ -206,6 +214,10 @@ def current_tiers(session: Session, member_ids: list[str]) -> dict[str, TierRef]
         if row is not None:
             code = row.manual_code if _manual_active(row, now) else row.tier_code
             tier = by_code.get(code) if code else base
+            if not _manual_active(row, now) and _paid_active(row, now):
+                paid = by_code.get(row.paid_code or "")
+                if paid is not None and (tier is None or paid.rank > tier.rank):
+                    tier = paid
         if tier is not None:
             result[member_id] = tier
     return result
@@ -222,6 +234,12 @@ def get_tier(session: Session, code: str) -> Tier:
     if tier is None:
         raise TierNotFoundError(code)
     return tier
+
+
+def tier_for_price(session: Session, price_id: str) -> TierRef | None:
+    """The paid tier whose Stripe price is ``price_id``, if any."""
+    tier = session.scalar(select(Tier).where(Tier.stripe_price_id == price_id))
+    return _ref(tier) if tier is not None else None
 
 
 def get_policy(session: Session) -> TierSettings:
@@ -263,13 +281,15 @@ def create_tier(
     retain_threshold: int | None = None,
     benefits: str | None = None,
     points_multiplier: Decimal | str | int = Decimal(1),
+    stripe_price_id: str | None = None,
     actor: str,
 ) -> Tier:
     """Add a tier to the ladder. Members move into it when the job re-evaluates them (or at
     their next qualifying accrual). Locks the policy row (ladder changes queue).
 
     Raises `TierExistsError`, `TierRankTakenError`, `TierLadderOrderError` (thresholds must
-    rise with rank) and `InvalidFieldError` (a code that is not a slug, a multiplier below 1).
+    rise with rank), `TierPriceTakenError` (another tier has the Stripe price) and
+    `InvalidFieldError` (a code that is not a slug, a multiplier below 1).
     """
     if not rules.is_code(code):
         raise InvalidFieldError(
@@ -281,6 +301,7 @@ def create_tier(
         if session.get(Tier, code) is not None:
             raise TierExistsError(code)
         _check_rank_free(session, rank, code)
+        _check_price_free(session, stripe_price_id, code)
         now = clock.now()
         tier = Tier(
             code=code,
@@ -290,6 +311,7 @@ def create_tier(
             retain_threshold=retain_threshold,
             benefits=benefits,
             points_multiplier=multiplier,
+            stripe_price_id=stripe_price_id,
             created_at=now,
             updated_at=now,
         )
@@ -324,6 +346,8 @@ def update_tier(session: Session, *, code: str, changes: dict[str, Any], actor: 
         before = _tier_snapshot(tier)
         if "rank" in changes and changes["rank"] != tier.rank:
             _check_rank_free(session, changes["rank"], code)
+        if changes.get("stripe_price_id") not in (None, tier.stripe_price_id):
+            _check_price_free(session, changes["stripe_price_id"], code)
         if tier.threshold == 0 and changes.get("threshold", 0) > 0:
             implicit = _implicit_base_holders(session, code)
             if implicit:
@@ -378,7 +402,13 @@ def delete_tier(session: Session, *, code: str, actor: str) -> None:
             session.scalar(
                 select(func.count())
                 .select_from(MemberTier)
-                .where(or_(MemberTier.tier_code == code, MemberTier.manual_code == code))
+                .where(
+                    or_(
+                        MemberTier.tier_code == code,
+                        MemberTier.manual_code == code,
+                        MemberTier.paid_code == code,
+                    )
+                )
             )
             or 0
         )
@@ -519,6 +549,54 @@ def end_assignment(
     return _view(session, member_id)
 
 
+def grant_paid_within(
+    session: Session,
+    *,
+    member_id: str,
+    tier: str,
+    until: dt.datetime,
+    reference: str,
+    actor: str,
+) -> None:
+    """Give the member the paid ``tier`` until ``until`` (a paid subscription, ``reference``
+    its id), inside the caller's unit of work; the member holds the higher of it and the
+    computed tier. Extending the same grant writes no history; a new or different grant is
+    recorded (kind ``paid``) and told as `TierChanged`. Locks the member's tier row.
+
+    Raises `MemberNotFoundError`, and `InvalidFieldError` for a tier not on the ladder.
+    """
+    members_service.get_member(session, member_id)
+    now = clock.now()
+    if not _hold_tier(session, tier):
+        raise InvalidFieldError("tier", "No tier on the ladder has this code.")
+    row = _lock_row(session, member_id)
+    ladder_ = [_rung(t) for t in _tiers(session)]
+    before = _effective_code(row, ladder_, now)
+    same = _paid_active(row, now) and row.paid_code == tier
+    if not same:
+        row.paid_since = now
+    row.paid_code = tier
+    row.paid_until = until
+    row.paid_reference = reference
+    row.updated_at = now
+    _set_due(row)
+    if not same:
+        after = _effective_code(row, ladder_, now)
+        _log(session, row, "paid", before, after, None, f"paid: {reference}", now, actor)
+
+
+def end_paid_within(session: Session, *, member_id: str, reason: str, actor: str) -> bool:
+    """End the member's paid tier now, inside the caller's unit of work (the subscription
+    ended or lapsed); returns whether there was one. Recorded (kind ``paid_ended``) and told
+    as `TierChanged` when it was still in force. Locks the member's tier row."""
+    row = session.scalar(_row_for_update(session, member_id))
+    if row is None or row.paid_code is None:
+        return False
+    now = clock.now()
+    _end_paid(session, row, [_rung(t) for t in _tiers(session)], now, actor, reason)
+    return True
+
+
 # --- qualification: on accrual and in the job ----------------------------------------------
 
 
@@ -566,7 +644,13 @@ def run_due(session: Session, *, batch_size: int = 200) -> dict[str, int]:
     work and each change happens once; a second run finds nothing to do. Returns labelled
     counts."""
     counts: Counter[str] = Counter(
-        {"tier upgrades": 0, "tier downgrades": 0, "tier renewals": 0, "manual tiers ended": 0}
+        {
+            "tier upgrades": 0,
+            "tier downgrades": 0,
+            "tier renewals": 0,
+            "manual tiers ended": 0,
+            "paid tiers ended": 0,
+        }
     )
     if session.scalar(select(Tier.code).limit(1)) is None:
         return dict(counts)
@@ -614,6 +698,9 @@ def _due_batch(session: Session, *, batch_size: int) -> tuple[int, Counter[str]]
             if row.manual_until is not None and row.manual_until <= now:
                 _end_manual(session, row, ladder_, now, JOB_ACTOR, "assignment ended")
                 counts["manual tiers ended"] += 1
+            if row.paid_until is not None and row.paid_until <= now:
+                _end_paid(session, row, ladder_, now, JOB_ACTOR, "paid period ended")
+                counts["paid tiers ended"] += 1
             if row.review_at is not None and row.review_at <= now:
                 kind = _review(session, row, ladder_, settings, now)
                 if kind is not None:
@@ -693,6 +780,10 @@ def _manual_active(row: MemberTier, now: dt.datetime) -> bool:
     return row.manual_code is not None and (row.manual_until is None or row.manual_until > now)
 
 
+def _paid_active(row: MemberTier, now: dt.datetime) -> bool:
+    return row.paid_code is not None and row.paid_until is not None and row.paid_until > now
+
+
 def _computed(row: MemberTier | None, ladder_: list[rules.Rung]) -> rules.Rung | None:
     """The member's computed tier; the base tier when it has none recorded."""
     if row is not None and row.tier_code is not None:
@@ -704,6 +795,10 @@ def _effective_code(row: MemberTier, ladder_: list[rules.Rung], now: dt.datetime
     if _manual_active(row, now):
         return row.manual_code
     computed = _computed(row, ladder_)
+    if _paid_active(row, now):
+        paid = rules.rung(ladder_, row.paid_code)
+        if rules.is_higher(paid, computed):
+            return paid.code if paid else None
     return computed.code if computed else None
 
 
@@ -831,8 +926,36 @@ def _end_manual(
     )
 
 
+def _end_paid(
+    session: Session,
+    row: MemberTier,
+    ladder_: list[rules.Rung],
+    now: dt.datetime,
+    actor: str,
+    reason: str | None,
+) -> None:
+    """Clear the paid tier; history and `TierChanged` name the effective tier with the paid
+    tier and without it (a lapsed grant, which reads already ignored, is told when the job
+    clears it)."""
+    computed, paid = _computed(row, ladder_), rules.rung(ladder_, row.paid_code)
+    if _manual_active(row, now):
+        before = row.manual_code
+    elif rules.is_higher(paid, computed):
+        before = paid.code if paid else None
+    else:
+        before = computed.code if computed else None
+    row.paid_code = None
+    row.paid_since = None
+    row.paid_until = None
+    row.paid_reference = None
+    row.updated_at = now
+    _set_due(row)
+    after = _effective_code(row, ladder_, now)
+    _log(session, row, "paid_ended", before, after, None, reason, now, actor)
+
+
 def _set_due(row: MemberTier) -> None:
-    moments = [m for m in (row.review_at, row.manual_until) if m is not None]
+    moments = [m for m in (row.review_at, row.manual_until, row.paid_until) if m is not None]
     row.due_at = min(moments) if moments else None
 
 
@@ -947,6 +1070,16 @@ def _check_rank_free(session: Session, rank: int, code: str) -> None:
         raise TierRankTakenError(rank, holder)
 
 
+def _check_price_free(session: Session, price_id: str | None, code: str) -> None:
+    if price_id is None:
+        return
+    holder = session.scalar(
+        select(Tier.code).where(Tier.stripe_price_id == price_id, Tier.code != code)
+    )
+    if holder is not None:
+        raise TierPriceTakenError(price_id, holder)
+
+
 def _check_ladder(session: Session, *, with_tier: Tier) -> None:
     """Check the ladder as it would be with ``with_tier`` added or changed, before anything
     is flushed (the database's CHECKs would otherwise answer first, less helpfully)."""
@@ -1001,6 +1134,13 @@ def _view(session: Session, member_id: str) -> MemberTierView:
             row.manual_until,
             row.manual_reason,
         )
+    elif (
+        row is not None
+        and _paid_active(row, now)
+        and rules.is_higher(rules.rung(ladder_, row.paid_code), _computed(row, ladder_))
+    ):
+        tier = by_code.get(row.paid_code or "")
+        source, since, until, reason = "paid", row.paid_since, row.paid_until, None
     else:
         computed = _computed(row, ladder_)
         tier = by_code.get(computed.code) if computed else None

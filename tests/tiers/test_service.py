@@ -36,7 +36,13 @@ from tests.ledger.conftest import order
 from tests.tiers.conftest import DAY, START, make_ladder, policy
 
 Member = Callable[..., str]
-NOTHING = {"tier upgrades": 0, "tier downgrades": 0, "tier renewals": 0, "manual tiers ended": 0}
+NOTHING = {
+    "tier upgrades": 0,
+    "tier downgrades": 0,
+    "tier renewals": 0,
+    "manual tiers ended": 0,
+    "paid tiers ended": 0,
+}
 
 
 def tier_of(session: Session, member_id: str) -> str | None:
@@ -586,6 +592,7 @@ def test_the_tier_lifecycle_on_sqlite(sqlite_app: Flask) -> None:
                 "tier downgrades": 2,  # each: 2026 renewed, 2027 had nothing
                 "tier renewals": 2,
                 "manual tiers ended": 1,
+                "paid tiers ended": 0,
             }
             assert service.run_due(session) == NOTHING
             assert {
