@@ -39,6 +39,10 @@ from typing import Any
 
 import psycopg
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from orders import postgres_cpu  # noqa: E402  (benchmarks/orders.py: CPU of the backends)
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 HOST = "127.0.0.1"
@@ -311,6 +315,8 @@ def run_job(args: argparse.Namespace) -> dict[str, Any]:
         finished = False
         log(f"running the job: settle_due_batch(batch_size={args.batch_size}) until none is due")
         with Sampler(args) as sampler:
+            postgres_before = postgres_cpu(args.db)
+            cpu_started = time.process_time()
             started = time.perf_counter()
             if profiler:
                 profiler.enable()
@@ -325,6 +331,8 @@ def run_job(args: argparse.Namespace) -> dict[str, Any]:
                     elapsed = time.perf_counter() - started
                     log(f"  {settled} wallets settled in {elapsed:.0f} s")
             batch_seconds = time.perf_counter() - started
+            batch_cpu = time.process_time() - cpu_started
+            postgres_after = postgres_cpu(args.db)
             statements["settle"] = statements["all"]
             report = None
             if finished:  # what `loyalty jobs run --once` does besides: the areas' work
@@ -348,6 +356,12 @@ def run_job(args: argparse.Namespace) -> dict[str, Any]:
         "pg_stat_activity_samples": sampler.samples,
         "run_due_report": report.summary() if report else None,
         "statements_settle": statements["settle"],
+        "settle_cpu_s": {  # the batches' CPU, which other load on the machine hardly changes
+            "job": batch_cpu,
+            "postgres": sum(
+                cpu - postgres_before.get(pid, 0.0) for pid, cpu in postgres_after.items()
+            ),
+        },
         "statements_all": statements["all"],
     }
     if profiler:
@@ -504,6 +518,13 @@ def main(argv: list[str] | None = None) -> int:
         f"({job['statements_settle']} in the batches, {job['statements_all']} in all); the "
         f"batches took {job['settle_seconds']:.1f} s, run_due after them "
         f"{job['seconds'] - job['settle_seconds']:.1f} s"
+    )
+    cpu = job["settle_cpu_s"]
+    print(
+        f"CPU            the batches: job {cpu['job']:.1f} s, PostgreSQL {cpu['postgres']:.1f} s"
+        f" ({1e6 * cpu['job'] / max(1, done_lots):.0f} + "
+        f"{1e6 * cpu['postgres'] / max(1, done_lots):.0f} us per lot; wall "
+        f"{job['settle_seconds']:.1f} s: the rest is waiting for a core or a round trip)"
     )
     if job["run_due_report"]:
         print(f"run_due        {job['run_due_report']}")
