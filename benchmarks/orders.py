@@ -47,6 +47,8 @@ ROOT = HERE.parent
 LUA = HERE / "orders.lua"
 BALANCE_LUA = HERE / "balance.lua"
 HOST = "127.0.0.1"
+# The checkout whose `loyalty` is measured (--tree): `loyalty` commands run in it.
+TREE: list[Path] = [ROOT]
 
 # What `--workers` etc. default to; chosen from the runs recorded in benchmarks/README.md.
 DEFAULT_WORKERS = 2
@@ -86,7 +88,7 @@ def loyalty_cli(
     PYTHONPATH of ``env``) and return its stdout."""
     command = [sys.executable, "-c", "from loyalty.cli import main; main()", *args]
     result = subprocess.run(
-        command, cwd=cwd or ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        command, cwd=cwd or TREE[0], env=env, capture_output=True, text=True, timeout=timeout
     )
     if result.returncode != 0:
         raise BenchError(
@@ -1216,6 +1218,7 @@ def cpu_line(label: str, summary: dict[str, Any], unit: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    TREE[0] = Path(args.tree)
     wrk = find_tool("wrk", "apt-get install wrk")
     pgbench = None if args.skip_pgbench else find_tool("pgbench", "apt-get install postgresql")
     work = Path(tempfile.mkdtemp(prefix="loyalty-bench-"))
@@ -1237,7 +1240,7 @@ def main(argv: list[str] | None = None) -> int:
             args.blocking_threads = 1
             with psycopg.connect(admin_conninfo(args), autocommit=True) as conn:
                 conn.execute(f"ALTER DATABASE \"{args.db}\" SET log_statement = 'all'")
-        loyalty_cli("db", "upgrade", env=env, cwd=args.tree)
+        loyalty_cli("db", "upgrade", env=env)
         if args.programme == "demo":
             seed_demo_programme(env, work)
         client = json.loads(
