@@ -1,8 +1,11 @@
 -- wrk script for benchmarks/orders.py: POST /v1/orders with unique orders over random members.
 --
---   wrk -t T -c C -d D --latency -s benchmarks/orders.lua URL -- MEMBERS_FILE OUT_DIR RUN_TAG
+--   wrk -t T -c C -d D --latency -s benchmarks/orders.lua URL -- MEMBERS_FILE OUT_DIR RUN_TAG [CATEGORIES]
 --
--- MEMBERS_FILE holds one member id a line. Each wrk thread gets its own number (setup), so
+-- MEMBERS_FILE holds one member id a line. With CATEGORIES (comma-separated, repeats weigh
+-- more), each order carries one item of a category picked at random, its price the order's
+-- total, so that the programme's category multipliers and exclusions apply; without it an
+-- order has no items. Each wrk thread gets its own number (setup), so
 -- order ids "RUN_TAG-t<thread>-<n>" are unique across threads. Every 201 appends the order id
 -- it created to OUT_DIR/created-RUN_TAG-<thread>.txt, so that the caller can check each one is
 -- in the ledger. done() prints machine-readable "bench:" lines for the caller to parse.
@@ -15,7 +18,11 @@ function setup(thread)
 end
 
 function init(args)
-  local members_file, out_dir, tag = args[1], args[2], args[3]
+  local members_file, out_dir, tag, category_list = args[1], args[2], args[3], args[4]
+  categories = {}
+  for category in string.gmatch(category_list or "", "[^,]+") do
+    categories[#categories + 1] = category
+  end
   members = {}
   for line in io.lines(members_file) do
     if #line > 0 then
@@ -35,9 +42,19 @@ end
 
 function request()
   n = n + 1
-  local body = string.format(
-    '{"order_id": "%s%d", "member_id": "%s", "total": %d, "currency": "USD"}',
-    prefix, n, members[math.random(#members)], math.random(100, 50000))
+  local member, total = members[math.random(#members)], math.random(100, 50000)
+  local body
+  if #categories > 0 then
+    local category = categories[math.random(#categories)]
+    body = string.format(
+      '{"order_id": "%s%d", "member_id": "%s", "total": %d, "currency": "USD", "items": '
+        .. '[{"sku": "%s-%d", "category": "%s", "quantity": 1, "unit_price": %d}]}',
+      prefix, n, member, total, string.upper(category), total % 97, category, total)
+  else
+    body = string.format(
+      '{"order_id": "%s%d", "member_id": "%s", "total": %d, "currency": "USD"}',
+      prefix, n, member, total)
+  end
   return wrk.format(nil, nil, nil, body)
 end
 

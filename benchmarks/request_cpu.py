@@ -32,6 +32,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -77,13 +78,35 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--top", type=int, default=0, help="with cprofile: print the top N")
     parser.add_argument("--experiments", default="", help="see benchmarks/experiments.py")
+    parser.add_argument(
+        "--programme",
+        choices=("demo", "empty"),
+        default="demo",
+        help="demo: `loyalty demo`'s programme, orders with an item of a category (default)",
+    )
+    parser.add_argument(
+        "--tree",
+        default=str(bench.ROOT),
+        help="the checkout whose `loyalty` is measured (default: this script's repository)",
+    )
     args = parser.parse_args(argv)
+    tree = str(Path(args.tree).resolve())
+    # This process and the `loyalty` commands import `loyalty` from the tree, not from an
+    # editable install elsewhere (whose migrations may differ from the tree's).
+    sys.path.insert(0, tree)
+    bench.TREE[0] = Path(tree)
 
     url = bench.database_url(args, args.db)
-    env = dict(os.environ, LOYALTY_DATABASE_URL=url, PYTHONDONTWRITEBYTECODE="1")
+    env = dict(os.environ, LOYALTY_DATABASE_URL=url, PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=tree)
     bench.log(f"recreating database {args.db}")
     bench.recreate_database(args, args.db)
     bench.loyalty_cli("db", "upgrade", env=env)
+    if args.programme == "demo":
+        instance = Path(tempfile.mkdtemp(prefix="loyalty-request-cpu-"))
+        try:
+            bench.seed_demo_programme(env, instance)
+        finally:
+            shutil.rmtree(instance, ignore_errors=True)
     client = json.loads(
         bench.loyalty_cli("clients", "create", "bench", "--all-scopes", "--json", env=env)
     )
@@ -114,6 +137,15 @@ def main(argv: list[str] | None = None) -> int:
     answer = http.post("/v1/auth/token", json=credentials)
     assert answer.status_code == 200, answer.text
     headers = {"Authorization": f"Bearer {answer.json['access_token']}"}
+    if args.programme == "demo":  # the budgeted campaign keeps applying (as in orders.py)
+        for campaign in http.get("/v1/program/campaigns", headers=headers).json["items"]:
+            if campaign["multiplier"] and campaign["budget"] is not None:
+                answer = http.patch(
+                    f"/v1/program/campaigns/{campaign['id']}",
+                    json={"budget": campaign["spent"] + bench.CAMPAIGN_ROOM},
+                    headers=headers,
+                )
+                assert answer.status_code == 200, answer.text
     bench.log(f"enrolling {args.members} members")
     members = []
     for i in range(args.members):
@@ -131,6 +163,16 @@ def main(argv: list[str] | None = None) -> int:
             "total": 12345,
             "currency": "USD",
         }
+        if args.programme == "demo":
+            category = bench.DEMO_CATEGORIES[n % len(bench.DEMO_CATEGORIES)]
+            body["items"] = [
+                {
+                    "sku": f"{category.upper()}-1",
+                    "category": category,
+                    "quantity": 1,
+                    "unit_price": 12345,
+                }
+            ]
         answer = http.post("/v1/orders", json=body, headers=headers)
         if answer.status_code != 201:
             raise SystemExit(f"POST /v1/orders answered {answer.status_code}: {answer.text}")
@@ -159,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(
-        f"orders                    {args.orders} sequential, one process, Flask test client"
+        f"orders                    {args.orders} sequential, one process, Flask test client, "
+        f"programme {args.programme}"
         + (f"; experiments: {args.experiments}" if args.experiments else "")
     )
     print(
