@@ -220,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"SQL statements / request  {per_statement:.1f} through SQLAlchemy, plus "
-        f"{per_checkout:.1f} pool checkouts (each a pre-ping, a BEGIN and a ROLLBACK or "
-        "COMMIT)",
+        f"{per_checkout:.1f} pool checkouts (each a BEGIN and a ROLLBACK or COMMIT, and a "
+        "pre-ping only with LOYALTY_DATABASE_PRE_PING on)",
         flush=True,
     )
 
