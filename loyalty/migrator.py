@@ -25,6 +25,7 @@ MODEL_MODULES = (
     "loyalty.referrals.models",
     "loyalty.community.models",
     "loyalty.events.models",
+    "loyalty.analytics.models",
 )
 
 

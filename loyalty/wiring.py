@@ -14,6 +14,7 @@ from collections.abc import Callable
 from sqlalchemy.orm import Session
 
 from loyalty import api, bus
+from loyalty.analytics import service as analytics
 from loyalty.auth import security
 from loyalty.community import service as community
 from loyalty.earning import service as earning
@@ -65,6 +66,7 @@ def plug_ports() -> None:
     tiers.tier_references.plug(earning.tier_references)
     tiers.tier_references.plug(rewards.tier_references)
     rewards.reward_references.plug(referrals.names_reward)
+    earning.member_stage.plug(analytics.stage_of)
 
 
 # The areas' due work after the wallets are settled, in this order; each returns labelled
@@ -75,6 +77,8 @@ DUE_WORK: tuple[Callable[..., dict[str, int]], ...] = (
     referrals.run_due,
     community.run_due,
     lifecycle.run_due,
+    # Once a day: stages, RFM segments, churn flags (member.at_risk), retention alerts.
+    analytics.run_due,
     webhooks.run_due,
 )
 

@@ -43,6 +43,7 @@ from loyalty.ledger import service as ledger_service
 from loyalty.members import rules as member_rules
 from loyalty.members import service as members_service
 from loyalty.members.models import Member
+from loyalty.ports import Port
 from loyalty.tiers import service as tiers_service
 
 EARNING_FIELDS = (
@@ -64,10 +65,15 @@ CAMPAIGN_FIELDS = (
     "bonus_points",
     "budget",
     "active",
+    "holdout_pct",
 )
 
 
 FACTOR = Decimal("0.0001")
+
+# The member's lifecycle stage (new, active, silent, churned) as of a moment, for campaigns
+# that target stages: analytics (above) answers.
+member_stage: Port[[Session, str, dt.datetime], str] = Port("earning.member_stage")
 
 
 def _factor(value: Decimal | int | str | None) -> Decimal | None:
@@ -321,6 +327,7 @@ def create_campaign(session: Session, *, actor: str, **values: Any) -> Campaign:
         campaign.target = "all"
         campaign.target_values = []
         campaign.active = True
+        campaign.holdout_pct = 0
         for name in CAMPAIGN_FIELDS:
             if name in values:
                 setattr(campaign, name, values[name])
@@ -518,15 +525,14 @@ def _campaigns_for(
     )
     stage = None
     if any(row.target == "stages" for row in rows):
-        stage = member_rules.lifecycle_stage(
-            member.enrolled_at, ledger_service.last_order_at(session, member.id), now
-        )
+        stage = member_stage(session, member.id, now)
     chosen = [
         row
         for row in rows
         if rules.targets(
             row.target, row.target_values, member_id=member.id, tier_code=tier_code, stage=stage
         )
+        and not rules.in_holdout(row.id, member.id, row.holdout_pct)
     ]
     budgeted = [row.id for row in chosen if row.budget is not None]
     if lock and budgeted:
