@@ -30,7 +30,7 @@ def _values(
     if metric == "points":
         entries = ledger.entries().subquery()
         query = select(entries.c.member_id, func.sum(entries.c.earned_delta)).where(
-            entries.c.created_at < now
+            entries.c.created_at <= now
         )
         if since is not None:
             query = query.where(entries.c.created_at >= since)
@@ -38,7 +38,7 @@ def _values(
     orders = ledger.counted_orders().subquery()
     money = orders.c.total - orders.c.amount_refunded
     query = select(orders.c.member_id, orders.c.currency, func.sum(money), func.count()).where(
-        orders.c.placed_at < now
+        orders.c.placed_at <= now
     )
     if since is not None:
         query = query.where(orders.c.placed_at >= since)
