@@ -164,6 +164,7 @@ SEEDED_TABLES = (
     "referral_settings",
     "community_settings",
     "lifecycle_settings",
+    "analytics_settings",
 )
 
 

@@ -47,7 +47,7 @@ from loyalty.db import get_session, make_engine
 
 blp = Blueprint("analytics", __name__, url_prefix="/v1", description="Retention analytics")
 READ = "analytics:read"
-CSV_CONTENT = {"200": {"content": {export.CSV_TYPE: {"schema": {"type": "string"}}}}}
+CSV_CONTENT = {200: {"content": {export.CSV_TYPE: {"schema": {"type": "string"}}}}}
 _REPLICA = "loyalty.analytics_replica"
 
 

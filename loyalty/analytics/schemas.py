@@ -10,7 +10,13 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from loyalty.analytics.rules import MARK_NAMES, RISK_REASONS, SEGMENTS
 from loyalty.analytics.service.cohorts import ACQUISITIONS, BASES, MAX_MONTHS
-from loyalty.api import PageQuerySchema, PageSchema, Timestamp
+from loyalty.api import (
+    PageQuerySchema,
+    PageSchema,
+    Timestamp,
+    decimal_schema,
+    positive_decimal_pattern,
+)
 from loyalty.ledger.schemas import Currency
 from loyalty.members.rules import STAGES
 from loyalty.tiers.rules import METRICS, WINDOWS
@@ -39,11 +45,18 @@ def rate(
     return fields.Float(required=True, allow_none=True, metadata={"description": description})
 
 
+# Days of the years 1900 to 9998, as the spec tells clients.
+DAY_PATTERN = (
+    r"^(19[0-9]{2}|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])"
+    r"-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"
+)
+
+
 def _day(name: str, description: str) -> fields.Date:
     return fields.Date(
         data_key=name,
         validate=validate.Range(min=MIN_DAY, max=MAX_DAY),
-        metadata={"description": description},
+        metadata={"description": description, "pattern": DAY_PATTERN},
     )
 
 
@@ -520,12 +533,11 @@ class AnalyticsSettingsUpdateSchema(Schema):
     cost_per_point = fields.Decimal(
         places=6,
         allow_nan=False,
-        validate=_between(Decimal(0), Decimal(10**6)),
+        validate=_between(Decimal(0), Decimal(10**5)),
         metadata={
-            "description": "Money per point in major units, e.g. 0.01 (0 to 1000000)",
-            "type": ["number", "string"],
-            "minimum": 0,
-            "maximum": 10**6,
+            "description": 'Money per point in major units, 0 to 100000, e.g. "0.01" '
+            "(a string in responses)",
+            **decimal_schema(r"^[0-9]{1,5}(\.[0-9]{1,6})?$|^100000(\.0{1,6})?$", 0, 10**5),
         },
     )
     alert_drop_points = fields.Decimal(
@@ -533,9 +545,7 @@ class AnalyticsSettingsUpdateSchema(Schema):
         allow_nan=False,
         validate=_between(Decimal("0.01"), Decimal(100)),
         metadata={
-            "description": "Percentage points, e.g. 5 (0.01 to 100)",
-            "type": ["number", "string"],
-            "minimum": 0.01,
-            "maximum": 100,
+            "description": 'Percentage points, 0.01 to 100, e.g. "5" (a string in responses)',
+            **decimal_schema(positive_decimal_pattern(2), 0.01, 100),
         },
     )

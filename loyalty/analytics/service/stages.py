@@ -29,7 +29,7 @@ def _last_active(session: Session, member_ids: list[str], now: dt.datetime) -> d
         row.member_id: row.at
         for row in session.execute(
             select(acts.c.member_id, func.max(acts.c.at).label("at"))
-            .where(acts.c.member_id.in_(member_ids), acts.c.at < now)
+            .where(acts.c.member_id.in_(member_ids), acts.c.at <= now)
             .group_by(acts.c.member_id)
         )
     }
@@ -84,7 +84,7 @@ def _rfm_window(settings: AnalyticsSettings, now: dt.datetime) -> Any:
         )
         .where(
             orders.c.placed_at >= now - dt.timedelta(days=settings.rfm_days),
-            orders.c.placed_at < now,
+            orders.c.placed_at <= now,
         )
         .group_by(orders.c.member_id)
     )
@@ -138,71 +138,83 @@ def _recompute_batch(
     now: dt.datetime,
 ) -> Counter[str]:
     counts: Counter[str] = Counter()
+    # The batch is a range of member ids (in id order): range scans of the member-id indexes.
+    lo, hi = ids[0], ids[-1]
     members: dict[str, Any] = {
         member_id: enrolled_at
         for member_id, enrolled_at in session.execute(
-            select(Member.id, Member.enrolled_at).where(Member.id.in_(ids))
+            select(Member.id, Member.enrolled_at).where(Member.id.between(lo, hi))
         )
     }
-    last_active = _last_active(session, ids, now)
-    window_q = _rfm_window(settings, now).subquery("rfm")
+    orders = ledger.counted_orders().subquery()
+    in_window = orders.c.placed_at >= now - dt.timedelta(days=settings.rfm_days)
+    money = orders.c.total - orders.c.amount_refunded
     rfm = {
         row.member_id: row
-        for row in session.execute(select(window_q).where(window_q.c.member_id.in_(ids)))
-    }
-    orders = ledger.counted_orders().subquery()
-    ever = {
-        member_id: last_order_at
-        for member_id, last_order_at in session.execute(
-            select(orders.c.member_id, func.max(orders.c.placed_at))
-            .where(orders.c.member_id.in_(ids), orders.c.placed_at < now)
+        for row in session.execute(
+            select(
+                orders.c.member_id,
+                func.max(orders.c.placed_at).label("ever"),
+                func.max(case((in_window, orders.c.placed_at))).label("last_order_at"),
+                func.coalesce(func.sum(case((in_window, 1), else_=0)), 0).label("orders"),
+                func.coalesce(
+                    func.sum(
+                        case((in_window & (orders.c.currency == settings.currency), money), else_=0)
+                    ),
+                    0,
+                ).label("revenue"),
+            )
+            .where(orders.c.member_id.between(lo, hi), orders.c.placed_at <= now)
             .group_by(orders.c.member_id)
         )
     }
     acts = activity()
     recent_start = now - dt.timedelta(days=rules.RECENT_DAYS)
     baseline_start = recent_start - dt.timedelta(days=rules.BASELINE_DAYS)
-    windows = {
-        row.member_id: (int(row.recent), int(row.baseline))
+    windows: dict[str, tuple[Any, int, int]] = {
+        row.member_id: (row.last, int(row.recent), int(row.baseline))
         for row in session.execute(
             select(
                 acts.c.member_id,
+                func.max(acts.c.at).label("last"),
                 func.sum(case((acts.c.at >= recent_start, 1), else_=0)).label("recent"),
-                func.sum(case((acts.c.at < recent_start, 1), else_=0)).label("baseline"),
+                func.sum(
+                    case(((acts.c.at >= baseline_start) & (acts.c.at < recent_start), 1), else_=0)
+                ).label("baseline"),
             )
-            .where(acts.c.member_id.in_(ids), acts.c.at >= baseline_start, acts.c.at < now)
+            .where(acts.c.member_id.between(lo, hi), acts.c.at <= now)
             .group_by(acts.c.member_id)
         )
     }
     stored = {
         row.member_id: row
         for row in session.scalars(
-            select(MemberStage).where(MemberStage.member_id.in_(ids)).with_for_update()
+            select(MemberStage).where(MemberStage.member_id.between(lo, hi)).with_for_update()
         )
     }
     flags = {
         row.member_id: row
         for row in session.scalars(
             select(RiskFlag)
-            .where(RiskFlag.member_id.in_(ids), RiskFlag.closed_at.is_(None))
+            .where(RiskFlag.member_id.between(lo, hi), RiskFlag.closed_at.is_(None))
             .with_for_update()
         )
     }
     for member_id in ids:
         enrolled_at = members[member_id]
-        last = last_active.get(member_id)
+        last, recent, baseline = windows.get(member_id, (None, 0, 0))
         stage = _stage(settings, enrolled_at, last, now)
         row = rfm.get(member_id)
         scores: tuple[int, int, int] | None = None
         segment = None
-        if row is not None:
+        if row is not None and row.orders:
             scores = (
                 rules.score(row.last_order_at, bounds.recency),
                 rules.score(row.orders, bounds.frequency),
                 rules.score(row.revenue, bounds.monetary),
             )
             segment = rules.segment(*scores)
-        elif member_id in ever:
+        elif row is not None:
             segment = "lost"
         current = stored.get(member_id)
         if current is None:
@@ -226,12 +238,11 @@ def _recompute_batch(
         current.segment = segment
         current.recency, current.frequency, current.monetary = scores or (None, None, None)
         current.last_active_at = last
-        current.last_order_at = ever.get(member_id)
+        current.last_order_at = row.ever if row is not None else None
         current.orders = int(row.orders) if row is not None else 0
         current.revenue = int(row.revenue or 0) if row is not None else 0
         current.computed_at = now
         counts["stages computed"] += 1
-        recent, baseline = windows.get(member_id, (0, 0))
         counts += _warn(
             session, settings, member_id, stage, recent, baseline, last, flags.get(member_id), now
         )
