@@ -122,7 +122,9 @@ def _check(app: Flask) -> None:
             f"LOYALTY_DATABASE_URL must be a sqlite:/// or postgresql:// URL, got {scheme!r}."
         )
     replica = app.config.get("ANALYTICS_DATABASE_URL")
-    if replica and not (replica.startswith("sqlite") or replica.startswith("postgresql+psycopg://")):
+    if replica and not (
+        replica.startswith("sqlite") or replica.startswith("postgresql+psycopg://")
+    ):
         raise ConfigError(
             "LOYALTY_ANALYTICS_DATABASE_URL must be a sqlite:/// or postgresql:// URL, got "
             f"{replica.split(':')[0]!r}."

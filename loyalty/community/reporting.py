@@ -3,12 +3,14 @@ the analytics above. Nothing here writes or commits."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import Select, select
 
 from loyalty.community.models import BadgeAward, CommunityEvent
 
 
-def events() -> Select[tuple]:
+def events() -> Select[*tuple[Any, ...]]:
     """Engagement events: ``member_id``, ``type``, ``occurred_at``, ``properties``."""
     return select(
         CommunityEvent.member_id,
@@ -18,6 +20,6 @@ def events() -> Select[tuple]:
     )
 
 
-def badge_awards() -> Select[tuple]:
+def badge_awards() -> Select[*tuple[Any, ...]]:
     """Badge levels awarded: ``member_id``, ``awarded_at``, ``revoked_at``."""
     return select(BadgeAward.member_id, BadgeAward.awarded_at, BadgeAward.revoked_at)

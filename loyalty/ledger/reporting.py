@@ -3,12 +3,14 @@ the analytics (above) composes into set-based queries. Nothing here writes or co
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import Select, and_, or_, select
 
 from loyalty.ledger.models import Entry, Lot, Order, Redemption, Wallet
 
 
-def orders() -> Select[tuple]:
+def orders() -> Select[*tuple[Any, ...]]:
     """Every order: ``id``, ``member_id``, ``placed_at``, ``total`` and ``amount_refunded``
     (minor units), ``currency``, ``points``, ``points_reversed``, ``breakdown`` and
     ``counted`` (true unless refunded in full: a refunded order is not a purchase)."""
@@ -26,19 +28,19 @@ def orders() -> Select[tuple]:
     )
 
 
-def counted_orders() -> Select[tuple]:
+def counted_orders() -> Select[*tuple[Any, ...]]:
     """The orders that count as purchases (`orders` with ``counted``)."""
     return orders().where(or_(Order.amount_refunded < Order.total, Order.total == 0))
 
 
-def redemptions() -> Select[tuple]:
+def redemptions() -> Select[*tuple[Any, ...]]:
     """Points spent: ``member_id``, ``created_at``, ``points``, ``returned_at``."""
     return select(
         Redemption.member_id, Redemption.created_at, Redemption.points, Redemption.returned_at
     )
 
 
-def entries() -> Select[tuple]:
+def entries() -> Select[*tuple[Any, ...]]:
     """Every entry: ``member_id``, ``kind``, ``created_at``, ``counter_account``,
     ``counter_amount`` (what the counter-account gained: issuance negative when points were
     credited), ``earned_delta``, ``available_delta``, ``pending_delta``, ``held_delta``."""
@@ -55,7 +57,7 @@ def entries() -> Select[tuple]:
     )
 
 
-def wallets() -> Select[tuple]:
+def wallets() -> Select[*tuple[Any, ...]]:
     """Balances: ``member_id``, ``available``, ``pending``, ``held``, ``debt``,
     ``lifetime_earned``."""
     return select(
@@ -68,7 +70,7 @@ def wallets() -> Select[tuple]:
     )
 
 
-def unspent_lots() -> Select[tuple]:
+def unspent_lots() -> Select[*tuple[Any, ...]]:
     """Lots with points left: ``member_id``, ``remaining``, ``activates_at``, ``expires_at``."""
     return (
         select(Wallet.member_id, Lot.remaining, Lot.activates_at, Lot.expires_at)

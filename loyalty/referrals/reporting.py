@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import Select, select
 
 from loyalty.referrals.models import Referral
 
 
-def referrals() -> Select[tuple]:
+def referrals() -> Select[*tuple[Any, ...]]:
     """Every referral: ``referrer_id``, ``referee_id``, ``status``, ``created_at``,
     ``qualified_at``."""
     return select(

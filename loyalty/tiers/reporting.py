@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from sqlalchemy import Select, and_, case, or_, select
 
 from loyalty.tiers.models import MemberTier, TierChange
 
 
-def member_tiers(now: dt.datetime) -> Select[tuple]:
+def member_tiers(now: dt.datetime) -> Select[*tuple[Any, ...]]:
     """Members the tiers have seen and their effective tier code as of ``now`` (an active
     manual assignment, else the computed tier): ``member_id``, ``code``, ``manual``. Members
     without a row hold the base tier (see `loyalty.tiers.service.current_tiers`)."""
@@ -24,7 +25,7 @@ def member_tiers(now: dt.datetime) -> Select[tuple]:
     )
 
 
-def changes() -> Select[tuple]:
+def changes() -> Select[*tuple[Any, ...]]:
     """Tier history: ``member_id``, ``kind``, ``from_code``, ``to_code``, ``at``."""
     return select(
         TierChange.id,

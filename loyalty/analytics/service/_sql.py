@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Date,
+    Float,
     Integer,
     Subquery,
     cast,
@@ -50,6 +51,7 @@ class Dialect:
         self.name = session.get_bind().dialect.name
         if self.name == "sqlite":
             raw = session.connection().connection.driver_connection
+            assert raw is not None
             raw.create_function("loyalty_local_date", 2, _sqlite_local_date, deterministic=True)
 
     @property
@@ -96,7 +98,7 @@ class Dialect:
 
     def seconds_between(self, earlier: Any, later: Any) -> ColumnElement[float]:
         if self.postgresql:
-            return func.extract("epoch", later - earlier)
+            return cast(func.extract("epoch", later - earlier), Float)
         return (func.julianday(later) - func.julianday(earlier)) * 86400
 
 

@@ -50,7 +50,7 @@ def _members(
     tier: str | None,
     acquisition: str | None,
     channel: str | None,
-) -> Select[Any]:
+) -> Select[*tuple[Any, ...]]:
     """The members in the period with the local date they joined (``joined``) and their time
     zone, filtered."""
     if basis == "first_order":
@@ -60,8 +60,10 @@ def _members(
             .group_by(orders.c.member_id)
             .subquery()
         )
-        start: ColumnElement[Any] = firsts.c.at
-        query = select(Member.id, Member.timezone).join(firsts, firsts.c.member_id == Member.id)
+        start: Any = firsts.c.at
+        query: Select[*tuple[Any, ...]] = select(Member.id, Member.timezone).join(
+            firsts, firsts.c.member_id == Member.id
+        )
     else:
         start = Member.enrolled_at
         query = select(Member.id, Member.timezone)
@@ -152,12 +154,10 @@ def cohort_retention(
     )
     columns: list[Any] = [cohort_key.label("cohort"), func.count().label("members")]
     for name, _lo, hi in rules.MARKS:
-        eligible = age > hi
-        columns.append(func.sum(case((eligible, 1), else_=0)).label(f"{name}_eligible"))
+        over = age > hi
+        columns.append(func.sum(case((over, 1), else_=0)).label(f"{name}_eligible"))
         columns.append(
-            func.sum(case((and_(eligible, flags.c[name] == 1), 1), else_=0)).label(
-                f"{name}_retained"
-            )
+            func.sum(case((and_(over, flags.c[name] == 1), 1), else_=0)).label(f"{name}_retained")
         )
     rows = session.execute(
         select(*columns)

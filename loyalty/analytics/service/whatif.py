@@ -37,15 +37,15 @@ def _values(
         return {m: int(v) for m, v in session.execute(query.group_by(entries.c.member_id)) if v}
     orders = ledger.counted_orders().subquery()
     money = orders.c.total - orders.c.amount_refunded
-    query = select(orders.c.member_id, orders.c.currency, func.sum(money), func.count()).where(
-        orders.c.placed_at <= now
-    )
+    by_currency = select(
+        orders.c.member_id, orders.c.currency, func.sum(money), func.count()
+    ).where(orders.c.placed_at <= now)
     if since is not None:
-        query = query.where(orders.c.placed_at >= since)
+        by_currency = by_currency.where(orders.c.placed_at >= since)
     spend: dict[str, Decimal] = {}
     counts: Counter[str] = Counter()
     for member_id, currency, total, count in session.execute(
-        query.group_by(orders.c.member_id, orders.c.currency)
+        by_currency.group_by(orders.c.member_id, orders.c.currency)
     ):
         exponent = ledger_rules.currency_exponent(currency) or 0
         spend[member_id] = (
