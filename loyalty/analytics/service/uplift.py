@@ -127,7 +127,13 @@ def uplift(session: Session, *, campaign_id: str, currency: str | None = None) -
     spend_diff = rules.mean_difference(treated.pop("_moments"), control.pop("_moments"))
     exponent = ledger_rules.currency_exponent(currency) or 0
     cost = Decimal(treated["points"]) * settings.cost_per_point * Decimal(10) ** exponent
-    incremental = None if spend_diff is None else round(spend_diff[0] * treated["members"], 2)
+    incremental = None
+    if spend_diff is not None:
+        # Exact means (the reported difference is rounded to 4 places).
+        per_member = (
+            treated["revenue"] / treated["members"] - control["revenue"] / control["members"]
+        )
+        incremental = round(per_member * treated["members"], 2)
     return {
         "campaign_id": campaign.id,
         "name": campaign.name,
