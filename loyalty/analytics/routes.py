@@ -8,7 +8,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from flask import current_app, g
+from flask import current_app, g, request
 from flask.views import MethodView
 from marshmallow import Schema
 from sqlalchemy.orm import Session, sessionmaker
@@ -157,7 +157,11 @@ class MemberAnalytics(MethodView):
 def _at_risk_csv(document: dict[str, Any], result: dict[str, Any]) -> Any:
     columns = list(FlagSchema().fields)
     return export.records(
-        (FlagSchema().dump(item) for item in service.all_open_flags(_session())),
+        # The reason filter, already checked by AtRiskQuerySchema.
+        (
+            FlagSchema().dump(item)
+            for item in service.all_open_flags(_session(), reason=request.args.get("reason"))
+        ),
         columns,
         "at-risk",
     )
