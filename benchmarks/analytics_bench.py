@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--skip-worker", action="store_true", help="stages already computed")
+    parser.add_argument(
+        "--skip", action="append", default=[], help="leave out calls whose label contains this"
+    )
     args = parser.parse_args(argv)
     url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{args.database}"
     app = create_app({"DATABASE_URL": url, "SECRET_KEY": SECRET})
@@ -117,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         ]
         rows = []
         for method, path, body in calls:
+            if any(part in path for part in args.skip):
+                continue
 
             def call(method: str = method, path: str = path, body: Any = body) -> None:
                 if body == "csv":

@@ -222,4 +222,3 @@ def test_campaign_targets(target: str, values: list[str], expected: bool) -> Non
 
 def test_a_member_without_a_tier_is_in_no_tier_target() -> None:
     assert not rules.targets("tiers", ["gold"], member_id="m", tier_code=None, stage=None)
-
