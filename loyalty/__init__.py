@@ -20,6 +20,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, require_secret: bool 
     Raises `loyalty.config.ConfigError` when the configuration cannot run the service.
     """
     from loyalty import api, db, problems, wiring
+    from loyalty.analytics import routes as analytics_routes
     from loyalty.audit import routes as audit_routes
     from loyalty.auth import routes as auth_routes
     from loyalty.billing import routes as billing_routes
@@ -50,6 +51,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, require_secret: bool 
     the_api.register_blueprint(referrals_routes.blp)
     the_api.register_blueprint(community_routes.blp)
     the_api.register_blueprint(audit_routes.blp)
+    the_api.register_blueprint(analytics_routes.blp)
     events_routes.register(the_api)
     the_api.register_blueprint(billing_routes.blp)
     return app

@@ -20,6 +20,7 @@ STRING_SETTINGS = (
     "STRIPE_CHANNEL",
     "STRIPE_SUCCESS_URL",
     "STRIPE_CANCEL_URL",
+    "ANALYTICS_DATABASE_URL",
 )
 INSECURE_SECRET_KEY = "insecure-development-key-change-me"
 
@@ -34,6 +35,8 @@ class Defaults:
     SECRET_KEY = INSECURE_SECRET_KEY
     # None means "a SQLite file in the instance folder", resolved in `load_config`.
     DATABASE_URL: str | None = None
+    # Analytics reads may go to a replica of the database; None: the database itself.
+    ANALYTICS_DATABASE_URL: str | None = None
     DATABASE_ECHO = False
     DATABASE_POOL_SIZE = 10
     # Ping each pooled connection before use (one more round trip per request): only where
@@ -101,6 +104,10 @@ def load_config(
         os.makedirs(app.instance_path, exist_ok=True)
         app.config["DATABASE_URL"] = "sqlite:///" + os.path.join(app.instance_path, "loyalty.db")
     app.config["DATABASE_URL"] = normalise_database_url(str(app.config["DATABASE_URL"]))
+    if app.config.get("ANALYTICS_DATABASE_URL"):
+        app.config["ANALYTICS_DATABASE_URL"] = normalise_database_url(
+            str(app.config["ANALYTICS_DATABASE_URL"])
+        )
 
     if require_secret:
         check_secret(app)
@@ -141,6 +148,14 @@ def _check(app: Flask) -> None:
         scheme = url.split(":")[0]
         raise ConfigError(
             f"LOYALTY_DATABASE_URL must be a sqlite:/// or postgresql:// URL, got {scheme!r}."
+        )
+    replica = app.config.get("ANALYTICS_DATABASE_URL")
+    if replica and not (
+        replica.startswith("sqlite") or replica.startswith("postgresql+psycopg://")
+    ):
+        raise ConfigError(
+            "LOYALTY_ANALYTICS_DATABASE_URL must be a sqlite:/// or postgresql:// URL, got "
+            f"{replica.split(':')[0]!r}."
         )
     if app.config["ARGON2_PROFILE"] not in ARGON2_PROFILES:
         raise ConfigError(

@@ -27,6 +27,7 @@ MODEL_MODULES = (
     "loyalty.community.models",
     "loyalty.events.models",
     "loyalty.billing.models",
+    "loyalty.analytics.models",
 )
 
 

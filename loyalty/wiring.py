@@ -14,6 +14,7 @@ from collections.abc import Callable
 from sqlalchemy.orm import Session
 
 from loyalty import api, bus
+from loyalty.analytics import service as analytics
 from loyalty.auth import security
 from loyalty.billing import service as billing
 from loyalty.community import service as community
@@ -69,6 +70,7 @@ def plug_ports() -> None:
     tiers.tier_references.plug(earning.tier_references)
     tiers.tier_references.plug(rewards.tier_references)
     rewards.reward_references.plug(referrals.names_reward)
+    earning.member_stage.plug(analytics.stage_of)
 
 
 # The areas' due work after the wallets are settled, in this order; each returns labelled
@@ -80,6 +82,8 @@ DUE_WORK: tuple[Callable[..., dict[str, int]], ...] = (
     community.run_due,
     lifecycle.run_due,
     billing.run_due,
+    # Once a day: stages, RFM segments, churn flags (member.at_risk), retention alerts.
+    analytics.run_due,
     webhooks.run_due,
 )
 

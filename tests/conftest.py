@@ -165,6 +165,7 @@ SEEDED_TABLES = (
     "community_settings",
     "lifecycle_settings",
     "config_version",
+    "analytics_settings",
 )
 
 

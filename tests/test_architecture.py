@@ -25,4 +25,4 @@ def test_import_contracts_are_kept() -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "BROKEN" not in done.stdout
-    assert "Contracts: 11 kept, 0 broken." in done.stdout
+    assert "Contracts: 12 kept, 0 broken." in done.stdout

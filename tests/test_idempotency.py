@@ -265,6 +265,10 @@ CALLS: dict[tuple[str, str], Callable[[Api], Call]] = {
     ("PATCH", "/v1/program/settings"): lambda api: Call(
         "/v1/program/settings", {"pending_days": 7}
     ),
+    ("PATCH", "/v1/program/analytics"): lambda api: Call(
+        "/v1/program/analytics", {"risk_drop_pct": 40}
+    ),
+    ("POST", "/v1/analytics/tier-what-if"): lambda api: Call("/v1/analytics/tier-what-if", {}),
     ("PATCH", "/v1/program/earning"): lambda api: Call(
         "/v1/program/earning", {"excluded_categories": ["gift-cards"]}
     ),

@@ -143,6 +143,12 @@ STATE_REFUSALS: dict[tuple[str, int, str], str] = {
     ("POST /v1/members/{member_id}/tier/checkout", 422, "tier-not-paid"): (
         "whether the tier has a Stripe price"
     ),
+    ("POST /v1/analytics/tier-what-if", 422, "validation-failed"): (
+        "the other tiers' thresholds (a ladder rises with rank)"
+    ),
+    ("PATCH /v1/program/analytics", 422, "validation-failed"): (
+        "silent_days above active_days, as stored"
+    ),
 }
 
 
@@ -347,6 +353,10 @@ def _fit_metadata(metadata: Any, limit: int = 4096) -> Any:
 def _contract_rules(case: Any, coins: dict[str, bool]) -> None:
     """Rules the contract states in words (dates relative to now, one window after its start,
     unique SKUs and levels) and references to what exists (tiers, rewards, event types)."""
+    query = case.query or {}
+    if isinstance(query.get("from"), str) and isinstance(query.get("to"), str):
+        # A period's first day is not after its last.
+        query["from"], query["to"] = sorted((query["from"], query["to"]))
     body = case.body
     if not isinstance(body, dict):
         return
@@ -389,6 +399,9 @@ def _contract_rules(case: Any, coins: dict[str, bool]) -> None:
             body["event_type"] = WORLD["event_type"]
         if isinstance(body.get("property"), str):
             body["property"] = WORLD["event_property"]
+    if label == "POST /v1/analytics/tier-what-if" and isinstance(body.get("thresholds"), dict):
+        values = list(body["thresholds"].values())[:1]
+        body["thresholds"] = dict(zip([WORLD["tier_code"]], values, strict=False))
     if label == "POST /v1/program/event-rules":
         # A type has one rule: the seeded one without a rule yet, and its numeric property.
         body["event_type"] = WORLD["unruled_event_type"]

@@ -93,6 +93,8 @@ class CommunityEvent(Base):
         CheckConstraint("points >= 0", name="points"),
         Index("ix_community_events_member_id_type_occurred_at", "member_id", "type", "occurred_at"),
         Index("ix_community_events_member_id_type_local_date", "member_id", "type", "local_date"),
+        # Analytics: events of a type (NPS answers) over a period.
+        Index("ix_community_events_type_occurred_at", "type", "occurred_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

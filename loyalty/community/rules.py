@@ -26,6 +26,15 @@ BADGE_RULES = (
 # Rules that count events of one type (and so name it).
 EVENT_RULES = ("event_count", "property_sum")
 CHECK_IN = "check_in"
+# Types every programme knows without declaring them, and their properties. An NPS answer
+# (``nps.responded``, score 0 to 10) feeds the analytics' net promoter score.
+BUILT_IN_TYPES: dict[str, dict[str, dict[str, Any]]] = {
+    CHECK_IN: {},
+    "nps.responded": {
+        "score": {"type": "integer", "required": True, "minimum": 0, "maximum": 10},
+        "comment": {"type": "string", "required": False},
+    },
+}
 TYPE_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
 PROPERTY_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 MAX_STRING = 500
@@ -54,10 +63,18 @@ def property_problems(
             continue
         if value is None:
             continue
-        detail = _type_problem(known["type"], value)
+        detail = _type_problem(known["type"], value) or _range_problem(known, value)
         if detail:
             problems.append((name, detail))
     return problems
+
+
+def _range_problem(definition: dict[str, Any], value: Any) -> str | None:
+    """A number outside a built-in type's ``minimum``-``maximum`` range."""
+    low, high = definition.get("minimum"), definition.get("maximum")
+    if low is not None and high is not None and not low <= value <= high:
+        return f"Must be between {low} and {high}."
+    return None
 
 
 def _type_problem(kind: str, value: Any) -> str | None:

@@ -82,6 +82,7 @@ class Campaign(Base):
         CheckConstraint("multiplier IS NOT NULL OR bonus_points IS NOT NULL", name="reward"),
         CheckConstraint("budget IS NULL OR budget > 0", name="budget"),
         CheckConstraint("spent >= 0 AND (budget IS NULL OR spent <= budget)", name="spent"),
+        CheckConstraint("holdout_pct BETWEEN 0 AND 50", name="holdout_pct"),
         Index("ix_campaigns_window", "starts_at", "ends_at"),
     )
 
@@ -98,6 +99,8 @@ class Campaign(Base):
     budget: Mapped[int | None] = mapped_column(BigInteger)
     spent: Mapped[int] = mapped_column(BigInteger, default=0)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Percent of the target held out (no campaign points), by member, to measure uplift.
+    holdout_pct: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 

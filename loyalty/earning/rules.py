@@ -22,6 +22,7 @@ of 120 give 120 + 30 + 120 = 270. Negative results are impossible: the total is 
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -287,6 +288,16 @@ def _trim(
         elif component.points > 0:
             left -= min(component.points, left)
     return components, {k: v for k, v in charges.items() if v > 0}
+
+
+def in_holdout(campaign_id: str, member_id: str, holdout_pct: int | None) -> bool:
+    """Whether the member is in the campaign's held-out share: the first 8 bytes of
+    sha-256(``campaign_id:member_id``) as a fraction of 2**64, below ``holdout_pct`` percent.
+    The same member and campaign always land on the same side, on every machine."""
+    if not holdout_pct:
+        return False
+    digest = hashlib.sha256(f"{campaign_id}:{member_id}".encode()).digest()
+    return Fraction(int.from_bytes(digest[:8], "big"), 2**64) < Fraction(holdout_pct, 100)
 
 
 def targets(

@@ -185,6 +185,9 @@ class CampaignSchema(Schema):
     budget = fields.Integer(required=True, allow_none=True)
     spent = fields.Integer(required=True, metadata={"description": "Points given so far"})
     active = fields.Boolean(required=True)
+    holdout_pct = fields.Integer(
+        required=True, metadata={"description": "Percent of the target held out, by member"}
+    )
     status = fields.String(required=True, validate=validate.OneOf(CAMPAIGN_STATUSES))
     created_at = Timestamp(required=True)
     updated_at = Timestamp(required=True)
@@ -217,6 +220,16 @@ class _CampaignFields(Schema):
         metadata={"description": "Points the campaign may give in all; it stops when spent"},
     )
     active = fields.Boolean(metadata={"description": "false pauses the campaign"})
+    holdout_pct = fields.Integer(
+        strict=True,
+        validate=validate.Range(min=0, max=50),
+        metadata={
+            "description": "Percent of the target held out to measure the campaign's uplift "
+            "(0 to 50, default 0): the same members always, chosen by a hash of the campaign "
+            "and member ids; they earn no campaign points (GET /v1/analytics/campaigns/"
+            "{campaign_id}/uplift compares them)"
+        },
+    )
 
 
 # What a campaign targets decides its target_values: none for all members, stage names for

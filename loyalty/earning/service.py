@@ -45,6 +45,7 @@ from loyalty.ledger import service as ledger_service
 from loyalty.members import rules as member_rules
 from loyalty.members import service as members_service
 from loyalty.members.models import Member
+from loyalty.ports import Port
 from loyalty.tiers import service as tiers_service
 
 EARNING_FIELDS = (
@@ -66,10 +67,15 @@ CAMPAIGN_FIELDS = (
     "bonus_points",
     "budget",
     "active",
+    "holdout_pct",
 )
 
 
 FACTOR = Decimal("0.0001")
+
+# The member's lifecycle stage (new, active, silent, churned) as of a moment, for campaigns
+# that target stages: analytics (above) answers.
+member_stage: Port[[Session, str, dt.datetime], str] = Port("earning.member_stage")
 
 
 def _factor(value: Decimal | int | str | None) -> Decimal | None:
@@ -323,6 +329,7 @@ def create_campaign(session: Session, *, actor: str, **values: Any) -> Campaign:
         campaign.target = "all"
         campaign.target_values = []
         campaign.active = True
+        campaign.holdout_pct = 0
         for name in CAMPAIGN_FIELDS:
             if name in values:
                 setattr(campaign, name, values[name])
@@ -417,6 +424,7 @@ class _CampaignTerms:
     multiplier: Decimal | None
     bonus_points: int | None
     budget: int | None
+    holdout_pct: int  # the share of the target held out (no campaign points), for uplift
 
     def runs_at(self, moment: dt.datetime) -> bool:
         return self.starts_at <= moment < self.ends_at
@@ -451,6 +459,7 @@ def _load_earning_rules(session: Session) -> _EarningRules:
             multiplier=row.multiplier,
             bonus_points=row.bonus_points,
             budget=row.budget,
+            holdout_pct=row.holdout_pct or 0,
         )
         for row in session.scalars(
             select(Campaign)
@@ -570,9 +579,7 @@ def _campaigns_for(
     running = [terms for terms in earning.campaigns if terms.runs_at(placed_at)]
     stage = None
     if any(terms.target == "stages" for terms in running):
-        stage = member_rules.lifecycle_stage(
-            member.enrolled_at, ledger_service.last_order_at(session, member.id), now
-        )
+        stage = member_stage(session, member.id, now)
     chosen = [
         terms
         for terms in running
@@ -583,6 +590,7 @@ def _campaigns_for(
             tier_code=tier_code,
             stage=stage,
         )
+        and not rules.in_holdout(terms.id, member.id, terms.holdout_pct)
     ]
     budgeted = sorted(terms.id for terms in chosen if terms.budget is not None)
     rows: dict[str, Campaign] = {}

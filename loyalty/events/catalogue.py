@@ -186,6 +186,37 @@ class InactiveData(Schema):
     )
 
 
+class AtRiskData(Schema):
+    flag_id = fields.String(required=True)
+    reason = fields.String(
+        required=True,
+        metadata={
+            "description": "`activity_drop` (the last 30 days down by the threshold against "
+            "the 90 days before) or `silent` (the silent stage's threshold passed)."
+        },
+    )
+    recent_activity = fields.Integer(
+        required=True, metadata={"description": "Orders, redemptions and events, last 30 days."}
+    )
+    baseline_activity = fields.Float(
+        required=True, metadata={"description": "The same over the 90 days before, per 30 days."}
+    )
+    last_active_at = Timestamp(allow_none=True)
+
+
+class AlertData(Schema):
+    alert_id = fields.String(required=True)
+    metric = fields.String(required=True, metadata={"description": "`retention_30_day`."})
+    compared_with = fields.String(required=True, metadata={"description": "`week` or `month`."})
+    day = fields.Date(required=True)
+    current_rate = fields.Float(required=True)
+    previous_rate = fields.Float(required=True)
+    drop_points = fields.Float(required=True, metadata={"description": "Percentage points."})
+    members = fields.Integer(
+        required=True, metadata={"description": "Members in the measured cohort now."}
+    )
+
+
 # type -> (schema of its data, description)
 CATALOGUE: dict[str, tuple[type[Schema], str]] = {
     "member.enrolled": (MemberData, "A member joined the programme."),
@@ -213,4 +244,6 @@ CATALOGUE: dict[str, tuple[type[Schema], str]] = {
     "lifecycle.first_order": (FirstOrderData, "A member's first order: the 72-hour care window."),
     "member.birthday": (BirthdayData, "It is the member's birthday (their time zone)."),
     "member.inactive": (InactiveData, "No activity for the configured number of days."),
+    "member.at_risk": (AtRiskData, "The churn warning flagged the member (once per spell)."),
+    "analytics.alert": (AlertData, "30-day retention dropped against a week or a month before."),
 }

@@ -137,6 +137,8 @@ class Entry(Base):
         CheckConstraint("counter_amount = 0 OR counter_account IS NOT NULL", name="counter"),
         Index("ix_ledger_entries_wallet_id_id", "wallet_id", "id"),
         Index("ix_ledger_entries_reference", "reference_type", "reference_id"),
+        # Analytics: points issued, redeemed and expired over a period.
+        Index("ix_ledger_entries_created_at", "created_at"),
         Index(
             "uq_ledger_entries_expiry_lot",
             "reference_id",
@@ -251,7 +253,11 @@ class Redemption(Base):
     """Points spent: directly, or by capturing a hold."""
 
     __tablename__ = "redemptions"
-    __table_args__ = (CheckConstraint("points > 0", name="points"),)
+    __table_args__ = (
+        CheckConstraint("points > 0", name="points"),
+        # Analytics: a member's activity (redemptions count as activity).
+        Index("ix_redemptions_member_id_created_at", "member_id", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     wallet_id: Mapped[str] = mapped_column(ForeignKey("wallets.id"))
@@ -278,6 +284,8 @@ class Order(Base):
         CheckConstraint("points_reversed BETWEEN 0 AND points", name="points_reversed"),
         CheckConstraint("amount_refunded BETWEEN 0 AND total", name="amount_refunded"),
         Index("ix_orders_member_id", "member_id"),
+        # Analytics: orders over a period.
+        Index("ix_orders_placed_at", "placed_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

@@ -1,4 +1,5 @@
-"""Member rules with no database: statuses, referral codes, time zones, profile limits."""
+"""Member rules with no database: statuses, referral codes, time zones, profile limits, the
+names of lifecycle stages."""
 
 from __future__ import annotations
 
@@ -49,23 +50,6 @@ def is_time_zone(name: str) -> bool:
 
 # --- lifecycle stages ----------------------------------------------------------------------
 
+# The stages campaigns may target; analytics decides who is in which (its thresholds are the
+# managers', see `loyalty.analytics.rules.lifecycle_stage`).
 STAGES = ("new", "active", "silent", "churned")
-NEW_DAYS = 30
-ACTIVE_DAYS = 90
-SILENT_DAYS = 180
-
-
-def lifecycle_stage(
-    enrolled_at: dt.datetime, last_order_at: dt.datetime | None, now: dt.datetime
-) -> str:
-    """The member's stage by recency: ``new`` for the first 30 days after enrolment;
-    then ``active`` with an order in the last 90 days, ``silent`` when the last order (or,
-    with none, the enrolment) is 90 to 180 days old, ``churned`` beyond."""
-    if now - enrolled_at < dt.timedelta(days=NEW_DAYS):
-        return "new"
-    since = now - (last_order_at or enrolled_at)
-    if last_order_at is not None and since <= dt.timedelta(days=ACTIVE_DAYS):
-        return "active"
-    if since <= dt.timedelta(days=SILENT_DAYS):
-        return "silent"
-    return "churned"

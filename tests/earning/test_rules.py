@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from decimal import Decimal
 from fractions import Fraction
 
@@ -13,7 +12,6 @@ from hypothesis import strategies as st
 from loyalty.earning import rules
 from loyalty.earning.rules import CampaignRule, Limits, Line, ProductRule, TierRule
 from loyalty.ledger.rules import points_for_amount
-from loyalty.members.rules import lifecycle_stage
 
 
 def quote(total: int, **kwargs: object) -> rules.Quote:
@@ -224,26 +222,3 @@ def test_campaign_targets(target: str, values: list[str], expected: bool) -> Non
 
 def test_a_member_without_a_tier_is_in_no_tier_target() -> None:
     assert not rules.targets("tiers", ["gold"], member_id="m", tier_code=None, stage=None)
-
-
-NOW = dt.datetime(2026, 11, 22, tzinfo=dt.UTC)
-
-
-@pytest.mark.parametrize(
-    ("enrolled_days", "last_order_days", "stage"),
-    [
-        (5, None, "new"),
-        (5, 1, "new"),
-        (100, 10, "active"),
-        (100, 90, "active"),
-        (100, 91, "silent"),
-        (400, 180, "silent"),
-        (400, 181, "churned"),
-        (60, None, "silent"),
-        (200, None, "churned"),
-    ],
-)
-def test_lifecycle_stages(enrolled_days: int, last_order_days: int | None, stage: str) -> None:
-    enrolled = NOW - dt.timedelta(days=enrolled_days)
-    last = None if last_order_days is None else NOW - dt.timedelta(days=last_order_days)
-    assert lifecycle_stage(enrolled, last, NOW) == stage

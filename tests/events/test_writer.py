@@ -21,8 +21,16 @@ from loyalty.referrals import service as referrals
 from loyalty.rewards import service as rewards
 from loyalty.tiers import service as tiers
 
-# Told by the worker's lifecycle triggers, not by a call.
-LIFECYCLE = {"lifecycle.first_order", "points.expiring_soon", "member.birthday", "member.inactive"}
+# Told by the worker (its lifecycle triggers and the analytics' daily pass), not by a call;
+# tests/events/test_lifecycle.py and tests/analytics check those.
+LIFECYCLE = {
+    "lifecycle.first_order",
+    "points.expiring_soon",
+    "member.birthday",
+    "member.inactive",
+    "member.at_risk",
+    "analytics.alert",
+}
 DAY = dt.timedelta(days=1)
 
 

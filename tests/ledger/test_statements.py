@@ -26,8 +26,8 @@ from tests.ledger.conftest import balance, order
 PLAIN_ACCRUAL = 7
 # The demo programme configured (4 tiers, category and tier multipliers, two campaigns with
 # budgets, one for lifecycle stages, a daily cap, badges on spend): also the member's tier,
-# the member's last order (the stage campaign), the caps, the spend badge's metric and its
-# progress row. (25 before issue 11.)
+# the member's last activity (the stage campaign asks analytics), the caps, the spend
+# badge's metric and its progress row. (25 before issue 11.)
 PROGRAMME_ACCRUAL = 13
 # ... and one that upgrades the member's tier (its row, history, event) and awards a badge
 # with bonus points (the award, the bonus's entry, lot and wallet update, their events).

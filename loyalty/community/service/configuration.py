@@ -390,11 +390,12 @@ def delete_badge(session: Session, *, badge_id: str, actor: str) -> None:
 
 
 def _definitions_of(session: Session, type_: str) -> dict[str, dict[str, Any]]:
-    """The property definitions of an event type; ``check_in`` is known undeclared."""
+    """The property definitions of an event type; the built-in types (``check_in``,
+    ``nps.responded``) are known undeclared."""
     event_type = session.get(EventType, type_)
     if event_type is None:
-        if type_ == rules.CHECK_IN:
-            return {}
+        if type_ in rules.BUILT_IN_TYPES:
+            return dict(rules.BUILT_IN_TYPES[type_])
         raise UnknownEventTypeError("type", type_)
     return dict(event_type.properties or {})
 

@@ -271,11 +271,12 @@ def _event_configuration(session: Session) -> _EventConfiguration:
 
 
 def _definitions(session: Session, type_: str) -> dict[str, dict[str, Any]]:
-    """The property definitions of an event type; ``check_in`` is known undeclared."""
+    """The property definitions of an event type; the built-in types (``check_in``,
+    ``nps.responded``) are known undeclared."""
     definitions = _event_configuration(session).definitions.get(type_)
     if definitions is None:
-        if type_ == rules.CHECK_IN:
-            return {}
+        if type_ in rules.BUILT_IN_TYPES:
+            return dict(rules.BUILT_IN_TYPES[type_])
         raise UnknownEventTypeError("type", type_)
     return definitions
 

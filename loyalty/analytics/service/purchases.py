@@ -1,0 +1,312 @@
+"""Repurchase and lifetime value, from orders that were not refunded in full; money in the
+analytics currency (net of refunds, minor units)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from loyalty import clock
+from loyalty.analytics import rules
+from loyalty.analytics.service._sql import Dialect, period
+from loyalty.analytics.service.settings import get_settings
+from loyalty.ledger import reporting as ledger
+from loyalty.members.models import Member
+
+HOURS_72 = 72 * 3600
+YEAR_DAYS = 365
+# The estimate's retention period is at most this many years.
+MAX_LIFETIME_YEARS = 10
+
+
+def _firsts() -> Any:
+    orders = ledger.counted_orders().subquery()
+    return (
+        select(orders.c.member_id, func.min(orders.c.placed_at).label("at"))
+        .group_by(orders.c.member_id)
+        .subquery("first_orders")
+    )
+
+
+def repurchase(
+    session: Session,
+    *,
+    first: dt.date | None = None,
+    last: dt.date | None = None,
+    currency: str | None = None,
+) -> dict[str, Any]:
+    """Repurchase over the period: buyers, repeat buyers and the repurchase rate, orders per
+    buyer, the share of revenue from repeat orders, average order values, and the 72-hour and
+    annual repurchase rates of the members whose first order fell in the period. Reads only."""
+    d = Dialect(session)
+    span = period(session, first, last)
+    currency = currency or get_settings(session).currency
+    now = clock.now()
+    orders = ledger.counted_orders().subquery()
+    firsts = _firsts()
+    money = orders.c.total - orders.c.amount_refunded
+    in_currency = orders.c.currency == currency
+    per_member = (
+        select(
+            orders.c.member_id,
+            func.count().label("orders"),
+            func.sum(case((in_currency, 1), else_=0)).label("priced"),
+            func.sum(case((in_currency, money), else_=0)).label("revenue"),
+            func.sum(case((orders.c.placed_at > firsts.c.at, 1), else_=0)).label("repeat_orders"),
+            func.sum(
+                case(((orders.c.placed_at > firsts.c.at) & in_currency, money), else_=0)
+            ).label("repeat_revenue"),
+        )
+        .join(firsts, firsts.c.member_id == orders.c.member_id)
+        .where(orders.c.placed_at >= span.start, orders.c.placed_at < span.end)
+        .group_by(orders.c.member_id)
+        .subquery("buyers")
+    )
+    repeat = per_member.c.orders >= 2
+    totals = session.execute(
+        select(
+            func.count().label("buyers"),
+            func.coalesce(func.sum(case((repeat, 1), else_=0)), 0).label("repeat_buyers"),
+            func.coalesce(func.sum(per_member.c.orders), 0).label("orders"),
+            func.coalesce(func.sum(per_member.c.priced), 0).label("priced"),
+            func.coalesce(func.sum(per_member.c.revenue), 0).label("revenue"),
+            func.coalesce(func.sum(per_member.c.repeat_revenue), 0).label("repeat_revenue"),
+            func.coalesce(func.sum(case((repeat, per_member.c.priced), else_=0)), 0).label(
+                "repeat_buyer_priced"
+            ),
+            func.coalesce(func.sum(case((repeat, per_member.c.revenue), else_=0)), 0).label(
+                "repeat_buyer_revenue"
+            ),
+        )
+    ).one()
+    # Members whose first order fell in the period: did a second follow within 72 hours, a year?
+    later = ledger.counted_orders().subquery()
+    seconds = (
+        select(firsts.c.member_id, firsts.c.at, func.min(later.c.placed_at).label("second_at"))
+        .outerjoin(
+            later,
+            (later.c.member_id == firsts.c.member_id) & (later.c.placed_at > firsts.c.at),
+        )
+        .where(firsts.c.at >= span.start, firsts.c.at < span.end)
+        .group_by(firsts.c.member_id, firsts.c.at)
+        .subquery("second_orders")
+    )
+    gap = d.seconds_between(seconds.c.at, seconds.c.second_at)
+    windows = {}
+    for name, seconds_ in (("within_72_hours", HOURS_72), ("within_1_year", YEAR_DAYS * 86400)):
+        over = d.seconds_between(seconds.c.at, now)
+        row = session.execute(
+            select(
+                func.count().label("first_buyers"),
+                func.coalesce(func.sum(case((over >= seconds_, 1), else_=0)), 0).label("eligible"),
+                func.coalesce(
+                    func.sum(case(((over >= seconds_) & (gap <= seconds_), 1), else_=0)), 0
+                ).label("repurchased"),
+            )
+        ).one()
+        windows[name] = {
+            "first_buyers": int(row.first_buyers),
+            "eligible": int(row.eligible),
+            "repurchased": int(row.repurchased),
+            "rate": rules.rate(int(row.repurchased), int(row.eligible)),
+        }
+    priced, revenue = int(totals.priced), int(totals.revenue)
+    return {
+        "first": span.first,
+        "last": span.last,
+        "currency": currency,
+        "buyers": int(totals.buyers),
+        "repeat_buyers": int(totals.repeat_buyers),
+        "repurchase_rate": rules.rate(int(totals.repeat_buyers), int(totals.buyers)),
+        "orders": int(totals.orders),
+        "repurchase_frequency": None
+        if not totals.buyers
+        else round(int(totals.orders) / int(totals.buyers), 4),
+        "revenue": revenue,
+        "repeat_revenue": int(totals.repeat_revenue),
+        "repeat_revenue_share": rules.rate(int(totals.repeat_revenue), revenue),
+        "average_order_value": _average(revenue, priced),
+        "repeat_buyers_average_order_value": _average(
+            int(totals.repeat_buyer_revenue), int(totals.repeat_buyer_priced)
+        ),
+        "repurchase_72_hours": windows["within_72_hours"],
+        "repurchase_annual": windows["within_1_year"],
+    }
+
+
+def _average(total: int, count: int) -> float | None:
+    return None if count == 0 else round(total / count, 2)
+
+
+@dataclass(frozen=True)
+class _Year:
+    buyers: int
+    orders: int
+    priced: int
+    revenue: int
+
+
+def lifetime_value(
+    session: Session,
+    *,
+    first: dt.date | None = None,
+    last: dt.date | None = None,
+    currency: str | None = None,
+) -> dict[str, Any]:
+    """Revenue per member to date (members enrolled by the end of ``last``), per enrolment
+    cohort (months of ``first`` to ``last``), and the estimate average order value x orders per
+    buyer a year x expected years as a buyer (1 / (1 - the share of last year's buyers who
+    bought again this year), at most 10). Reads only."""
+    d = Dialect(session)
+    span = period(session, first, last, default_days=365)
+    currency = currency or get_settings(session).currency
+    orders = ledger.counted_orders().subquery()
+    money = orders.c.total - orders.c.amount_refunded
+    in_currency = orders.c.currency == currency
+    members_total = int(
+        session.scalar(
+            select(func.count()).select_from(Member).where(Member.enrolled_at < span.end)
+        )
+        or 0
+    )
+    revenue_total = int(
+        session.scalar(
+            select(func.coalesce(func.sum(money), 0)).where(
+                in_currency, orders.c.placed_at < span.end
+            )
+        )
+        or 0
+    )
+    joined = d.local_date(Member.enrolled_at, Member.timezone)
+    month = func.to_char(joined, "YYYY-MM") if d.postgresql else func.strftime("%Y-%m", joined)
+    per_member = (
+        select(
+            orders.c.member_id,
+            func.count().label("orders"),
+            func.sum(case((in_currency, money), else_=0)).label("revenue"),
+        )
+        .where(orders.c.placed_at < span.end)
+        .group_by(orders.c.member_id)
+        .subquery("member_revenue")
+    )
+    rows = session.execute(
+        select(
+            month.label("cohort"),
+            func.count().label("members"),
+            func.coalesce(func.sum(per_member.c.orders), 0).label("orders"),
+            func.coalesce(func.sum(per_member.c.revenue), 0).label("revenue"),
+        )
+        .select_from(Member)
+        .outerjoin(per_member, per_member.c.member_id == Member.id)
+        .where(
+            Member.enrolled_at >= span.start - dt.timedelta(days=1),
+            Member.enrolled_at < span.end + dt.timedelta(days=1),
+            joined >= d.as_date(span.first.replace(day=1)),
+            joined <= d.as_date(span.last),
+        )
+        .group_by(month)
+        .order_by(month)
+    ).all()
+    cohorts = [
+        {
+            "cohort": row.cohort,
+            "members": int(row.members),
+            "orders": int(row.orders),
+            "revenue": int(row.revenue),
+            "revenue_per_member": _average(int(row.revenue), int(row.members)),
+        }
+        for row in rows
+    ]
+    this_year = _year(session, span.end - dt.timedelta(days=YEAR_DAYS), span.end, currency)
+    last_year_buyers = _buyers(
+        session,
+        span.end - dt.timedelta(days=2 * YEAR_DAYS),
+        span.end - dt.timedelta(days=YEAR_DAYS),
+    )
+    stayed = _stayed(session, span.end, last_year_buyers)
+    retention = rules.rate(stayed, last_year_buyers)
+    aov = _average(this_year.revenue, this_year.priced)
+    frequency = None if not this_year.buyers else round(this_year.orders / this_year.buyers, 4)
+    years = None
+    if retention is not None:
+        years = (
+            MAX_LIFETIME_YEARS if retention >= 1 else min(MAX_LIFETIME_YEARS, 1 / (1 - retention))
+        )
+        years = round(years, 4)
+    estimate = None
+    if aov is not None and frequency is not None and years is not None:
+        estimate = round(aov * frequency * years, 2)
+    return {
+        "first": span.first,
+        "last": span.last,
+        "currency": currency,
+        "members": members_total,
+        "revenue": revenue_total,
+        "revenue_per_member": _average(revenue_total, members_total),
+        "cohorts": cohorts,
+        "estimate": {
+            "average_order_value": aov,
+            "orders_per_buyer_per_year": frequency,
+            "annual_buyer_retention": retention,
+            "expected_years": years,
+            "lifetime_value": estimate,
+        },
+    }
+
+
+def _year(session: Session, start: dt.datetime, end: dt.datetime, currency: str) -> _Year:
+    orders = ledger.counted_orders().subquery()
+    money = orders.c.total - orders.c.amount_refunded
+    in_currency = orders.c.currency == currency
+    row = session.execute(
+        select(
+            func.count(func.distinct(orders.c.member_id)).label("buyers"),
+            func.count().label("orders"),
+            func.coalesce(func.sum(case((in_currency, 1), else_=0)), 0).label("priced"),
+            func.coalesce(func.sum(case((in_currency, money), else_=0)), 0).label("revenue"),
+        ).where(orders.c.placed_at >= start, orders.c.placed_at < end)
+    ).one()
+    return _Year(int(row.buyers), int(row.orders), int(row.priced), int(row.revenue))
+
+
+def _buyers(session: Session, start: dt.datetime, end: dt.datetime) -> int:
+    orders = ledger.counted_orders().subquery()
+    return int(
+        session.scalar(
+            select(func.count(func.distinct(orders.c.member_id))).where(
+                orders.c.placed_at >= start, orders.c.placed_at < end
+            )
+        )
+        or 0
+    )
+
+
+def _stayed(session: Session, end: dt.datetime, _buyers_before: int) -> int:
+    """Last year's buyers (the 12 months before the last 12) who bought again in the last 12."""
+    before = ledger.counted_orders().subquery()
+    after = ledger.counted_orders().subquery()
+    year = dt.timedelta(days=YEAR_DAYS)
+    previous = (
+        select(before.c.member_id)
+        .where(before.c.placed_at >= end - 2 * year, before.c.placed_at < end - year)
+        .distinct()
+        .subquery()
+    )
+    again = (
+        select(after.c.member_id)
+        .where(after.c.placed_at >= end - year, after.c.placed_at < end)
+        .distinct()
+        .subquery()
+    )
+    return int(
+        session.scalar(
+            select(func.count()).select_from(
+                previous.join(again, again.c.member_id == previous.c.member_id)
+            )
+        )
+        or 0
+    )

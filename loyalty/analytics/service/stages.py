@@ -1,0 +1,323 @@
+"""Lifecycle stages, RFM scores and segments, and the churn warning: recomputed by the worker
+once a day for every member (with history), read by reports and by campaigns that target
+stages."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from loyalty import bus, clock, configcache
+from loyalty.analytics import rules
+from loyalty.analytics.events import MemberAtRisk
+from loyalty.analytics.models import AnalyticsSettings, MemberStage, RiskFlag, StageChange
+from loyalty.analytics.service._sql import activity
+from loyalty.analytics.service.settings import get_settings
+from loyalty.db import new_id, unit_of_work
+from loyalty.ledger import reporting as ledger
+from loyalty.members.models import Member
+
+
+def _last_active(session: Session, member_ids: list[str], now: dt.datetime) -> dict[str, Any]:
+    acts = activity()
+    return {
+        row.member_id: row.at
+        for row in session.execute(
+            select(acts.c.member_id, func.max(acts.c.at).label("at"))
+            .where(acts.c.member_id.in_(member_ids), acts.c.at <= now)
+            .group_by(acts.c.member_id)
+        )
+    }
+
+
+@dataclass(frozen=True)
+class _Thresholds:
+    """The managers' stage thresholds, as campaigns read them on every order: cached per
+    process behind the configuration's version (`loyalty.configcache`)."""
+
+    new_days: int
+    active_days: int
+    silent_days: int
+
+
+def _thresholds(session: Session) -> _Thresholds:
+    def load(session: Session) -> _Thresholds:
+        settings = get_settings(session)
+        return _Thresholds(settings.new_days, settings.active_days, settings.silent_days)
+
+    return configcache.cached(session, "analytics.stage_thresholds", load)
+
+
+def stage_of(session: Session, member_id: str, now: dt.datetime) -> str:
+    """The member's lifecycle stage as of ``now``, from their enrolment and last activity
+    with the managers' thresholds (campaigns that target stages ask this, live). Reads only;
+    an unknown member is ``new``."""
+    member = session.get(Member, member_id)  # an accrual has it already
+    if member is None:
+        return "new"
+    last = _last_active(session, [member_id], now).get(member_id)
+    return _stage(_thresholds(session), member.enrolled_at, last, now)
+
+
+def _stage(
+    settings: AnalyticsSettings | _Thresholds, enrolled_at: dt.datetime, last: Any, now: dt.datetime
+) -> str:
+    return rules.lifecycle_stage(
+        enrolled_at=enrolled_at,
+        last_active_at=last,
+        now=now,
+        new_days=settings.new_days,
+        active_days=settings.active_days,
+        silent_days=settings.silent_days,
+    )
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The lowest value of each quintile (ascending) of recency, frequency and money among the
+    members who bought in the RFM window."""
+
+    recency: list[Any]
+    frequency: list[Any]
+    monetary: list[Any]
+
+
+def _rfm_window(settings: AnalyticsSettings, now: dt.datetime) -> Any:
+    orders = ledger.counted_orders().subquery()
+    money = orders.c.total - orders.c.amount_refunded
+    return (
+        select(
+            orders.c.member_id,
+            func.max(orders.c.placed_at).label("last_order_at"),
+            func.count().label("orders"),
+            func.sum(case((orders.c.currency == settings.currency, money), else_=0)).label(
+                "revenue"
+            ),
+        )
+        .where(
+            orders.c.placed_at >= now - dt.timedelta(days=settings.rfm_days),
+            orders.c.placed_at <= now,
+        )
+        .group_by(orders.c.member_id)
+    )
+
+
+def quintile_bounds(session: Session, settings: AnalyticsSettings, now: dt.datetime) -> Bounds:
+    """One pass over the window's buyers: NTILE(5) of each measure, the lowest value of each."""
+    window = _rfm_window(settings, now).subquery("rfm")
+    result = []
+    for column in (window.c.last_order_at, window.c.orders, window.c.revenue):
+        tiles = select(column.label("value"), func.ntile(5).over(order_by=column).label("tile"))
+        tiles_q = tiles.subquery()
+        rows = session.execute(
+            select(func.min(tiles_q.c.value)).group_by(tiles_q.c.tile).order_by(tiles_q.c.tile)
+        ).scalars()
+        result.append(list(rows))
+    return Bounds(*result)
+
+
+def recompute(
+    session: Session, *, now: dt.datetime | None = None, batch_size: int = 1000
+) -> dict[str, int]:
+    """Recompute every member's stage, RFM scores and segment, record what changed, and raise
+    or close churn-warning flags (each raised flag publishes `MemberAtRisk`, which becomes a
+    ``member.at_risk`` event). One unit of work per batch of members, in id order. Returns
+    counts."""
+    now = now or clock.now()
+    settings = get_settings(session)
+    bounds = quintile_bounds(session, settings, now)
+    counts: Counter[str] = Counter()
+    after = ""
+    while True:
+        with unit_of_work(session):
+            ids = list(
+                session.scalars(
+                    select(Member.id).where(Member.id > after).order_by(Member.id).limit(batch_size)
+                )
+            )
+            if not ids:
+                break
+            counts += _recompute_batch(session, settings, bounds, ids, now)
+            after = ids[-1]
+    return dict(counts)
+
+
+def _recompute_batch(
+    session: Session,
+    settings: AnalyticsSettings,
+    bounds: Bounds,
+    ids: list[str],
+    now: dt.datetime,
+) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    # The batch is a range of member ids (in id order): range scans of the member-id indexes.
+    lo, hi = ids[0], ids[-1]
+    members: dict[str, Any] = {
+        member_id: enrolled_at
+        for member_id, enrolled_at in session.execute(
+            select(Member.id, Member.enrolled_at).where(Member.id.between(lo, hi))
+        )
+    }
+    orders = ledger.counted_orders().subquery()
+    in_window = orders.c.placed_at >= now - dt.timedelta(days=settings.rfm_days)
+    money = orders.c.total - orders.c.amount_refunded
+    rfm = {
+        row.member_id: row
+        for row in session.execute(
+            select(
+                orders.c.member_id,
+                func.max(orders.c.placed_at).label("ever"),
+                func.max(case((in_window, orders.c.placed_at))).label("last_order_at"),
+                func.coalesce(func.sum(case((in_window, 1), else_=0)), 0).label("orders"),
+                func.coalesce(
+                    func.sum(
+                        case((in_window & (orders.c.currency == settings.currency), money), else_=0)
+                    ),
+                    0,
+                ).label("revenue"),
+            )
+            .where(orders.c.member_id.between(lo, hi), orders.c.placed_at <= now)
+            .group_by(orders.c.member_id)
+        )
+    }
+    acts = activity()
+    recent_start = now - dt.timedelta(days=rules.RECENT_DAYS)
+    baseline_start = recent_start - dt.timedelta(days=rules.BASELINE_DAYS)
+    windows: dict[str, tuple[Any, int, int]] = {
+        row.member_id: (row.last, int(row.recent), int(row.baseline))
+        for row in session.execute(
+            select(
+                acts.c.member_id,
+                func.max(acts.c.at).label("last"),
+                func.sum(case((acts.c.at >= recent_start, 1), else_=0)).label("recent"),
+                func.sum(
+                    case(((acts.c.at >= baseline_start) & (acts.c.at < recent_start), 1), else_=0)
+                ).label("baseline"),
+            )
+            .where(acts.c.member_id.between(lo, hi), acts.c.at <= now)
+            .group_by(acts.c.member_id)
+        )
+    }
+    stored = {
+        row.member_id: row
+        for row in session.scalars(
+            select(MemberStage).where(MemberStage.member_id.between(lo, hi)).with_for_update()
+        )
+    }
+    flags = {
+        row.member_id: row
+        for row in session.scalars(
+            select(RiskFlag)
+            .where(RiskFlag.member_id.between(lo, hi), RiskFlag.closed_at.is_(None))
+            .with_for_update()
+        )
+    }
+    for member_id in ids:
+        enrolled_at = members[member_id]
+        last, recent, baseline = windows.get(member_id, (None, 0, 0))
+        stage = _stage(settings, enrolled_at, last, now)
+        row = rfm.get(member_id)
+        scores: tuple[int, int, int] | None = None
+        segment = None
+        if row is not None and row.orders:
+            scores = (
+                rules.score(row.last_order_at, bounds.recency),
+                rules.score(row.orders, bounds.frequency),
+                rules.score(row.revenue, bounds.monetary),
+            )
+            segment = rules.segment(*scores)
+        elif row is not None:
+            segment = "lost"
+        current = stored.get(member_id)
+        if current is None:
+            current = MemberStage(member_id=member_id, since=now)
+            session.add(current)
+        if current.stage != stage or current.segment != segment:
+            session.add(
+                StageChange(
+                    member_id=member_id,
+                    from_stage=current.stage,
+                    to_stage=stage,
+                    from_segment=current.segment,
+                    to_segment=segment,
+                    at=now,
+                )
+            )
+            if current.stage != stage:
+                current.since = now
+            counts["stages changed"] += 1
+        current.stage = stage
+        current.segment = segment
+        current.recency, current.frequency, current.monetary = scores or (None, None, None)
+        current.last_active_at = last
+        current.last_order_at = row.ever if row is not None else None
+        current.orders = int(row.orders) if row is not None else 0
+        current.revenue = int(row.revenue or 0) if row is not None else 0
+        current.computed_at = now
+        counts["stages computed"] += 1
+        counts += _warn(
+            session, settings, member_id, stage, recent, baseline, last, flags.get(member_id), now
+        )
+    return counts
+
+
+def _warn(
+    session: Session,
+    settings: AnalyticsSettings,
+    member_id: str,
+    stage: str,
+    recent: int,
+    baseline: int,
+    last: Any,
+    flag: RiskFlag | None,
+    now: dt.datetime,
+) -> Counter[str]:
+    """Raise a flag for a member newly at risk; close an open one when the member came back
+    (active since the flag and no longer at risk) or churned."""
+    counts: Counter[str] = Counter()
+    if stage == "new":
+        return counts
+    at_risk = rules.risk(
+        recent=recent, baseline_total=baseline, stage=stage, drop_pct=settings.risk_drop_pct
+    )
+    if flag is not None:
+        if stage == "churned":
+            flag.outcome, flag.closed_at = "churned", now
+            counts["at-risk flags closed"] += 1
+        elif at_risk is None and last is not None and last > flag.flagged_at:
+            won = last - flag.flagged_at <= dt.timedelta(days=rules.WIN_BACK_DAYS)
+            flag.outcome, flag.closed_at = ("won_back" if won else "returned"), now
+            counts["at-risk flags closed"] += 1
+        return counts
+    if at_risk is None:
+        return counts
+    flag = RiskFlag(
+        id=new_id("risk"),
+        member_id=member_id,
+        reason=at_risk.reason,
+        recent=at_risk.recent,
+        baseline=at_risk.baseline,
+        last_active_at=last,
+        flagged_at=now,
+    )
+    session.add(flag)
+    session.flush()
+    bus.publish(
+        session,
+        MemberAtRisk(
+            occurred_at=now,
+            member_id=member_id,
+            flag_id=flag.id,
+            reason=flag.reason,
+            recent=flag.recent,
+            baseline=flag.baseline,
+            last_active_at=last,
+        ),
+    )
+    counts["members flagged at risk"] += 1
+    return counts

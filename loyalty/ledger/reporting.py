@@ -1,0 +1,79 @@
+"""The ledger's tables as reports may read them: read-only selects with named columns, which
+the analytics (above) composes into set-based queries. Nothing here writes or commits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Select, and_, or_, select
+
+from loyalty.ledger.models import Entry, Lot, Order, Redemption, Wallet
+
+
+def orders() -> Select[*tuple[Any, ...]]:
+    """Every order: ``id``, ``member_id``, ``placed_at``, ``total`` and ``amount_refunded``
+    (minor units), ``currency``, ``points``, ``points_reversed``, ``breakdown`` and
+    ``counted`` (true unless refunded in full: a refunded order is not a purchase)."""
+    return select(
+        Order.id,
+        Order.member_id,
+        Order.placed_at,
+        Order.total,
+        Order.amount_refunded,
+        Order.currency,
+        Order.points,
+        Order.points_reversed,
+        Order.breakdown,
+        or_(Order.amount_refunded < Order.total, Order.total == 0).label("counted"),
+    )
+
+
+def counted_orders() -> Select[*tuple[Any, ...]]:
+    """The orders that count as purchases (`orders` with ``counted``)."""
+    return orders().where(or_(Order.amount_refunded < Order.total, Order.total == 0))
+
+
+def redemptions() -> Select[*tuple[Any, ...]]:
+    """Points spent: ``member_id``, ``created_at``, ``points``, ``returned_at``."""
+    return select(
+        Redemption.member_id, Redemption.created_at, Redemption.points, Redemption.returned_at
+    )
+
+
+def entries() -> Select[*tuple[Any, ...]]:
+    """Every entry: ``member_id``, ``kind``, ``created_at``, ``counter_account``,
+    ``counter_amount`` (what the counter-account gained: issuance negative when points were
+    credited), ``earned_delta``, ``available_delta``, ``pending_delta``, ``held_delta``."""
+    return select(
+        Entry.member_id,
+        Entry.kind,
+        Entry.created_at,
+        Entry.counter_account,
+        Entry.counter_amount,
+        Entry.earned_delta,
+        Entry.available_delta,
+        Entry.pending_delta,
+        Entry.held_delta,
+    )
+
+
+def wallets() -> Select[*tuple[Any, ...]]:
+    """Balances: ``member_id``, ``available``, ``pending``, ``held``, ``debt``,
+    ``lifetime_earned``."""
+    return select(
+        Wallet.member_id,
+        Wallet.available,
+        Wallet.pending,
+        Wallet.held,
+        Wallet.debt,
+        Wallet.lifetime_earned,
+    )
+
+
+def unspent_lots() -> Select[*tuple[Any, ...]]:
+    """Lots with points left: ``member_id``, ``remaining``, ``activates_at``, ``expires_at``."""
+    return (
+        select(Wallet.member_id, Lot.remaining, Lot.activates_at, Lot.expires_at)
+        .join(Wallet, Wallet.id == Lot.wallet_id)
+        .where(and_(Lot.remaining > 0, Lot.expired_at.is_(None)))
+    )
