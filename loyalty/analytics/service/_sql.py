@@ -141,9 +141,11 @@ def period(
     return Period(first=first, last=last, start=start, end=end, timezone=zone_name)
 
 
+@cache
 def activity() -> Subquery:
     """Every activity: ``member_id``, ``at``, ``kind`` (``order``, ``redemption``,
-    ``event``). Orders refunded in full are not activity."""
+    ``event``). Orders refunded in full are not activity. Built once (a campaign that targets
+    stages asks for a member's last activity on every order; the statement is immutable)."""
     orders = ledger.counted_orders().subquery()
     redemptions = ledger.redemptions().subquery()
     events = community.events().subquery()
