@@ -219,12 +219,6 @@ def order_points_placed(
     return [int(points or 0) for points in row]
 
 
-def last_order_at(session: Session, member_id: str) -> dt.datetime | None:
-    """When the member last placed an order, if ever."""
-    moment = session.scalar(select(func.max(Order.placed_at)).where(Order.member_id == member_id))
-    return _aware(moment) if moment is not None else None
-
-
 @dataclass(frozen=True)
 class OrderRef:
     """What other areas need of an order: its key and when its points activate."""
