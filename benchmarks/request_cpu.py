@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile-out",
         default="/tmp/loyalty-request-cpu.txt",
-        help="where py-spy's raw profile is kept",
+        help="where the raw profile is kept (py-spy: text; cprofile: pstats)",
     )
     parser.add_argument("--top", type=int, default=0, help="with cprofile: print the top N")
     parser.add_argument("--experiments", default="", help="see benchmarks/experiments.py")
@@ -270,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.orders):
         one_order()
     profiler.disable()
+    if args.profile_out:
+        profiler.dump_stats(args.profile_out)  # for pstats or snakeviz
     stats = pstats.Stats(profiler)
     profiled_total = sum(row[3] for key, row in stats.stats.items() if key[2] == "one_order")  # type: ignore[attr-defined]
 

@@ -78,9 +78,11 @@ def utcnow() -> dt.datetime:
     return clock.now()
 
 
-def dialect_insert(session: Session) -> Any:
-    """The dialect's INSERT construct (PostgreSQL's or SQLite's), for ON CONFLICT clauses."""
-    if session.get_bind().dialect.name == "postgresql":
+def dialect_insert(session: Session | str) -> Any:
+    """The dialect's INSERT construct (PostgreSQL's or SQLite's), for ON CONFLICT clauses:
+    of the session's database, or of the dialect named (to build a statement once)."""
+    name = session if isinstance(session, str) else session.get_bind().dialect.name
+    if name == "postgresql":
         return postgresql.insert
     return sqlite.insert
 

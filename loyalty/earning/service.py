@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from dateutil.relativedelta import relativedelta
-from sqlalchemy import Select, select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -565,6 +565,16 @@ def price_order(
     return result
 
 
+# Built once: every order a budgeted campaign applies to reads (and locks) its row.
+_BUDGETS = (
+    select(Campaign)
+    .where(Campaign.id.in_(bindparam("ids", expanding=True)))
+    .order_by(Campaign.id)
+    .execution_options(populate_existing=True)
+)
+_BUDGETS_LOCKED = _BUDGETS.with_for_update()
+
+
 def _campaigns_for(
     session: Session,
     earning: _EarningRules,
@@ -597,13 +607,8 @@ def _campaigns_for(
     if budgeted:
         # Budgets: read the spend afresh; when charging, lock the rows (after the wallet, in
         # id order) so that concurrent orders never overspend.
-        query = (
-            select(Campaign)
-            .where(Campaign.id.in_(budgeted))
-            .order_by(Campaign.id)
-            .execution_options(populate_existing=True)
-        )
-        rows = {row.id: row for row in session.scalars(query.with_for_update() if lock else query)}
+        query = _BUDGETS_LOCKED if lock else _BUDGETS
+        rows = {row.id: row for row in session.scalars(query, {"ids": budgeted})}
     result: list[tuple[rules.CampaignRule, Campaign | None]] = []
     for terms in chosen:
         if terms.budget is None:

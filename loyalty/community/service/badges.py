@@ -9,9 +9,10 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from loyalty import clock, configcache
@@ -302,19 +303,30 @@ def _store_progress(
     value = max(min(value, PROGRESS_LIMIT), -PROGRESS_LIMIT).quantize(Decimal("0.0001"))
     # One statement: insert, or update only when the value changed (updated_at orders ties
     # on the leaderboard: the first to reach a value stays ahead).
-    upsert = dialect_insert(session)(BadgeProgress).values(
-        badge_id=badge_id, member_id=member_id, value=value, updated_at=now
-    )
     session.execute(
-        upsert.on_conflict_do_update(
-            index_elements=["badge_id", "member_id"],
-            set_={"value": value, "updated_at": now},
-            where=BadgeProgress.value != upsert.excluded.value,
-        )
+        _progress_upsert(session.get_bind().dialect.name),
+        {"badge_id": badge_id, "member_id": member_id, "value": value, "updated_at": now},
     )
     loaded = session.identity_map.get(session.identity_key(BadgeProgress, (badge_id, member_id)))
     if loaded is not None:
         session.expire(loaded)
+
+
+@cache
+def _progress_upsert(dialect: str) -> Any:
+    """The progress upsert, built once per dialect (every accrual with a spend badge sends it)."""
+    insert = dialect_insert(dialect)
+    upsert = insert(BadgeProgress).values(
+        badge_id=bindparam("badge_id"),
+        member_id=bindparam("member_id"),
+        value=bindparam("value"),
+        updated_at=bindparam("updated_at"),
+    )
+    return upsert.on_conflict_do_update(
+        index_elements=["badge_id", "member_id"],
+        set_={"value": upsert.excluded.value, "updated_at": upsert.excluded.updated_at},
+        where=BadgeProgress.value != upsert.excluded.value,
+    )
 
 
 @dataclass(frozen=True)

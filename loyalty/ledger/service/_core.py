@@ -9,9 +9,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-from sqlalchemy import event, select
+from sqlalchemy import Select, bindparam, event, select
 from sqlalchemy.orm import Session, SessionTransaction
 
 from loyalty import clock, configcache
@@ -146,21 +147,12 @@ def _lock_wallets(
         # This transaction holds these locks already, and every change to the wallets went
         # through this session: what it read then is current.
         return {member_id: held[member_id] for member_id in ids}
-    query = (
-        # The configuration's version comes along, so that the programme's cached
-        # configuration is checked without a round trip of its own (loyalty.configcache).
-        select(Wallet, Member, ProgramSettings, configcache.version_column())
-        .join(Member, Member.id == Wallet.member_id)
-        .join(ProgramSettings, ProgramSettings.id == 1)
-        .where(Wallet.member_id.in_(ids) if len(ids) > 1 else Wallet.member_id == ids[0])
-        .order_by(Wallet.member_id)
-        .with_for_update(of=Wallet, skip_locked=skip_locked)
-        .execution_options(populate_existing=True)
-    )
+    query = _lock_query(len(ids) > 1, skip_locked)
+    parameters = {"member_ids": ids} if len(ids) > 1 else {"member_id": ids[0]}
 
     def read() -> dict[str, _Locked]:
         found = {}
-        for wallet, member, settings, version in session.execute(query):
+        for wallet, member, settings, version in session.execute(query, parameters):
             configcache.note_version(session, version)
             found[member.id] = _Locked(wallet, member, settings)
         session.info.setdefault(_LOCKED, {}).update(found)
@@ -201,6 +193,27 @@ def _lock_wallets(
     return rows
 
 
+@cache
+def _lock_query(several: bool, skip_locked: bool) -> Select[Any]:
+    """The statement that locks wallets, built once: every accrual sends it, and building a
+    statement (and its cache key) costs about as much CPU as sending it."""
+    return (
+        # The configuration's version comes along, so that the programme's cached
+        # configuration is checked without a round trip of its own (loyalty.configcache).
+        select(Wallet, Member, ProgramSettings, configcache.version_column())
+        .join(Member, Member.id == Wallet.member_id)
+        .join(ProgramSettings, ProgramSettings.id == 1)
+        .where(
+            Wallet.member_id.in_(bindparam("member_ids", expanding=True))
+            if several
+            else Wallet.member_id == bindparam("member_id")
+        )
+        .order_by(Wallet.member_id)
+        .with_for_update(of=Wallet, skip_locked=skip_locked)
+        .execution_options(populate_existing=True)
+    )
+
+
 def _lock_wallet_by_id(session: Session, wallet_id: str) -> Wallet:
     wallet = session.scalar(
         select(Wallet)
@@ -221,8 +234,21 @@ def _lock_hold(session: Session, hold_id: str) -> tuple[Hold, Wallet]:
     return hold, wallet
 
 
-def _post(
-    session: Session,
+def _post(session: Session, wallet: Wallet, **movement: Any) -> Entry:
+    """Write one entry and move the wallet's cached balances with it (``movement``: the
+    keywords of `_entry_values`).
+
+    An entry that makes points spendable (``repays_debt``) repays the wallet's debt from them
+    in the same entry, all but ``keep`` of them (taken at once by a refund's shortfall); the
+    caller then takes the repaid points from the lots with `_repay`.
+    """
+    entry = Entry(**_entry_values(wallet, **movement))
+    session.add(entry)
+    session.flush()
+    return entry
+
+
+def _entry_values(
     wallet: Wallet,
     *,
     kind: str,
@@ -241,13 +267,9 @@ def _post(
     repays_debt: bool = False,
     keep: int = 0,
     refund: Refund | None = None,
-) -> Entry:
-    """Write one entry and move the wallet's cached balances with it.
-
-    An entry that makes points spendable (``repays_debt``) repays the wallet's debt from them
-    in the same entry, all but ``keep`` of them (taken at once by a refund's shortfall); the
-    caller then takes the repaid points from the lots with `_repay`.
-    """
+) -> dict[str, Any]:
+    """Move the wallet's cached balances for one entry (as `_post` explains) and return the
+    entry's column values, its id aside."""
     repay = 0
     if repays_debt and wallet.debt:
         repay = min(wallet.debt, max(0, wallet.available + wallet.debt + available - keep))
@@ -260,32 +282,29 @@ def _post(
     wallet.debt += debt
     wallet.lifetime_earned += earned
     wallet.updated_at = now
-    entry = Entry(
-        wallet_id=wallet.id,
-        member_id=wallet.member_id,
-        kind=kind,
-        points=points,
-        available_delta=available,
-        pending_delta=pending,
-        held_delta=held,
-        debt_delta=debt,
-        earned_delta=earned,
-        counter_account=counter_account,
-        counter_amount=-(available + pending + held),
-        reference_type=reference[0] if reference else None,
-        reference_id=reference[1] if reference else None,
-        external_reference=external_reference,
-        reason=reason,
-        actor=actor,
-        refund_pk=refund.id if refund is not None else None,
-        balance_available=wallet.available,
-        balance_pending=wallet.pending,
-        balance_held=wallet.held,
-        created_at=now,
-    )
-    session.add(entry)
-    session.flush()
-    return entry
+    return {
+        "wallet_id": wallet.id,
+        "member_id": wallet.member_id,
+        "kind": kind,
+        "points": points,
+        "available_delta": available,
+        "pending_delta": pending,
+        "held_delta": held,
+        "debt_delta": debt,
+        "earned_delta": earned,
+        "counter_account": counter_account,
+        "counter_amount": -(available + pending + held),
+        "reference_type": reference[0] if reference else None,
+        "reference_id": reference[1] if reference else None,
+        "external_reference": external_reference,
+        "reason": reason,
+        "actor": actor,
+        "refund_pk": refund.id if refund is not None else None,
+        "balance_available": wallet.available,
+        "balance_pending": wallet.pending,
+        "balance_held": wallet.held,
+        "created_at": now,
+    }
 
 
 def _new_lot(

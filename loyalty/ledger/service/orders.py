@@ -9,11 +9,13 @@ import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import Select, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from loyalty import clock
 from loyalty.auth.rules import DEFAULT_CHANNEL
@@ -44,6 +46,7 @@ from loyalty.ledger.models import (
 from loyalty.ledger.service._core import (
     Balance,
     _allocate,
+    _entry_values,
     _expiry,
     _lock_wallet,
     _lock_wallets,
@@ -69,6 +72,11 @@ class Replayable:
     body: dict[str, Any]
     created: bool
 
+
+# Built once: the accrual sends it every time (building costs about as much as sending).
+_ORDER_BY_KEY = select(Order).where(
+    Order.channel_id == bindparam("channel_id"), Order.order_id == bindparam("order_id")
+)
 
 # How far ahead of the server's clock an order or event may be dated (clock skew).
 FUTURE_TOLERANCE = dt.timedelta(minutes=5)
@@ -143,9 +151,7 @@ def accrue_order(
         wallet, settings = locked.wallet, locked.settings
         # Read after the lock, in a statement of its own: a concurrent report of this order
         # that held the lock has committed by now and must be seen.
-        existing = session.scalar(
-            select(Order).where(Order.channel_id == channel_id, Order.order_id == order_id)
-        )
+        existing = session.scalar(_ORDER_BY_KEY, {"channel_id": channel_id, "order_id": order_id})
         if existing is not None:
             if existing.request_hash != fingerprint:
                 raise OrderConflictError(order_id)
@@ -187,26 +193,32 @@ def accrue_order(
         _touch(wallet, settings, now)
         if points > 0:
             _note_due(wallet, activates_at if pending else expires_at)
-        order = Order(
-            id=new_id("ord"),
-            channel_id=channel_id,
-            client_id=client_id,
-            order_id=order_id,
-            member_id=member_id,
-            wallet_id=wallet.id,
-            total=total,
-            currency=currency.upper(),
-            items=items,
-            placed_at=placed,
-            points=points,
-            activates_at=activates_at,
-            breakdown=[component.as_dict() for component in quote.components],
-            request_hash=fingerprint,
-        )
-        entry = None
+        # The common accrual (points, no debt to repay) writes its rows in one statement on
+        # PostgreSQL; the rest goes through the ORM.
+        at_once = points > 0 and not wallet.debt and _writes_at_once(session)
+        breakdown = [component.as_dict() for component in quote.components]
+        order_row: dict[str, Any] = {
+            "id": new_id("ord"),
+            "channel_id": channel_id,
+            "client_id": client_id,
+            "order_id": order_id,
+            "member_id": member_id,
+            "wallet_id": wallet.id,
+            "total": total,
+            "currency": currency.upper(),
+            "items": items,
+            "placed_at": placed,
+            "points": points,
+            "points_reversed": 0,
+            "amount_refunded": 0,
+            "activates_at": activates_at,
+            "breakdown": breakdown,
+            "request_hash": fingerprint,
+            "created_at": now,
+        }
+        entry_row = None
         if points > 0:
-            entry = _post(
-                session,
+            entry_row = _entry_values(
                 wallet,
                 kind="accrual",
                 points=points,
@@ -220,42 +232,38 @@ def accrue_order(
                 now=now,
                 repays_debt=not pending,
             )
-            order.entry_id = entry.id
-        order.response = {
+        order_row["response"] = {
             "order_id": order_id,
             "member_id": member_id,
             "points": points,
             "status": "pending" if pending else "active",
             "activates_at": _timestamp(activates_at),
             "balance": Balance.of(wallet).as_dict(),
-            "breakdown": order.breakdown,
+            "breakdown": breakdown,
             "description": quote.describe(),
         }
-        session.add(order)
-        if entry is not None:
-            session.flush()  # the order before its lot
-            session.add(
-                Lot(
-                    wallet_id=wallet.id,
-                    entry_id=entry.id,
-                    order_pk=order.id,
-                    amount=points,
-                    remaining=points,
-                    activates_at=activates_at,
-                    activated_at=None if pending else now,
-                    expires_at=expires_at,
-                    created_at=now,
-                )
-            )
-            _repay(session, wallet, entry)
+        lot_row = {
+            "wallet_id": wallet.id,
+            "order_pk": order_row["id"],
+            "amount": points,
+            "remaining": points,
+            "activates_at": activates_at,
+            "activated_at": None if pending else now,
+            "expires_at": expires_at,
+            "expired_at": None,
+            "created_at": now,
+        }
+        if at_once:
+            assert entry_row is not None
+            _write_at_once(session, wallet, entry_row, order_row, lot_row)
         else:
-            session.flush()
+            _write_with_orm(session, wallet, entry_row, order_row, lot_row)
         # Spend and order counts grow with every order, whatever it earned.
         publish(
             session,
             events.OrderRecorded(
                 **_told(wallet, now, actor),
-                order_pk=order.id,
+                order_pk=order_row["id"],
                 order_id=order_id,
                 channel_id=channel_id,
                 points=points,
@@ -263,7 +271,104 @@ def accrue_order(
                 activates_at=activates_at,
             ),
         )
-    return Replayable(order.response, created=True)
+    return Replayable(order_row["response"], created=True)
+
+
+def _writes_at_once(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+# What an accrual changes in its wallet row (all of it but the keys and created_at).
+_WALLET_STATE = (
+    "available",
+    "pending",
+    "held",
+    "debt",
+    "lifetime_earned",
+    "last_activity_at",
+    "next_due_at",
+    "updated_at",
+)
+
+
+def _write_at_once(
+    session: Session,
+    wallet: Wallet,
+    entry_row: dict[str, Any],
+    order_row: dict[str, Any],
+    lot_row: dict[str, Any],
+) -> None:
+    """Write the accrual's entry, order and lot and the wallet's new state in one round trip
+    (PostgreSQL), instead of four through the ORM; the wallet object then counts as saved."""
+    state = {name: getattr(wallet, name) for name in _WALLET_STATE}
+    parameters = (
+        {f"e_{name}": value for name, value in entry_row.items()}
+        | {f"o_{name}": value for name, value in order_row.items()}
+        | {f"l_{name}": value for name, value in lot_row.items()}
+        | {f"w_{name}": value for name, value in state.items()}
+        | {"w_id": wallet.id}
+    )
+    with session.no_autoflush:  # the wallet's changes go in this statement, not a flush
+        session.execute(_accrual_statement(), parameters)
+    for name, value in state.items():
+        set_committed_value(wallet, name, value)
+
+
+@cache
+def _accrual_statement() -> Select[Any]:
+    """The entry (its id from the sequence), the order and the lot naming it, and the
+    wallet's update, as data-modifying WITH clauses of one statement. Foreign keys are
+    checked at the statement's end, when all the rows are there."""
+    entries, orders, lots, wallets = (
+        Entry.__table__,
+        Order.__table__,
+        Lot.__table__,
+        Wallet.__table__,
+    )
+
+    def binds(table: Any, prefix: str, names: Any) -> dict[str, Any]:
+        return {name: bindparam(prefix + name, type_=table.c[name].type) for name in names}
+
+    entry_columns = [c.name for c in entries.columns if c.name != "id"]
+    entry = insert(entries).values(binds(entries, "e_", entry_columns)).returning(entries.c.id)
+    entry_cte = entry.cte("new_entry")
+    entry_id = select(entry_cte.c.id).scalar_subquery()
+    order_columns = [c.name for c in orders.columns if c.name != "entry_id"]
+    order = insert(orders).values(**binds(orders, "o_", order_columns), entry_id=entry_id)
+    lot_columns = [c.name for c in lots.columns if c.name not in ("id", "entry_id")]
+    lot = insert(lots).values(**binds(lots, "l_", lot_columns), entry_id=entry_id)
+    wallet = (
+        update(wallets)
+        .where(wallets.c.id == bindparam("w_id"))
+        .values(binds(wallets, "w_", _WALLET_STATE))
+    )
+    return select(entry_cte.c.id).add_cte(
+        order.cte("new_order"), lot.cte("new_lot"), wallet.cte("wallet_update")
+    )
+
+
+def _write_with_orm(
+    session: Session,
+    wallet: Wallet,
+    entry_row: dict[str, Any] | None,
+    order_row: dict[str, Any],
+    lot_row: dict[str, Any],
+) -> None:
+    """The accrual's rows through the ORM: an order that earned nothing, a wallet in debt
+    (the new points repay it, `_repay` takes them from the lots), SQLite."""
+    order = Order(**order_row)
+    if entry_row is None:
+        session.add(order)
+        session.flush()
+        return
+    entry = Entry(**entry_row)
+    session.add(entry)
+    session.flush()
+    order.entry_id = entry.id
+    session.add(order)
+    session.flush()  # the order before its lot
+    session.add(Lot(entry_id=entry.id, **lot_row))
+    _repay(session, wallet, entry)
 
 
 @retrying

@@ -13,9 +13,10 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import cache
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Exists, Select, and_, case, func, or_, select
+from sqlalchemy import ColumnElement, Exists, Select, and_, bindparam, case, func, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
 from loyalty import clock
@@ -158,40 +159,55 @@ def activity(
     """What the member earned and spent in ``[since, until)`` (open ends: all time). Points
     count by when they were credited; spend and orders by when the orders were placed. Only
     the ``measures`` asked for are read (the others are 0)."""
-    points_query = select(func.coalesce(func.sum(Entry.earned_delta), 0)).where(
-        Entry.member_id == member_id
-    )
-    orders_query = (
-        select(
-            Order.currency,
-            func.coalesce(func.sum(Order.total - Order.amount_refunded), 0),
-            func.count(),
-        )
-        .where(Order.member_id == member_id, Order.amount_refunded < Order.total)
-        .group_by(Order.currency)
-    )
-    if since is not None:
-        points_query = points_query.where(Entry.created_at >= since)
-        orders_query = orders_query.where(Order.placed_at >= since)
-    if until is not None:
-        points_query = points_query.where(Entry.created_at < until)
-        orders_query = orders_query.where(Order.placed_at < until)
+    bounds = {"member_id": member_id, "since": since, "until": until}
     points = 0
     if "points" in measures:
         wallet = locked_wallet(session, member_id)
         if since is None and until is None and wallet is not None:
             points = wallet.lifetime_earned  # the sum of its entries' earned points (invariant 2)
         else:
-            points = int(session.scalar(points_query) or 0)
+            points = int(session.scalar(_points_query(since is None, until is None), bounds) or 0)
     spend = Decimal(0)
     orders = 0
     rows: list[Any] = []
     if {"spend", "orders"} & set(measures):
-        rows = list(session.execute(orders_query))
+        rows = list(session.execute(_orders_query(since is None, until is None), bounds))
     for currency, money, count in rows:
         spend += Decimal(int(money)) / (Decimal(10) ** (rules.currency_exponent(currency) or 0))
         orders += int(count)
     return Activity(points_earned=points, spend=int(spend), orders=orders)
+
+
+# Built once per shape (open or closed ends): tiers and badges ask on every accrual, and
+# building a statement costs about as much CPU as sending it.
+@cache
+def _points_query(from_start: bool, to_now: bool) -> Select[Any]:
+    query = select(func.coalesce(func.sum(Entry.earned_delta), 0)).where(
+        Entry.member_id == bindparam("member_id")
+    )
+    if not from_start:
+        query = query.where(Entry.created_at >= bindparam("since"))
+    if not to_now:
+        query = query.where(Entry.created_at < bindparam("until"))
+    return query
+
+
+@cache
+def _orders_query(from_start: bool, to_now: bool) -> Select[Any]:
+    query = (
+        select(
+            Order.currency,
+            func.coalesce(func.sum(Order.total - Order.amount_refunded), 0),
+            func.count(),
+        )
+        .where(Order.member_id == bindparam("member_id"), Order.amount_refunded < Order.total)
+        .group_by(Order.currency)
+    )
+    if not from_start:
+        query = query.where(Order.placed_at >= bindparam("since"))
+    if not to_now:
+        query = query.where(Order.placed_at < bindparam("until"))
+    return query
 
 
 def order_points_placed(
@@ -201,22 +217,43 @@ def order_points_placed(
     earned, less what refunds took back (for caps); one query for all of them."""
     if not periods:
         return []
-    net = Order.points - Order.points_reversed
-    row = session.execute(
-        select(
-            *(
-                func.coalesce(
-                    func.sum(case((and_(Order.placed_at >= a, Order.placed_at < b), net))), 0
-                )
-                for a, b in periods
-            )
-        ).where(
-            Order.member_id == member_id,
-            Order.placed_at >= min(a for a, _ in periods),
-            Order.placed_at < max(b for _, b in periods),
-        )
-    ).one()
+    parameters: dict[str, Any] = {
+        "member_id": member_id,
+        "low": min(a for a, _ in periods),
+        "high": max(b for _, b in periods),
+    }
+    for n, (since, until) in enumerate(periods):
+        parameters[f"since_{n}"], parameters[f"until_{n}"] = since, until
+    row = session.execute(_placed_query(len(periods)), parameters).one()
     return [int(points or 0) for points in row]
+
+
+@cache
+def _placed_query(periods: int) -> Select[Any]:
+    net = Order.points - Order.points_reversed
+    return select(
+        *(
+            func.coalesce(
+                func.sum(
+                    case(
+                        (
+                            and_(
+                                Order.placed_at >= bindparam(f"since_{n}"),
+                                Order.placed_at < bindparam(f"until_{n}"),
+                            ),
+                            net,
+                        )
+                    )
+                ),
+                0,
+            )
+            for n in range(periods)
+        )
+    ).where(
+        Order.member_id == bindparam("member_id"),
+        Order.placed_at >= bindparam("low"),
+        Order.placed_at < bindparam("high"),
+    )
 
 
 @dataclass(frozen=True)
