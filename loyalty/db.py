@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction, sessionmaker
 from sqlalchemy.types import TypeDecorator
 from ulid import ULID
 
@@ -152,6 +152,34 @@ def locked_row(session: Session, model: type[M], key: Any, missing: Exception) -
     if row is None:
         raise missing
     return row
+
+
+# session.info keys whose values hold only for the transaction that set them.
+_TRANSACTION_SCOPED: set[str] = set()
+
+
+def transaction_scoped(key: str) -> str:
+    """Declare ``key`` of ``session.info`` as what this transaction knows (locks it holds,
+    rows it found missing): forgotten when the transaction ends, and on any rollback (one to
+    a savepoint undoes what was learnt since). Returns the key."""
+    _TRANSACTION_SCOPED.add(key)
+    return key
+
+
+def _forget_transaction_scoped(session: Session) -> None:
+    for key in _TRANSACTION_SCOPED:
+        session.info.pop(key, None)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _transaction_ended(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        _forget_transaction_scoped(session)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _rolled_back(session: Session, _previous: SessionTransaction) -> None:
+    _forget_transaction_scoped(session)
 
 
 def one_of(column: str, values: tuple[str, ...]) -> str:

@@ -60,6 +60,7 @@ from loyalty.db import (
     keyset_page,
     retrying,
     settings_row,
+    transaction_scoped,
     unit_of_work,
 )
 from loyalty.errors import InvalidFieldError
@@ -197,7 +198,7 @@ def current_tiers(session: Session, member_ids: list[str]) -> dict[str, TierRef]
     by_code = {ref.code: ref for ref in cached.refs}
     base = cached.refs[0] if cached.threshold_zero_base else None
     if len(member_ids) == 1:
-        one = session.get(MemberTier, member_ids[0])
+        one = _tier_row(session, member_ids[0])
         rows = {one.member_id: one} if one is not None else {}
     else:
         rows = {
@@ -623,7 +624,7 @@ def after_accrual(session: Session, *, member_id: str, now: dt.datetime, actor: 
     # delete got there first, read the ladder again and aim at what is left.
     for _attempt in range(3):
         target = rules.qualified_tier(ladder_, value)
-        if not rules.is_higher(target, _computed(session.get(MemberTier, member_id), ladder_)):
+        if not rules.is_higher(target, _computed(_tier_row(session, member_id), ladder_)):
             return
         assert target is not None
         if _hold_tier(session, target.code):
@@ -730,6 +731,7 @@ def _add_rows_batch(session: Session, *, batch_size: int) -> int:
             .returning(MemberTier.member_id)
         )
         added = len(session.execute(statement).all())
+        session.info.pop(_NO_ROW, None)  # those members have rows now
     return added
 
 
@@ -1007,9 +1009,26 @@ def _row_for_update(session: Session, member_id: str) -> Select[MemberTier]:
     )
 
 
+# session.info: members this transaction found without a tier row (the lowest tier's
+# members have none until they move): an accrual asks twice, pricing and qualifying.
+_NO_ROW = transaction_scoped("loyalty.tiers.no_row")
+
+
+def _tier_row(session: Session, member_id: str) -> MemberTier | None:
+    """The member's tier row (one query per transaction, even when there is none)."""
+    absent: set[str] = session.info.setdefault(_NO_ROW, set())
+    if member_id in absent:
+        return None
+    row = session.get(MemberTier, member_id)
+    if row is None:
+        absent.add(member_id)
+    return row
+
+
 def _lock_row(session: Session, member_id: str) -> MemberTier:
     """Lock the member's tier row for this transaction, creating it on first use: one
     statement (an upsert whose conflict branch locks the existing row), read afresh."""
+    session.info.get(_NO_ROW, set()).discard(member_id)
     insert = dialect_insert(session)
     statement = insert(MemberTier).values(
         member_id=member_id, ladder_version=0, updated_at=clock.now()

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, bindparam, event, select
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy import Select, bindparam, select
+from sqlalchemy.orm import Session
 
 from loyalty import clock, configcache
-from loyalty.db import dialect_insert, new_id
+from loyalty.db import dialect_insert, new_id, transaction_scoped
 from loyalty.errors import MemberNotActiveError
 from loyalty.ledger import events, rules
 from loyalty.ledger.errors import HoldNotFoundError
@@ -106,18 +106,7 @@ class _Locked:
 # session.info: member id -> what `_lock_wallets` read for the wallet this transaction
 # locked. Forgotten when the transaction ends, and on any rollback (one to a savepoint
 # releases the locks taken since).
-_LOCKED = "loyalty.locked_wallets"
-
-
-@event.listens_for(Session, "after_transaction_end")
-def _forget_locks(session: Session, transaction: SessionTransaction) -> None:
-    if transaction.parent is None:
-        session.info.pop(_LOCKED, None)
-
-
-@event.listens_for(Session, "after_soft_rollback")
-def _forget_locks_on_rollback(session: Session, _previous: SessionTransaction) -> None:
-    session.info.pop(_LOCKED, None)
+_LOCKED = transaction_scoped("loyalty.locked_wallets")
 
 
 def locked_wallet(session: Session, member_id: str) -> Wallet | None:
