@@ -65,6 +65,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--batch-size", type=int, default=50, help="wallets per batch (50, the CLI's default)"
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="threads settling wallets, as `loyalty jobs run --workers N` (2: one a core)",
+    )
+    parser.add_argument(
         "--max-seconds",
         type=float,
         default=0,
@@ -86,6 +92,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.members <= 0 or args.lots <= 0 or args.lots % 2 or args.batch_size <= 0:
         parser.error("--members, --batch-size positive; --lots positive and even")
+    if args.workers <= 0 or (args.workers > 1 and (args.max_seconds or args.profile)):
+        parser.error("--workers positive; --max-seconds and --profile with --workers 1 only")
     args.tree = str(Path(args.tree).resolve())
     return args
 
@@ -272,13 +280,27 @@ class Sampler:
         self._thread.join()
 
 
+def timed(work: Any, seconds: dict[str, float]) -> Any:
+    """``work`` (an area's due work), adding its wall seconds to ``seconds`` by its module."""
+    name = work.__module__.removeprefix("loyalty.")
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return work(*args, **kwargs)
+        finally:
+            seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
+
+    return run
+
+
 def run_job(args: argparse.Namespace) -> dict[str, Any]:
     """The job's own code, in this process, with `loyalty` from the tree under test."""
     sys.path.insert(0, args.tree)
     from sqlalchemy import event
 
     import loyalty
-    from loyalty import create_app, jobs
+    from loyalty import create_app, jobs, wiring
     from loyalty.db import get_database, get_session
     from loyalty.ledger import service as ledger_service
 
@@ -303,24 +325,38 @@ def run_job(args: argparse.Namespace) -> dict[str, Any]:
         event.listen(engine, "commit", _end)
         event.listen(engine, "rollback", _end)
         statements = {"settle": 0, "all": 0}
+        lock = threading.Lock()  # the workers' threads count too
 
         @event.listens_for(engine, "before_cursor_execute")
         def _count(*_: Any) -> None:
-            statements["all"] += 1
+            with lock:
+                statements["all"] += 1
 
         session = get_session()
         profiler = cProfile.Profile() if args.profile else None
         deadline = time.perf_counter() + args.max_seconds if args.max_seconds else None
         batches = settled = 0
         finished = False
-        log(f"running the job: settle_due_batch(batch_size={args.batch_size}) until none is due")
+        areas: dict[str, float] = {}
+        wiring.DUE_WORK = tuple(timed(work, areas) for work in wiring.DUE_WORK)
+        log(
+            f"running the job: settle_due_batch(batch_size={args.batch_size}) until none is "
+            f"due, in {args.workers} worker(s)"
+        )
         with Sampler(args) as sampler:
             postgres_before = postgres_cpu(args.db)
+            load_before = os.getloadavg()
             cpu_started = time.process_time()
             started = time.perf_counter()
             if profiler:
                 profiler.enable()
-            while deadline is None or time.perf_counter() < deadline:
+            if args.workers > 1:  # what `loyalty jobs run --workers N` does first
+                settled = jobs.settle_due_wallets(
+                    session, batch_size=args.batch_size, workers=args.workers
+                )
+                batches = -1  # not counted
+                finished = True
+            while not finished and (deadline is None or time.perf_counter() < deadline):
                 count = ledger_service.settle_due_batch(session, batch_size=args.batch_size)
                 if not count:
                     finished = True
@@ -333,7 +369,9 @@ def run_job(args: argparse.Namespace) -> dict[str, Any]:
             batch_seconds = time.perf_counter() - started
             batch_cpu = time.process_time() - cpu_started
             postgres_after = postgres_cpu(args.db)
+            load_after = os.getloadavg()
             statements["settle"] = statements["all"]
+            in_batches = len(transactions)  # the settling's transactions come first
             report = None
             if finished:  # what `loyalty jobs run --once` does besides: the areas' work
                 report = jobs.run_due(session, batch_size=args.batch_size)
@@ -342,6 +380,7 @@ def run_job(args: argparse.Namespace) -> dict[str, Any]:
                 profiler.disable()
         session.close()
     ordered = sorted(transactions)
+    batch_transactions = sorted(transactions[:in_batches])
     figures: dict[str, Any] = {
         "seconds": seconds,
         "settle_seconds": batch_seconds,
@@ -349,12 +388,22 @@ def run_job(args: argparse.Namespace) -> dict[str, Any]:
         "batches": batches,
         "wallets_settled": settled,
         "transactions": len(ordered),
+        "batch_transactions": len(batch_transactions),
         "longest_transaction_s": ordered[-1] if ordered else 0.0,
+        "longest_batch_transaction_s": batch_transactions[-1] if batch_transactions else 0.0,
+        "p99_batch_transaction_s": (
+            batch_transactions[int(0.99 * (len(batch_transactions) - 1))]
+            if batch_transactions
+            else 0.0
+        ),
         "p99_transaction_s": ordered[int(0.99 * (len(ordered) - 1))] if ordered else 0.0,
         "median_transaction_s": ordered[len(ordered) // 2] if ordered else 0.0,
         "longest_open_transaction_sampled_s": sampler.longest,
         "pg_stat_activity_samples": sampler.samples,
         "run_due_report": report.summary() if report else None,
+        "run_due_seconds_by_area": {name: round(sec, 2) for name, sec in areas.items()},
+        "workers": args.workers,
+        "load_average_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
         "statements_settle": statements["settle"],
         "settle_cpu_s": {  # the batches' CPU, which other load on the machine hardly changes
             "job": batch_cpu,
@@ -497,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
     if job["finished"]:
         print(
             f"job            {job['seconds']:.1f} s   ({rate:.0f} lots/s; batch size "
-            f"{args.batch_size}, {job['batches']} batches; goal < 60 s)"
+            f"{args.batch_size}, {args.workers} worker(s); goal < 60 s)"
         )
     else:
         print(
@@ -514,8 +563,14 @@ def main(argv: list[str] | None = None) -> int:
         f"{1000 * job['longest_open_transaction_sampled_s']:.0f} ms"
     )
     print(
+        f"  of which     the batches' {job['batch_transactions']}: longest "
+        f"{1000 * job['longest_batch_transaction_s']:.0f} ms, p99 "
+        f"{1000 * job['p99_batch_transaction_s']:.0f} ms (the rest: run_due's areas)"
+    )
+    print(
         f"statements     {job['statements_settle'] / max(1, done_lots):.2f} per lot settled "
-        f"({job['statements_settle']} in the batches, {job['statements_all']} in all); the "
+        f"({job['statements_settle']} in the batches, {job['statements_all']} in all; COPYs "
+        f"are not seen); the "
         f"batches took {job['settle_seconds']:.1f} s, run_due after them "
         f"{job['seconds'] - job['settle_seconds']:.1f} s"
     )
@@ -528,6 +583,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     if job["run_due_report"]:
         print(f"run_due        {job['run_due_report']}")
+        by_area = ", ".join(
+            f"{name} {sec:.1f} s" for name, sec in job["run_due_seconds_by_area"].items()
+        )
+        print(f"run_due areas  {by_area}")
+    print(
+        f"load average   {job['load_average_before_after'][0]:.2f} before the job, "
+        f"{job['load_average_before_after'][1]:.2f} after its batches (1-minute)"
+    )
     if job.get("profile"):
         print(job["profile"])
     print(f"verified       {'yes' if not failures else 'NO'}")

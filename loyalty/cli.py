@@ -345,16 +345,26 @@ def jobs_group() -> None:
 @click.option("--batch-size", default=50, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--interval", default=30.0, show_default=True, help="Seconds between passes.")
 @click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 32),
+    help="Threads settling wallets at once, each on a connection of its own (2 keeps two "
+    "cores busy: one runs Python while PostgreSQL works for the other).",
+)
+@click.option(
     "--progress/--no-progress", default=None, help="Show a progress bar (default: on a terminal)."
 )
 @with_appcontext
-def jobs_run(once: bool, batch_size: int, interval: float, progress: bool | None) -> None:
+def jobs_run(
+    once: bool, batch_size: int, interval: float, workers: int, progress: bool | None
+) -> None:
     """Run the due work in short batches; safe to run as several processes at once."""
     from loyalty import jobs
 
     show = sys.stdout.isatty() if progress is None else progress
     while True:
-        report = jobs.run_due(get_session(), batch_size=batch_size, progress=show)
+        report = jobs.run_due(get_session(), batch_size=batch_size, progress=show, workers=workers)
         click.echo(report.summary())
         if once:
             return

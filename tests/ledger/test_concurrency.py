@@ -297,3 +297,107 @@ def test_one_order_id_racing_for_two_members_never_fails(
             return response.status_code
 
         assert sorted(race(app, 2, post)) == [201, 409]
+
+
+def test_a_runner_takes_the_due_wallets_another_transaction_holds_not(
+    app: Flask, new_session: Callable[[], Session], clock: FrozenClock
+) -> None:
+    """A job runner chooses its batch among the wallets nobody holds: with the soonest due
+    ones locked (by a request, or a runner in the middle of its batch), it settles the next
+    one instead of finding nothing to do and stopping."""
+    from loyalty.ledger.models import Wallet
+
+    session = new_session()
+    service.update_settings(session, changes={"expiry_months": 1}, actor="test")
+    for i in range(4):  # due one after the other: expiring a month and an hour apart
+        member, _ = members_service.enroll_member(session, external_id=f"d{i}")
+        service.adjust(session, member_id=member.id, points=5, reason="seed")
+        clock.advance(dt.timedelta(hours=1))
+    clock.advance(dt.timedelta(days=40))
+    holder = new_session()
+    soonest = holder.scalars(
+        select(Wallet.id).order_by(Wallet.next_due_at).limit(3).with_for_update()
+    ).all()
+    runner = new_session()
+    assert service.settle_due_batch(runner, batch_size=1) == 1  # the fourth, not nothing
+    assert service.settle_due_batch(runner, batch_size=1) == 0  # the rest are held
+    holder.rollback()
+    settled = runner.scalars(select(Wallet.id).where(Wallet.next_due_at.is_(None))).all()
+    assert len(settled) == 1 and settled[0] not in soonest
+    assert service.settle_due_batch(runner, batch_size=50) == 3
+
+
+def test_two_runners_activate_and_expire_each_lot_once(
+    app: Flask, new_session: Callable[[], Session], clock: FrozenClock
+) -> None:
+    """Two runners at once, each on its own connection, on wallets whose due work is both
+    activations and expiries (the batch's set-based path): every lot is activated or
+    expired once, every order gives one activation, and both runners share the work."""
+    from loyalty import jobs
+
+    session = new_session()
+    service.update_settings(
+        session, changes={"expiry_policy": "rolling", "expiry_months": 1}, actor="test"
+    )
+    members = 40
+    ids = [
+        members_service.enroll_member(session, external_id=f"a{i}")[0].id for i in range(members)
+    ]
+    for number in (0, 1):  # activating on day 14 and 24, expiring a month later
+        for i, member_id in enumerate(ids):
+            service.accrue_order(
+                session,
+                client_id=CLIENT,
+                order_id=f"a{i}-{number}",
+                member_id=member_id,
+                total=1000 + i,
+                currency="USD",
+            )
+        clock.advance(dt.timedelta(days=10))
+    clock.advance(dt.timedelta(days=30))  # day 50: the first activated and expired
+    orders = 2 * members
+
+    def run(index: int, session: Session) -> int:
+        settled = 0
+        while batch := service.settle_due_batch(session, batch_size=3):
+            settled += batch
+        return settled
+
+    results = race(app, 2, run)
+    assert all(isinstance(r, int) for r in results), results
+    assert sum(results) == members  # type: ignore[arg-type]
+    session = new_session()
+    activations = session.scalars(
+        select(Entry.reference_id).where(Entry.kind == "activation")
+    ).all()
+    assert Counter(activations) == {f"a{i}-{n}": 1 for i in range(members) for n in (0, 1)}
+    expiries = session.scalars(select(Entry.reference_id).where(Entry.kind == "expiry")).all()
+    assert len(expiries) == len(set(expiries)) == members
+    assert session.scalar(select(func.count()).select_from(Entry)) == 2 * orders + members
+    # And a pass of `loyalty jobs run --workers 2` after it finds nothing left to settle.
+    with app.app_context():
+        report = jobs.run_due(get_database(app).sessionmaker(), batch_size=3, workers=2)
+    assert report.wallets_settled == 0
+
+
+def test_jobs_run_with_two_workers_settles_every_due_wallet_once(
+    app: Flask, new_session: Callable[[], Session], clock: FrozenClock
+) -> None:
+    """`loyalty jobs run --workers 2`'s pass: two threads with their own connections share
+    the due wallets; each wallet is settled once and each lot expires once."""
+    from loyalty import jobs
+
+    session = new_session()
+    service.update_settings(session, changes={"expiry_months": 1}, actor="test")
+    members = 30
+    for i in range(members):
+        member, _ = members_service.enroll_member(session, external_id=f"w{i}")
+        for points in (3, 4):
+            service.adjust(session, member_id=member.id, points=points, reason="seed")
+    clock.advance(dt.timedelta(days=40))
+    with app.app_context():
+        report = jobs.run_due(get_database(app).sessionmaker(), batch_size=4, workers=2)
+    assert report.wallets_settled == members
+    session = new_session()
+    expiries = session.scalars(select(Entry.reference_id).where(Entry.kind == "expiry")).all()
+    assert len(expiries) == len(set(expiries)) == 2 * members

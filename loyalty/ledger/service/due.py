@@ -73,8 +73,9 @@ def settle_due_batch(session: Session, *, batch_size: int = 50, actor: str = "jo
     """Settle up to ``batch_size`` wallets whose work is due, in one short transaction.
 
     Wallets locked by a request or another runner are skipped (``FOR UPDATE SKIP LOCKED``),
-    so several runners share the work and each lot is activated or expired once. Returns the
-    number of wallets settled (0 when nothing is due).
+    so several runners share the work, each taking the next due wallets no other holds, and
+    each lot is activated or expired once. Returns the number of wallets settled (0 when
+    nothing is due, or every due wallet is another transaction's).
     """
     with unit_of_work(session):
         now = clock.now()
@@ -84,8 +85,15 @@ def settle_due_batch(session: Session, *, batch_size: int = 50, actor: str = "jo
             .order_by(Wallet.next_due_at)
             .limit(batch_size)
         )
-        # Locked in member-id order, the order of every multi-wallet operation; nothing in
-        # a batch locks another wallet (follow-ups on other members run after the commit).
+        if session.get_bind().dialect.name == "postgresql":
+            # The lock is taken where the batch is chosen: two runners choosing the same
+            # first wallets would otherwise leave the second with none (it would stop as if
+            # nothing were due). A wallet another transaction committed meanwhile is read
+            # again and left out once it is no longer due. Taken in due order, not member-id
+            # order: a runner never waits for a lock, so it cannot close a circle of waits,
+            # and nothing in a batch locks another wallet (follow-ups on other members run
+            # after the commit).
+            due = due.with_for_update(skip_locked=True)
         query = (
             select(Wallet, Member)
             .join(Member, Member.id == Wallet.member_id)
@@ -93,14 +101,16 @@ def settle_due_batch(session: Session, *, batch_size: int = 50, actor: str = "jo
             .order_by(Wallet.member_id)
             .execution_options(populate_existing=True)
         )
-        if session.get_bind().dialect.name == "postgresql":
-            query = query.with_for_update(of=Wallet, skip_locked=True)
         rows = session.execute(query).all()  # kept: the session holds its objects weakly
         wallets = [wallet for wallet, _member in rows]
         settings = get_settings(session)
         plain = _plainly_due(session, wallets, settings, now)
-        with bus.batch(session):  # the outbox rows of the batch's events in one statement
+        # The outbox rows of the batch's events in one statement; the wallets' new balances
+        # and due moments in one UPDATE each, when the batch ends (an autoflush at each of
+        # its statements would update a wallet two or three times).
+        with bus.batch(session), session.no_autoflush:
             _settle_plainly(session, [w for w in wallets if w.id in plain], settings, now, actor)
+        session.flush()
         for wallet in wallets:
             if wallet.id not in plain:
                 _settle(session, wallet, settings, now, actor)
