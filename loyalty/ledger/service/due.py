@@ -20,6 +20,7 @@ from loyalty.ledger.service._core import (
     _allocate,
     _aware,
     _deadline,
+    _entry_values,
     _is_due,
     _lapsed,
     _last_activity,
@@ -192,7 +193,7 @@ def _settle_plainly(
         for row in activations.get(wallet.id, []):
             if row.remaining:
                 entries.append(
-                    _entry(
+                    _entry_values(
                         wallet,
                         kind="activation",
                         points=row.remaining,
@@ -218,7 +219,7 @@ def _settle_plainly(
         for _expires_at, lot_id, points in sorted(expiries.get(wallet.id, [])):
             expired += points
             entries.append(
-                _entry(
+                _entry_values(
                     wallet,
                     kind="expiry",
                     points=-points,
@@ -285,49 +286,6 @@ def _new_entry_ids(session: Session, count: int) -> list[int]:
         return sorted(int(entry_id) for entry_id in drawn)
     last = int(session.scalar(select(func.coalesce(func.max(Entry.id), 0))) or 0)
     return list(range(last + 1, last + 1 + count))
-
-
-def _entry(
-    wallet: Wallet,
-    *,
-    kind: str,
-    points: int,
-    available: int = 0,
-    pending: int = 0,
-    counter_account: str | None = None,
-    reference: tuple[str, str] | None,
-    reason: str,
-    actor: str | None,
-    now: dt.datetime,
-) -> dict[str, Any]:
-    """What `_post` writes for an entry that repays no debt, as a row for a bulk INSERT,
-    moving the wallet's cached balances with it."""
-    wallet.available += available
-    wallet.pending += pending
-    wallet.updated_at = now
-    return {
-        "wallet_id": wallet.id,
-        "member_id": wallet.member_id,
-        "kind": kind,
-        "points": points,
-        "available_delta": available,
-        "pending_delta": pending,
-        "held_delta": 0,
-        "debt_delta": 0,
-        "earned_delta": 0,
-        "counter_account": counter_account,
-        "counter_amount": -(available + pending),
-        "reference_type": reference[0] if reference else None,
-        "reference_id": reference[1] if reference else None,
-        "external_reference": None,
-        "reason": reason,
-        "actor": actor,
-        "refund_pk": None,
-        "balance_available": wallet.available,
-        "balance_pending": wallet.pending,
-        "balance_held": wallet.held,
-        "created_at": now,
-    }
 
 
 def _next_due_of(session: Session, wallet_ids: list[str]) -> dict[str, dt.datetime | None]:
