@@ -80,6 +80,27 @@ def test_a_plain_accrual_costs_a_fixed_number_of_statements(
     assert any("pg_notify" in statement for statement in seen)  # in the outbox row's INSERT
 
 
+def test_an_order_that_earns_nothing_costs_as_many_statements(
+    app: Flask, client: FlaskClient, engine: Engine, make_headers: Callable[..., dict[str, str]]
+) -> None:
+    headers = make_headers("points:accrue", "members:write")
+    member = client.post("/v1/members", json={"external_id": "sql-0"}, headers=headers).json
+    order = {"member_id": member["id"], "currency": "USD"}
+    assert client.post(
+        "/v1/orders", json={**order, "total": 1000, "order_id": "warm"}, headers=headers
+    )
+    with counting(engine) as seen:
+        answer = client.post(
+            "/v1/orders", json={**order, "total": 0, "order_id": "free"}, headers=headers
+        )
+    assert answer.status_code == 201, answer.json
+    assert answer.json["points"] == 0
+    verbs = [statement.split(None, 1)[0].upper() for statement in seen]
+    # The lock, the order check, the order with the wallet's update in one WITH, the outbox row.
+    assert verbs == ["SELECT", "SELECT", "WITH", "INSERT"], "\n".join(seen)
+    assert len(seen) <= PLAIN_ACCRUAL
+
+
 @pytest.fixture
 def programme(app: Flask) -> None:
     """The demo's programme: its tiers, earning rules, campaigns, rewards, event rules and

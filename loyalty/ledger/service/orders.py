@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -195,7 +195,7 @@ def accrue_order(
             _note_due(wallet, activates_at if pending else expires_at)
         # The common accrual (points, no debt to repay) writes its rows in one statement on
         # PostgreSQL; the rest goes through the ORM.
-        at_once = points > 0 and not wallet.debt and _writes_at_once(session)
+        at_once = _writes_at_once(session) and (points == 0 or not wallet.debt)
         breakdown = [component.as_dict() for component in quote.components]
         order_row: dict[str, Any] = {
             "id": new_id("ord"),
@@ -254,7 +254,6 @@ def accrue_order(
             "created_at": now,
         }
         if at_once:
-            assert entry_row is not None
             _write_at_once(session, wallet, entry_row, order_row, lot_row)
         else:
             _write_with_orm(session, wallet, entry_row, order_row, lot_row)
@@ -294,31 +293,34 @@ _WALLET_STATE = (
 def _write_at_once(
     session: Session,
     wallet: Wallet,
-    entry_row: dict[str, Any],
+    entry_row: dict[str, Any] | None,
     order_row: dict[str, Any],
     lot_row: dict[str, Any],
 ) -> None:
-    """Write the accrual's entry, order and lot and the wallet's new state in one round trip
-    (PostgreSQL), instead of four through the ORM; the wallet object then counts as saved."""
+    """Write the accrual's entry, order and lot (only the order when it earned nothing) and
+    the wallet's new state in one round trip (PostgreSQL), instead of up to four through the
+    ORM; the wallet object then counts as saved."""
     state = {name: getattr(wallet, name) for name in _WALLET_STATE}
     parameters = (
-        {f"e_{name}": value for name, value in entry_row.items()}
-        | {f"o_{name}": value for name, value in order_row.items()}
-        | {f"l_{name}": value for name, value in lot_row.items()}
+        {f"o_{name}": value for name, value in order_row.items()}
         | {f"w_{name}": value for name, value in state.items()}
         | {"w_id": wallet.id}
     )
+    if entry_row is not None:
+        parameters |= {f"e_{name}": value for name, value in entry_row.items()}
+        parameters |= {f"l_{name}": value for name, value in lot_row.items()}
     with session.no_autoflush:  # the wallet's changes go in this statement, not a flush
-        session.execute(_accrual_statement(), parameters)
+        session.execute(_accrual_statement(earned=entry_row is not None), parameters)
     for name, value in state.items():
         set_committed_value(wallet, name, value)
 
 
 @cache
-def _accrual_statement() -> Select[Any]:
+def _accrual_statement(*, earned: bool) -> Any:
     """The entry (its id from the sequence), the order and the lot naming it, and the
-    wallet's update, as data-modifying WITH clauses of one statement. Foreign keys are
-    checked at the statement's end, when all the rows are there."""
+    wallet's update, as data-modifying WITH clauses of one statement (without ``earned``:
+    the order and the wallet's update). Foreign keys are checked at the statement's end,
+    when all the rows are there."""
     entries, orders, lots, wallets = (
         Entry.__table__,
         Order.__table__,
@@ -329,22 +331,23 @@ def _accrual_statement() -> Select[Any]:
     def binds(table: Any, prefix: str, names: Any) -> dict[str, Any]:
         return {name: bindparam(prefix + name, type_=table.c[name].type) for name in names}
 
-    entry_columns = [c.name for c in entries.columns if c.name != "id"]
-    entry = insert(entries).values(binds(entries, "e_", entry_columns)).returning(entries.c.id)
-    entry_cte = entry.cte("new_entry")
-    entry_id = select(entry_cte.c.id).scalar_subquery()
-    order_columns = [c.name for c in orders.columns if c.name != "entry_id"]
-    order = insert(orders).values(**binds(orders, "o_", order_columns), entry_id=entry_id)
-    lot_columns = [c.name for c in lots.columns if c.name not in ("id", "entry_id")]
-    lot = insert(lots).values(**binds(lots, "l_", lot_columns), entry_id=entry_id)
     wallet = (
         update(wallets)
         .where(wallets.c.id == bindparam("w_id"))
         .values(binds(wallets, "w_", _WALLET_STATE))
+        .cte("wallet_update")
     )
-    return select(entry_cte.c.id).add_cte(
-        order.cte("new_order"), lot.cte("new_lot"), wallet.cte("wallet_update")
-    )
+    order_columns = [c.name for c in orders.columns if c.name != "entry_id"]
+    if not earned:
+        return insert(orders).values(binds(orders, "o_", order_columns)).add_cte(wallet)
+    entry_columns = [c.name for c in entries.columns if c.name != "id"]
+    entry = insert(entries).values(binds(entries, "e_", entry_columns)).returning(entries.c.id)
+    entry_cte = entry.cte("new_entry")
+    entry_id = select(entry_cte.c.id).scalar_subquery()
+    order = insert(orders).values(**binds(orders, "o_", order_columns), entry_id=entry_id)
+    lot_columns = [c.name for c in lots.columns if c.name not in ("id", "entry_id")]
+    lot = insert(lots).values(**binds(lots, "l_", lot_columns), entry_id=entry_id)
+    return select(entry_cte.c.id).add_cte(order.cte("new_order"), lot.cte("new_lot"), wallet)
 
 
 def _write_with_orm(
@@ -354,8 +357,8 @@ def _write_with_orm(
     order_row: dict[str, Any],
     lot_row: dict[str, Any],
 ) -> None:
-    """The accrual's rows through the ORM: an order that earned nothing, a wallet in debt
-    (the new points repay it, `_repay` takes them from the lots), SQLite."""
+    """The accrual's rows through the ORM: a wallet in debt (the new points repay it,
+    `_repay` takes them from the lots), SQLite."""
     order = Order(**order_row)
     if entry_row is None:
         session.add(order)
