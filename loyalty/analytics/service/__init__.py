@@ -1,6 +1,7 @@
 """Analytics' services, one module per topic; the public names are re-exported here.
 
 - `settings`: the thresholds and money settings managers set;
+- `activity`: the cohort activity the worker keeps for the cohort reports;
 - `cohorts`: cohort retention and the monthly matrix, the 30-day headline;
 - `purchases`: repurchase and lifetime value;
 - `stages`: the worker's daily recomputation of stages, RFM segments and churn flags, and the
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from loyalty import clock
 from loyalty.analytics.models import AnalyticsSettings
+from loyalty.analytics.service.activity import refresh as refresh_cohort_activity
 from loyalty.analytics.service.alerts import check_retention, list_alerts
 from loyalty.analytics.service.cohorts import cohort_retention, retention_headline
 from loyalty.analytics.service.kpis import kpis, liability
@@ -48,6 +50,7 @@ __all__ = [
     "member_analytics",
     "nps",
     "recompute",
+    "refresh_cohort_activity",
     "repurchase",
     "retention_headline",
     "run_due",
@@ -64,7 +67,8 @@ RECOMPUTE_EVERY = dt.timedelta(days=1)
 
 def run_due(session: Session, *, batch_size: int = 1000) -> dict[str, int]:
     """The job's share (``loyalty jobs run``): once a day, recompute every member's stage,
-    RFM segment and churn flags, then check retention for alerts. The pass is claimed on the
+    RFM segment and churn flags, bring the cohort activity up to date, then check retention
+    for alerts. The pass is claimed on the
     settings row (``FOR UPDATE SKIP LOCKED``), so of several workers one does it."""
     now = clock.now()
     with unit_of_work(session):
@@ -86,5 +90,6 @@ def run_due(session: Session, *, batch_size: int = 1000) -> dict[str, int]:
         "at-risk flags closed": 0,
     }
     counts.update(recompute(session, now=now, batch_size=max(batch_size, 500)))
+    counts.update(refresh_cohort_activity(session, now=now))
     counts["retention alerts"] = check_retention(session, now=now)
     return counts
