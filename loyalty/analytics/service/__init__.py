@@ -26,6 +26,7 @@ from loyalty.analytics.service.kpis import kpis, liability
 from loyalty.analytics.service.nps import nps
 from loyalty.analytics.service.purchases import lifetime_value, repurchase
 from loyalty.analytics.service.segments import (
+    FLAG_COLUMNS,
     all_open_flags,
     at_risk,
     member_analytics,
@@ -38,6 +39,7 @@ from loyalty.analytics.service.whatif import tier_what_if
 from loyalty.db import unit_of_work
 
 __all__ = [
+    "FLAG_COLUMNS",
     "all_open_flags",
     "at_risk",
     "check_retention",
