@@ -65,6 +65,8 @@ __all__ = [
 
 # Stages, segments, flags and alerts are recomputed once this long after the last time.
 RECOMPUTE_EVERY = dt.timedelta(days=1)
+# Members per unit of work of the recomputation (each batch is a handful of statements).
+RECOMPUTE_BATCH = 10_000
 
 
 def run_due(session: Session, *, batch_size: int = 1000) -> dict[str, int]:
@@ -91,7 +93,7 @@ def run_due(session: Session, *, batch_size: int = 1000) -> dict[str, int]:
         "members flagged at risk": 0,
         "at-risk flags closed": 0,
     }
-    counts.update(recompute(session, now=now, batch_size=max(batch_size, 500)))
+    counts.update(recompute(session, now=now, batch_size=max(batch_size, RECOMPUTE_BATCH)))
     counts.update(refresh_cohort_activity(session, now=now))
     counts["retention alerts"] = check_retention(session, now=now)
     return counts

@@ -236,8 +236,8 @@ def refresh(session: Session, *, now: dt.datetime | None = None) -> dict[str, in
     """Bring the cohort activity up to ``now``: build it when it is not, else add the
     activity since the last refresh and recompute the members whose past changed. Counts."""
     now = now or clock.now()
-    d = Dialect(session)
     with unit_of_work(session):
+        d = Dialect(session)  # on SQLite: on this transaction's connection
         current = session.get(CohortActivityState, 1, with_for_update=True)
         if current is None or current.through > now:
             session.execute(delete(CohortActivity))
