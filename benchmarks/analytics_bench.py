@@ -6,10 +6,10 @@
 Against the database `analytics_data.py` loaded, with the app in this process (Flask's test
 client, no HTTP server): first the worker's daily pass (stages, RFM, churn flags, the cohort
 activity, alerts) once, timed (``--refresh``: then an incremental cohort-activity refresh, the
-next day's share); then the baseline, ``SELECT count(*)`` of members, orders, ledger_entries, redemptions
-and community_events one after the other; then each analytics call. Each is run ``--repeat``
-times and the median kept; the ratio is the call's median over the baseline's. Goal: at most
-10. Prints a Markdown table (and writes the figures as JSON with ``--json``).
+next day's share); then the baseline, ``SELECT count(*)`` of members, orders, ledger_entries,
+redemptions and community_events one after the other; then each analytics call. Each is run
+``--repeat`` times and the median kept; the ratio is the call's median over the baseline's.
+Goal: at most 10. Prints a Markdown table (and writes the figures as JSON with ``--json``).
 """
 
 from __future__ import annotations
