@@ -399,24 +399,36 @@ def headline_rate(session: Session, as_of: dt.datetime) -> tuple[int, int]:
     _, lo, hi = next(mark for mark in rules.MARKS if mark[0] == "day_30")
     end = as_of - dt.timedelta(days=rules.HEADLINE_DAYS)
     start = end - dt.timedelta(days=rules.HEADLINE_DAYS)
-    members = (
-        select(
-            Member.id,
-            Member.timezone,
-            d.local_date(Member.enrolled_at, Member.timezone).label("joined"),
-        )
-        .where(Member.enrolled_at >= start, Member.enrolled_at < end)
-        .subquery("headline_members")
-    )
+    joined = Member.enrolled_at >= start, Member.enrolled_at < end
     acts = activity()
-    day = d.days_between(members.c.joined, d.local_date(acts.c.at, members.c.timezone))
-    retained = (
-        select(func.count(func.distinct(members.c.id)))
-        .join(acts, acts.c.member_id == members.c.id)
-        .where(day >= lo, day <= hi, acts.c.at < as_of)
+    day = d.days_between(
+        d.local_date(Member.enrolled_at, Member.timezone),
+        d.local_date(acts.c.at, Member.timezone),
     )
-    total = session.scalar(select(func.count()).select_from(members)) or 0
-    return int(total), int(session.scalar(retained) or 0)
+    # Each member's own activity, found through the member-id indexes: local day n is within
+    # n +- 1 days of the enrolment in UTC (n +- 3 leaves room for daylight saving and zones
+    # that changed their offset), then the exact local day.
+    # A scalar subquery (LIMIT 1), not EXISTS: PostgreSQL would make EXISTS a semi-join that
+    # hashes every activity; this probes the indexes member by member.
+    active = (
+        select(literal(1))
+        .where(
+            acts.c.member_id == Member.id,
+            acts.c.at > d.plus_days(Member.enrolled_at, lo - 3),
+            acts.c.at < d.plus_days(Member.enrolled_at, hi + 3),
+            acts.c.at < as_of,
+            day >= lo,
+            day <= hi,
+        )
+        .limit(1)
+        .correlate(Member)
+        .scalar_subquery()
+    )
+    total = session.scalar(select(func.count()).select_from(Member).where(*joined)) or 0
+    retained = session.scalar(
+        select(func.count()).select_from(Member).where(*joined, active.is_not(None))
+    )
+    return int(total), int(retained or 0)
 
 
 def retention_headline(session: Session, *, now: dt.datetime | None = None) -> dict[str, Any]:
