@@ -78,6 +78,17 @@ def records(items: Iterable[dict[str, Any]], columns: list[str], filename: str) 
     return _response(_rows(items, columns), filename)
 
 
+def rows(columns: list[str], values: Iterable[Iterable[Any]], filename: str) -> Response:
+    """Rows already in ``columns``' order (Core rows streamed from the database)."""
+
+    def lines() -> Iterator[list[Any]]:
+        yield columns
+        for value in values:
+            yield list(value)
+
+    return _response(lines(), filename)
+
+
 def _rows(items: Iterable[dict[str, Any]], columns: list[str]) -> Iterator[list[Any]]:
     yield columns
     for item in items:

@@ -166,5 +166,40 @@ class RetentionAlert(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class CohortActivity(Base):
+    """What cohort retention needs of a member's activity, kept by the worker for one basis
+    (``enrollment``: from the local day the member joined; ``first_order``: from the local day
+    of their first counted order): ``joined_on`` that day, ``marks`` one bit per retention mark
+    of `rules.MARKS` (bit k: active in mark k's days), ``months`` one bit per calendar month
+    since (bit i: active in month i, i < 60). Only activity before the state's ``through``
+    counts here; reports add what came since from the source tables. A member with no activity
+    has no row (and no ``first_order`` row before a counted order)."""
+
+    __tablename__ = "cohort_activity"
+    __table_args__ = (
+        CheckConstraint(one_of("basis", ("enrollment", "first_order")), name="basis"),
+        Index("ix_cohort_activity_basis_joined_on", "basis", "joined_on"),
+    )
+
+    member_id: Mapped[str] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    basis: Mapped[str] = mapped_column(String(16), primary_key=True)
+    joined_on: Mapped[dt.date] = mapped_column(Date)
+    marks: Mapped[int] = mapped_column(Integer, default=0)
+    months: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class CohortActivityState(Base):
+    """How far `CohortActivity` goes: activity before ``through`` (UTC) as the source tables
+    held it at ``refreshed_at``. One row; none until the worker first built the table."""
+
+    __tablename__ = "cohort_activity_state"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, default=1)
+    through: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    refreshed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    built_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
 # Configuration that accruals cache (the stage thresholds of campaigns; loyalty.configcache).
 configcache.watch(AnalyticsSettings, ignore=("computed_at",))  # not the daily pass's stamp

@@ -24,7 +24,6 @@ from loyalty.analytics.schemas import (
     AtRiskSchema,
     CohortQuerySchema,
     CohortsSchema,
-    FlagSchema,
     KpisSchema,
     LiabilitySchema,
     LtvSchema,
@@ -155,16 +154,9 @@ class MemberAnalytics(MethodView):
 
 
 def _at_risk_csv(document: dict[str, Any], result: dict[str, Any]) -> Any:
-    columns = list(FlagSchema().fields)
-    return export.records(
-        # The reason filter, already checked by AtRiskQuerySchema.
-        (
-            FlagSchema().dump(item)
-            for item in service.all_open_flags(_session(), reason=request.args.get("reason"))
-        ),
-        columns,
-        "at-risk",
-    )
+    # The reason filter, already checked by AtRiskQuerySchema.
+    rows = service.all_open_flags(_session(), reason=request.args.get("reason"))
+    return export.rows(list(service.FLAG_COLUMNS), rows, "at-risk")
 
 
 @blp.route("/analytics/at-risk")

@@ -3,11 +3,12 @@ the analytics (above) composes into set-based queries. Nothing here writes or co
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import CompoundSelect, Select, and_, or_, select, union
 
-from loyalty.ledger.models import Entry, Lot, Order, Redemption, Wallet
+from loyalty.ledger.models import Entry, Lot, Order, Redemption, Refund, Wallet
 
 
 def orders() -> Select[*tuple[Any, ...]]:
@@ -76,4 +77,19 @@ def unspent_lots() -> Select[*tuple[Any, ...]]:
         select(Wallet.member_id, Lot.remaining, Lot.activates_at, Lot.expires_at)
         .join(Wallet, Wallet.id == Lot.wallet_id)
         .where(and_(Lot.remaining > 0, Lot.expired_at.is_(None)))
+    )
+
+
+def late_activity_members(since: dt.datetime, before: dt.datetime) -> CompoundSelect:
+    """``member_id`` of the members whose purchases or redemptions before ``before`` changed
+    in rows recorded since ``since``: orders placed before it (back-filled), refunds of such
+    orders, redemptions made before it (committed late)."""
+    return union(
+        select(Order.member_id).where(Order.created_at >= since, Order.placed_at < before),
+        select(Order.member_id)
+        .join(Refund, Refund.order_pk == Order.id)
+        .where(Refund.created_at >= since, Order.placed_at < before),
+        select(Redemption.member_id).where(
+            Redemption.created_at >= since, Redemption.created_at < before
+        ),
     )

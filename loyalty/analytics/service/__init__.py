@@ -1,6 +1,7 @@
 """Analytics' services, one module per topic; the public names are re-exported here.
 
 - `settings`: the thresholds and money settings managers set;
+- `activity`: the cohort activity the worker keeps for the cohort reports;
 - `cohorts`: cohort retention and the monthly matrix, the 30-day headline;
 - `purchases`: repurchase and lifetime value;
 - `stages`: the worker's daily recomputation of stages, RFM segments and churn flags, and the
@@ -18,12 +19,14 @@ from sqlalchemy.orm import Session
 
 from loyalty import clock
 from loyalty.analytics.models import AnalyticsSettings
+from loyalty.analytics.service.activity import refresh as refresh_cohort_activity
 from loyalty.analytics.service.alerts import check_retention, list_alerts
 from loyalty.analytics.service.cohorts import cohort_retention, retention_headline
 from loyalty.analytics.service.kpis import kpis, liability
 from loyalty.analytics.service.nps import nps
 from loyalty.analytics.service.purchases import lifetime_value, repurchase
 from loyalty.analytics.service.segments import (
+    FLAG_COLUMNS,
     all_open_flags,
     at_risk,
     member_analytics,
@@ -36,6 +39,7 @@ from loyalty.analytics.service.whatif import tier_what_if
 from loyalty.db import unit_of_work
 
 __all__ = [
+    "FLAG_COLUMNS",
     "all_open_flags",
     "at_risk",
     "check_retention",
@@ -48,6 +52,7 @@ __all__ = [
     "member_analytics",
     "nps",
     "recompute",
+    "refresh_cohort_activity",
     "repurchase",
     "retention_headline",
     "run_due",
@@ -60,11 +65,14 @@ __all__ = [
 
 # Stages, segments, flags and alerts are recomputed once this long after the last time.
 RECOMPUTE_EVERY = dt.timedelta(days=1)
+# Members per unit of work of the recomputation (each batch is a handful of statements).
+RECOMPUTE_BATCH = 10_000
 
 
 def run_due(session: Session, *, batch_size: int = 1000) -> dict[str, int]:
     """The job's share (``loyalty jobs run``): once a day, recompute every member's stage,
-    RFM segment and churn flags, then check retention for alerts. The pass is claimed on the
+    RFM segment and churn flags, bring the cohort activity up to date, then check retention
+    for alerts. The pass is claimed on the
     settings row (``FOR UPDATE SKIP LOCKED``), so of several workers one does it."""
     now = clock.now()
     with unit_of_work(session):
@@ -85,6 +93,7 @@ def run_due(session: Session, *, batch_size: int = 1000) -> dict[str, int]:
         "members flagged at risk": 0,
         "at-risk flags closed": 0,
     }
-    counts.update(recompute(session, now=now, batch_size=max(batch_size, 500)))
+    counts.update(recompute(session, now=now, batch_size=max(batch_size, RECOMPUTE_BATCH)))
+    counts.update(refresh_cohort_activity(session, now=now))
     counts["retention alerts"] = check_retention(session, now=now)
     return counts

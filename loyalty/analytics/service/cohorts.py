@@ -7,11 +7,13 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, case, func, literal, select
+from sqlalchemy import ColumnElement, Select, and_, case, exists, func, literal, select, union_all
 from sqlalchemy.orm import Session
 
 from loyalty import clock
 from loyalty.analytics import rules
+from loyalty.analytics.models import CohortActivity
+from loyalty.analytics.service import activity as activity_service
 from loyalty.analytics.service._sql import Dialect, activity, base_tier, period
 from loyalty.auth import service as auth_service
 from loyalty.ledger import reporting as ledger
@@ -75,6 +77,19 @@ def _members(
         joined >= d.as_date(first),
         joined <= d.as_date(last),
     )
+    return _filtered(session, d, query, tier=tier, acquisition=acquisition, channel=channel)
+
+
+def _filtered(
+    session: Session,
+    d: Dialect,
+    query: Select[*tuple[Any, ...]],
+    *,
+    tier: str | None,
+    acquisition: str | None,
+    channel: str | None,
+) -> Select[*tuple[Any, ...]]:
+    """``query`` (of `Member` rows) with the cohort filters."""
     if acquisition == "referred":
         query = query.where(Member.referrer_id.is_not(None))
     elif acquisition == "direct":
@@ -124,16 +139,36 @@ def cohort_retention(
     span = period(session, first, last, default_days=365)
     first_day = span.first.replace(day=1) if first is None else span.first
     now = clock.now()
-    members = _members(
-        session,
-        d,
+    filters = {"tier": tier, "acquisition": acquisition, "channel": channel}
+    kept = activity_service.state(session, now)
+    if kept is None:
+        cohorts = _live(session, d, basis, first_day, span.last, filters, months, now)
+    else:
+        cohorts = _kept(session, d, basis, first_day, span.last, filters, months, now, kept.through)
+    headline = retention_headline(session, now=now)
+    return Cohorts(
         basis=basis,
         first=first_day,
         last=span.last,
-        tier=tier,
-        acquisition=acquisition,
-        channel=channel,
-    ).subquery("cohort_members")
+        headline=headline,
+        cohorts=list(cohorts.values()),
+    )
+
+
+def _live(
+    session: Session,
+    d: Dialect,
+    basis: str,
+    first: dt.date,
+    last: dt.date,
+    filters: dict[str, Any],
+    months: int,
+    now: dt.datetime,
+) -> dict[str, Cohort]:
+    """The cohorts from the source tables (the cohort activity is not built yet)."""
+    members = _members(session, d, basis=basis, first=first, last=last, **filters).subquery(
+        "cohort_members"
+    )
     cohort_key = _month_key(d, members.c.joined)
     today = d.local_date(literal(now), members.c.timezone)
     age = d.days_between(members.c.joined, today)
@@ -165,6 +200,12 @@ def cohort_retention(
         .group_by(cohort_key)
         .order_by(cohort_key)
     ).all()
+    cohorts = _cohorts(rows)
+    _matrix(session, d, members, cohorts, months, now)
+    return cohorts
+
+
+def _cohorts(rows: Any) -> dict[str, Cohort]:
     cohorts = {}
     for row in rows:
         mapping = row._mapping
@@ -174,15 +215,106 @@ def cohort_retention(
             retained = int(mapping[f"{name}_retained"] or 0)
             cohort.marks.append(_mark(name, lo, hi, cohort.members, eligible, retained))
         cohorts[cohort.cohort] = cohort
-    _matrix(session, d, members, cohorts, months, now)
-    headline = retention_headline(session, now=now)
-    return Cohorts(
-        basis=basis,
-        first=first_day,
-        last=span.last,
-        headline=headline,
-        cohorts=list(cohorts.values()),
+    return cohorts
+
+
+def _kept_members(
+    session: Session,
+    d: Dialect,
+    basis: str,
+    first: dt.date,
+    last: dt.date,
+    filters: dict[str, Any],
+    through: dt.datetime,
+) -> Select[*tuple[Any, ...]]:
+    """The members in the period with their local joining day, filtered: by enrolment as
+    `_members` has them; by first order from the kept rows, and for members whose first
+    counted order came at or after ``through``, from the orders."""
+    if basis != "first_order":
+        return _members(session, d, basis=basis, first=first, last=last, **filters)
+    kept = select(
+        CohortActivity.member_id.label("id"), CohortActivity.joined_on.label("joined")
+    ).where(
+        CohortActivity.basis == "first_order",
+        CohortActivity.joined_on >= d.as_date(first),
+        CohortActivity.joined_on <= d.as_date(last),
     )
+    orders = ledger.counted_orders().subquery()
+    recent = (
+        select(orders.c.member_id, func.min(orders.c.placed_at).label("at"))
+        .where(orders.c.placed_at >= through)
+        .group_by(orders.c.member_id)
+        .subquery("recent_first_orders")
+    )
+    fresh = (
+        select(Member.id.label("id"), d.local_date(recent.c.at, Member.timezone).label("joined"))
+        .join(recent, recent.c.member_id == Member.id)
+        .where(
+            ~exists().where(
+                CohortActivity.member_id == Member.id, CohortActivity.basis == "first_order"
+            )
+        )
+    )
+    picked = union_all(kept, fresh).subquery("picked")
+    query = (
+        select(Member.id, Member.timezone, picked.c.joined)
+        .join(picked, picked.c.id == Member.id)
+        .where(picked.c.joined >= d.as_date(first), picked.c.joined <= d.as_date(last))
+    )
+    return _filtered(session, d, query, **filters)
+
+
+def _kept(
+    session: Session,
+    d: Dialect,
+    basis: str,
+    first: dt.date,
+    last: dt.date,
+    filters: dict[str, Any],
+    months: int,
+    now: dt.datetime,
+    through: dt.datetime,
+) -> dict[str, Cohort]:
+    """The cohorts from the cohort activity (activity before ``through``) and the source
+    tables for the activity since: one row per member, marks and months as bits."""
+    members = _kept_members(session, d, basis, first, last, filters, through).subquery(
+        "cohort_members"
+    )
+    tail = activity_service.bits(
+        d, members.c.id, members.c.timezone, members.c.joined, start=through, until=now
+    ).subquery("tail")
+    marks = func.coalesce(CohortActivity.marks, 0).op("|")(func.coalesce(tail.c.marks, 0))
+    active = func.coalesce(CohortActivity.months, 0).op("|")(func.coalesce(tail.c.months, 0))
+    cohort_key = _month_key(d, members.c.joined)
+    age = d.days_between(members.c.joined, d.local_date(literal(now), members.c.timezone))
+    columns: list[Any] = [cohort_key.label("cohort"), func.count().label("members")]
+    for index, (name, _lo, hi) in enumerate(rules.MARKS):
+        over = age > hi
+        hit = marks.op("&")(activity_service.mark_bit(index)) != 0
+        columns.append(func.sum(case((over, 1), else_=0)).label(f"{name}_eligible"))
+        columns.append(func.sum(case((and_(over, hit), 1), else_=0)).label(f"{name}_retained"))
+    for index in range(months):
+        hit = active.op("&")(activity_service.mark_bit(index)) != 0
+        columns.append(func.sum(case((hit, 1), else_=0)).label(f"month_{index}"))
+    rows = session.execute(
+        select(*columns)
+        .select_from(
+            members.outerjoin(
+                CohortActivity,
+                and_(CohortActivity.member_id == members.c.id, CohortActivity.basis == basis),
+            ).outerjoin(tail, tail.c.member_id == members.c.id)
+        )
+        .group_by(cohort_key)
+        .order_by(cohort_key)
+    ).all()
+    cohorts = _cohorts(rows)
+    counts = {
+        (row._mapping["cohort"], index): int(row._mapping[f"month_{index}"] or 0)
+        for row in rows
+        for index in range(months)
+    }
+    _fill_months(cohorts, counts, months, now)
+    return cohorts
 
 
 def _mark(
@@ -235,6 +367,12 @@ def _matrix(
             )
         )
     }
+    _fill_months(cohorts, counts, months, now)
+
+
+def _fill_months(
+    cohorts: dict[str, Cohort], counts: dict[tuple[str, int], int], months: int, now: dt.datetime
+) -> None:
     current = now.date()
     for name, cohort in cohorts.items():
         start = dt.date(int(name[:4]), int(name[5:7]), 1)
@@ -261,24 +399,36 @@ def headline_rate(session: Session, as_of: dt.datetime) -> tuple[int, int]:
     _, lo, hi = next(mark for mark in rules.MARKS if mark[0] == "day_30")
     end = as_of - dt.timedelta(days=rules.HEADLINE_DAYS)
     start = end - dt.timedelta(days=rules.HEADLINE_DAYS)
-    members = (
-        select(
-            Member.id,
-            Member.timezone,
-            d.local_date(Member.enrolled_at, Member.timezone).label("joined"),
-        )
-        .where(Member.enrolled_at >= start, Member.enrolled_at < end)
-        .subquery("headline_members")
-    )
+    joined = Member.enrolled_at >= start, Member.enrolled_at < end
     acts = activity()
-    day = d.days_between(members.c.joined, d.local_date(acts.c.at, members.c.timezone))
-    retained = (
-        select(func.count(func.distinct(members.c.id)))
-        .join(acts, acts.c.member_id == members.c.id)
-        .where(day >= lo, day <= hi, acts.c.at < as_of)
+    day = d.days_between(
+        d.local_date(Member.enrolled_at, Member.timezone),
+        d.local_date(acts.c.at, Member.timezone),
     )
-    total = session.scalar(select(func.count()).select_from(members)) or 0
-    return int(total), int(session.scalar(retained) or 0)
+    # Each member's own activity, found through the member-id indexes: local day n is within
+    # n +- 1 days of the enrolment in UTC (n +- 3 leaves room for daylight saving and zones
+    # that changed their offset), then the exact local day.
+    # A scalar subquery (LIMIT 1), not EXISTS: PostgreSQL would make EXISTS a semi-join that
+    # hashes every activity; this probes the indexes member by member.
+    active = (
+        select(literal(1))
+        .where(
+            acts.c.member_id == Member.id,
+            acts.c.at > d.plus_days(Member.enrolled_at, lo - 3),
+            acts.c.at < d.plus_days(Member.enrolled_at, hi + 3),
+            acts.c.at < as_of,
+            day >= lo,
+            day <= hi,
+        )
+        .limit(1)
+        .correlate(Member)
+        .scalar_subquery()
+    )
+    total = session.scalar(select(func.count()).select_from(Member).where(*joined)) or 0
+    retained = session.scalar(
+        select(func.count()).select_from(Member).where(*joined, active.is_not(None))
+    )
+    return int(total), int(retained or 0)
 
 
 def retention_headline(session: Session, *, now: dt.datetime | None = None) -> dict[str, Any]:

@@ -96,23 +96,30 @@ def repurchase(
         .subquery("second_orders")
     )
     gap = d.seconds_between(seconds.c.at, seconds.c.second_at)
-    windows = {}
-    for name, seconds_ in (("within_72_hours", HOURS_72), ("within_1_year", YEAR_DAYS * 86400)):
-        over = d.seconds_between(seconds.c.at, now)
-        row = session.execute(
-            select(
-                func.count().label("first_buyers"),
-                func.coalesce(func.sum(case((over >= seconds_, 1), else_=0)), 0).label("eligible"),
-                func.coalesce(
-                    func.sum(case(((over >= seconds_) & (gap <= seconds_), 1), else_=0)), 0
-                ).label("repurchased"),
+    over = d.seconds_between(seconds.c.at, now)
+    spans = (("within_72_hours", HOURS_72), ("within_1_year", YEAR_DAYS * 86400))
+    # Both windows in one pass over the first and second orders.
+    columns: list[Any] = [func.count().label("first_buyers")]
+    for name, seconds_ in spans:
+        columns.append(
+            func.coalesce(func.sum(case((over >= seconds_, 1), else_=0)), 0).label(
+                f"{name}_eligible"
             )
-        ).one()
+        )
+        columns.append(
+            func.coalesce(
+                func.sum(case(((over >= seconds_) & (gap <= seconds_), 1), else_=0)), 0
+            ).label(f"{name}_repurchased")
+        )
+    row = session.execute(select(*columns)).one()._mapping
+    windows = {}
+    for name, _seconds in spans:
+        eligible, repurchased = int(row[f"{name}_eligible"]), int(row[f"{name}_repurchased"])
         windows[name] = {
-            "first_buyers": int(row.first_buyers),
-            "eligible": int(row.eligible),
-            "repurchased": int(row.repurchased),
-            "rate": rules.rate(int(row.repurchased), int(row.eligible)),
+            "first_buyers": int(row["first_buyers"]),
+            "eligible": eligible,
+            "repurchased": repurchased,
+            "rate": rules.rate(repurchased, eligible),
         }
     priced, revenue = int(totals.priced), int(totals.revenue)
     return {

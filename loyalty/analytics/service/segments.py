@@ -4,6 +4,7 @@ one member's analytics with history, and the churn warning's flags, win-back and
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import and_, case, func, select
@@ -216,9 +217,43 @@ def open_flags(
     return Page(items=items, next_cursor=rows[-1][0].id if more else None)
 
 
-def all_open_flags(session: Session, *, reason: str | None = None) -> Any:
-    """Every open flag, newest first, streamed (for CSV)."""
-    for flag, external_id in session.execute(
-        _open_query(reason).order_by(RiskFlag.id.desc()).execution_options(yield_per=1000)
-    ):
-        yield _flag(flag) | {"external_id": external_id}
+# The columns of an open flag as the CSV export writes them (those of `FlagSchema`).
+FLAG_COLUMNS = (
+    "id",
+    "member_id",
+    "external_id",
+    "reason",
+    "recent_activity",
+    "baseline_activity",
+    "last_active_at",
+    "flagged_at",
+    "outcome",
+    "closed_at",
+)
+
+
+def all_open_flags(session: Session, *, reason: str | None = None) -> Iterator[tuple[Any, ...]]:
+    """Every open flag, newest first, as rows of `FLAG_COLUMNS`: Core rows streamed from a
+    server-side cursor in batches, no ORM objects (for CSV)."""
+    query = (
+        select(
+            RiskFlag.id,
+            RiskFlag.member_id,
+            Member.external_id,
+            RiskFlag.reason,
+            RiskFlag.recent,
+            RiskFlag.baseline,
+            RiskFlag.last_active_at,
+            RiskFlag.flagged_at,
+            RiskFlag.outcome,
+            RiskFlag.closed_at,
+        )
+        .join(Member, Member.id == RiskFlag.member_id)
+        .where(RiskFlag.closed_at.is_(None))
+        .order_by(RiskFlag.id.desc())
+    )
+    if reason is not None:
+        query = query.where(RiskFlag.reason == reason)
+    result = session.execute(query.execution_options(yield_per=5000))
+    for row in result:
+        yield (*row[:5], float(row[5]), *row[6:])

@@ -9,7 +9,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import bindparam, case, func, select, update
 from sqlalchemy.orm import Session
 
 from loyalty import bus, clock, configcache
@@ -18,7 +18,7 @@ from loyalty.analytics.events import MemberAtRisk
 from loyalty.analytics.models import AnalyticsSettings, MemberStage, RiskFlag, StageChange
 from loyalty.analytics.service._sql import activity
 from loyalty.analytics.service.settings import get_settings
-from loyalty.db import new_id, unit_of_work
+from loyalty.db import dialect_insert, insert_rows, new_id, unit_of_work
 from loyalty.ledger import reporting as ledger
 from loyalty.members.models import Member
 
@@ -205,18 +205,24 @@ def _recompute_batch(
     }
     stored = {
         row.member_id: row
-        for row in session.scalars(
-            select(MemberStage).where(MemberStage.member_id.between(lo, hi)).with_for_update()
+        for row in session.execute(
+            select(MemberStage.member_id, MemberStage.stage, MemberStage.segment).where(
+                MemberStage.member_id.between(lo, hi)
+            )
         )
     }
     flags = {
         row.member_id: row
-        for row in session.scalars(
-            select(RiskFlag)
-            .where(RiskFlag.member_id.between(lo, hi), RiskFlag.closed_at.is_(None))
-            .with_for_update()
+        for row in session.execute(
+            select(RiskFlag.member_id, RiskFlag.id, RiskFlag.flagged_at).where(
+                RiskFlag.member_id.between(lo, hi), RiskFlag.closed_at.is_(None)
+            )
         )
     }
+    # The rules decide per member (pure functions over the rows read); the writes go in one
+    # statement each per batch: stages upserted, changes, raised flags and closed ones
+    # inserted or updated together, the events' outbox rows gathered by `bus.batch`.
+    write = _Writes()
     for member_id in ids:
         enrolled_at = members[member_id]
         last, recent, baseline = windows.get(member_id, (None, 0, 0))
@@ -234,51 +240,119 @@ def _recompute_batch(
         elif row is not None:
             segment = "lost"
         current = stored.get(member_id)
-        if current is None:
-            current = MemberStage(member_id=member_id, since=now)
-            session.add(current)
-        if current.stage != stage or current.segment != segment:
-            session.add(
-                StageChange(
-                    member_id=member_id,
-                    from_stage=current.stage,
-                    to_stage=stage,
-                    from_segment=current.segment,
-                    to_segment=segment,
-                    at=now,
-                )
+        old_stage = current.stage if current is not None else None
+        old_segment = current.segment if current is not None else None
+        values: dict[str, Any] = {
+            "member_id": member_id,
+            "stage": stage,
+            "segment": segment,
+            "last_active_at": last,
+            "last_order_at": row.ever if row is not None else None,
+            "orders": int(row.orders) if row is not None else 0,
+            "revenue": int(row.revenue or 0) if row is not None else 0,
+            "computed_at": now,
+            "since": now,  # kept by the upsert unless the stage changed
+        }
+        values["recency"], values["frequency"], values["monetary"] = scores or (None, None, None)
+        write.stages.append(values)
+        if old_stage != stage or old_segment != segment:
+            write.changes.append(
+                {
+                    "member_id": member_id,
+                    "from_stage": old_stage,
+                    "to_stage": stage,
+                    "from_segment": old_segment,
+                    "to_segment": segment,
+                    "at": now,
+                }
             )
-            if current.stage != stage:
-                current.since = now
             counts["stages changed"] += 1
-        current.stage = stage
-        current.segment = segment
-        current.recency, current.frequency, current.monetary = scores or (None, None, None)
-        current.last_active_at = last
-        current.last_order_at = row.ever if row is not None else None
-        current.orders = int(row.orders) if row is not None else 0
-        current.revenue = int(row.revenue or 0) if row is not None else 0
-        current.computed_at = now
         counts["stages computed"] += 1
         counts += _warn(
-            session, settings, member_id, stage, recent, baseline, last, flags.get(member_id), now
+            write, settings, member_id, stage, recent, baseline, last, flags.get(member_id), now
         )
+    write.flush(session, now)
     return counts
 
 
+class _Writes:
+    """What a batch writes, gathered."""
+
+    def __init__(self) -> None:
+        self.stages: list[dict[str, Any]] = []
+        self.changes: list[dict[str, Any]] = []
+        self.raised: list[dict[str, Any]] = []
+        self.closed: list[dict[str, Any]] = []
+
+    def flush(self, session: Session, now: dt.datetime) -> None:
+        table = MemberStage.__table__
+        if self.stages:
+            statement = dialect_insert(session)(table)
+            excluded = statement.excluded
+            statement = statement.on_conflict_do_update(
+                index_elements=["member_id"],
+                set_={
+                    **{
+                        name: excluded[name]
+                        for name in (
+                            "stage",
+                            "segment",
+                            "recency",
+                            "frequency",
+                            "monetary",
+                            "last_active_at",
+                            "last_order_at",
+                            "orders",
+                            "revenue",
+                            "computed_at",
+                        )
+                    },
+                    "since": case(
+                        (table.c.stage != excluded.stage, excluded.since), else_=table.c.since
+                    ),
+                },
+            )
+            session.execute(statement, self.stages)
+        insert_rows(session, StageChange, self.changes)
+        insert_rows(session, RiskFlag, self.raised)
+        if self.closed:
+            flags = RiskFlag.__table__
+            session.execute(
+                update(flags)
+                .where(flags.c.id == bindparam("flag_id"))
+                .values(outcome=bindparam("flag_outcome"), closed_at=bindparam("flag_closed_at")),
+                self.closed,
+            )
+        with bus.batch(session):
+            for flag in self.raised:
+                bus.publish(
+                    session,
+                    MemberAtRisk(
+                        occurred_at=now,
+                        member_id=flag["member_id"],
+                        flag_id=flag["id"],
+                        reason=flag["reason"],
+                        recent=flag["recent"],
+                        baseline=flag["baseline"],
+                        last_active_at=flag["last_active_at"],
+                    ),
+                )
+
+
 def _warn(
-    session: Session,
+    write: _Writes,
     settings: AnalyticsSettings,
     member_id: str,
     stage: str,
     recent: int,
     baseline: int,
     last: Any,
-    flag: RiskFlag | None,
+    flag: Any,
     now: dt.datetime,
 ) -> Counter[str]:
-    """Raise a flag for a member newly at risk; close an open one when the member came back
-    (active since the flag and no longer at risk) or churned."""
+    """Raise a flag for a member newly at risk; close an open one (``flag``: its ``id`` and
+    ``flagged_at``) when the member came back (active since the flag and no longer at risk)
+    or churned."""
     counts: Counter[str] = Counter()
     if stage == "new":
         return counts
@@ -286,38 +360,32 @@ def _warn(
         recent=recent, baseline_total=baseline, stage=stage, drop_pct=settings.risk_drop_pct
     )
     if flag is not None:
+        outcome = None
         if stage == "churned":
-            flag.outcome, flag.closed_at = "churned", now
-            counts["at-risk flags closed"] += 1
+            outcome = "churned"
         elif at_risk is None and last is not None and last > flag.flagged_at:
             won = last - flag.flagged_at <= dt.timedelta(days=rules.WIN_BACK_DAYS)
-            flag.outcome, flag.closed_at = ("won_back" if won else "returned"), now
+            outcome = "won_back" if won else "returned"
+        if outcome is not None:
+            write.closed.append(
+                {"flag_id": flag.id, "flag_outcome": outcome, "flag_closed_at": now}
+            )
             counts["at-risk flags closed"] += 1
         return counts
     if at_risk is None:
         return counts
-    flag = RiskFlag(
-        id=new_id("risk"),
-        member_id=member_id,
-        reason=at_risk.reason,
-        recent=at_risk.recent,
-        baseline=at_risk.baseline,
-        last_active_at=last,
-        flagged_at=now,
-    )
-    session.add(flag)
-    session.flush()
-    bus.publish(
-        session,
-        MemberAtRisk(
-            occurred_at=now,
-            member_id=member_id,
-            flag_id=flag.id,
-            reason=flag.reason,
-            recent=flag.recent,
-            baseline=flag.baseline,
-            last_active_at=last,
-        ),
+    write.raised.append(
+        {
+            "id": new_id("risk"),
+            "member_id": member_id,
+            "reason": at_risk.reason,
+            "recent": at_risk.recent,
+            "baseline": at_risk.baseline,
+            "last_active_at": last,
+            "flagged_at": now,
+            "outcome": None,
+            "closed_at": None,
+        }
     )
     counts["members flagged at risk"] += 1
     return counts
