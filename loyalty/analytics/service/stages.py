@@ -7,9 +7,10 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, select, update
+from sqlalchemy import Select, bindparam, case, func, select, update
 from sqlalchemy.orm import Session
 
 from loyalty import bus, clock, configcache
@@ -24,15 +25,25 @@ from loyalty.members.models import Member
 
 
 def _last_active(session: Session, member_ids: list[str], now: dt.datetime) -> dict[str, Any]:
-    acts = activity()
     return {
         row.member_id: row.at
-        for row in session.execute(
-            select(acts.c.member_id, func.max(acts.c.at).label("at"))
-            .where(acts.c.member_id.in_(member_ids), acts.c.at <= now)
-            .group_by(acts.c.member_id)
-        )
+        for row in session.execute(_last_active_query(), {"member_ids": member_ids, "now": now})
     }
+
+
+@cache
+def _last_active_query() -> Select[Any]:
+    """The members' last activity: built once, as a campaign that targets stages asks on every
+    order (building this union costs more CPU than running it for one member)."""
+    acts = activity()
+    return (
+        select(acts.c.member_id, func.max(acts.c.at).label("at"))
+        .where(
+            acts.c.member_id.in_(bindparam("member_ids", expanding=True)),
+            acts.c.at <= bindparam("now"),
+        )
+        .group_by(acts.c.member_id)
+    )
 
 
 @dataclass(frozen=True)
