@@ -102,6 +102,12 @@ def settle_due_batch(session: Session, *, batch_size: int = 50, actor: str = "jo
             .order_by(Wallet.member_id)
             .execution_options(populate_existing=True)
         )
+        if session.get_bind().dialect.name == "postgresql":
+            # The subquery's lock re-reads only its own rows: the outer query would return a
+            # wallet as the statement's snapshot saw it, missing a change committed between
+            # that snapshot and the lock. Locking the outer rows too (ours already: no wait)
+            # returns their latest version.
+            query = query.with_for_update(of=Wallet)
         rows = session.execute(query).all()  # kept: the session holds its objects weakly
         wallets = [wallet for wallet, _member in rows]
         settings = get_settings(session)
