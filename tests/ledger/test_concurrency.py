@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pytest
 from flask import Flask
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from loyalty.clock import FrozenClock
@@ -401,3 +403,68 @@ def test_jobs_run_with_two_workers_settles_every_due_wallet_once(
     session = new_session()
     expiries = session.scalars(select(Entry.reference_id).where(Entry.kind == "expiry")).all()
     assert len(expiries) == len(set(expiries)) == 2 * members
+
+
+def test_a_runner_reads_a_change_committed_while_it_chose_its_batch(
+    app: Flask, new_session: Callable[[], Session], clock: FrozenClock
+) -> None:
+    """The batch's wallets are read under their lock: an order committed after the runner's
+    statement began (its snapshot) but before the wallet was locked is in the balances the
+    batch writes. The choice of the batch is slowed down (pg_sleep in its WHERE) so that the
+    order lands in that gap; the order's request saw the wallet not yet due (its clock a
+    little earlier), so it did not settle it."""
+    session = new_session()
+    member, _ = members_service.enroll_member(session, external_id="gap")
+    service.accrue_order(
+        session,
+        client_id=CLIENT,
+        order_id="first",
+        member_id=member.id,
+        total=1000,
+        currency="USD",
+    )
+    clock.advance(dt.timedelta(days=14, minutes=1))  # the first order's points activate now
+    runner_now = clock.now()
+    engine = get_database(app).engine
+
+    def slow_choice(_c: Any, _cur: Any, statement: str, parameters: Any, *_: Any) -> Any:
+        if "SKIP LOCKED" in statement:
+            statement = statement.replace(
+                "WHERE wallets.next_due_at <=",
+                "WHERE pg_sleep(2) IS NOT NULL AND wallets.next_due_at <=",
+                1,
+            )
+        return statement, parameters
+
+    failures: list[BaseException] = []
+
+    def concurrent_order() -> None:
+        time.sleep(0.5)  # the runner's statement has begun and sleeps before locking
+        clock.set(runner_now - dt.timedelta(minutes=2))  # before the activation
+        try:
+            with app.app_context():
+                service.accrue_order(
+                    new_session(),
+                    client_id=CLIENT,
+                    order_id="second",
+                    member_id=member.id,
+                    total=2000,
+                    currency="USD",
+                )
+        except BaseException as error:  # reported by the test, not lost in the thread
+            failures.append(error)
+        finally:
+            clock.set(runner_now)
+
+    event.listen(engine, "before_cursor_execute", slow_choice, retval=True)
+    thread = threading.Thread(target=concurrent_order)
+    thread.start()
+    try:
+        settled = service.settle_due_batch(new_session(), batch_size=10)
+    finally:
+        event.remove(engine, "before_cursor_execute", slow_choice)
+        thread.join()
+    assert not failures, failures
+    assert settled == 1
+    wallet = service.get_balance(new_session(), member.id)
+    assert (wallet.available, wallet.pending) == (10, 20)  # the second order's points kept
