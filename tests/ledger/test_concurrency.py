@@ -427,19 +427,26 @@ def test_a_runner_reads_a_change_committed_while_it_chose_its_batch(
     runner_now = clock.now()
     engine = get_database(app).engine
 
+    pause = 3.0  # seconds the batch's choice sleeps before it locks the wallet
+    choosing = threading.Event()
+    moments: dict[str, float] = {}
+
     def slow_choice(_c: Any, _cur: Any, statement: str, parameters: Any, *_: Any) -> Any:
         if "SKIP LOCKED" in statement:
             statement = statement.replace(
                 "WHERE wallets.next_due_at <=",
-                "WHERE pg_sleep(2) IS NOT NULL AND wallets.next_due_at <=",
+                f"WHERE pg_sleep({pause}) IS NOT NULL AND wallets.next_due_at <=",
                 1,
             )
+            moments["sent"] = time.monotonic()
+            choosing.set()
         return statement, parameters
 
     failures: list[BaseException] = []
 
     def concurrent_order() -> None:
-        time.sleep(0.5)  # the runner's statement has begun and sleeps before locking
+        assert choosing.wait(30)
+        time.sleep(0.2)  # the runner's statement has begun (its snapshot) and sleeps
         clock.set(runner_now - dt.timedelta(minutes=2))  # before the activation
         try:
             with app.app_context():
@@ -451,6 +458,7 @@ def test_a_runner_reads_a_change_committed_while_it_chose_its_batch(
                     total=2000,
                     currency="USD",
                 )
+            moments["committed"] = time.monotonic()
         except BaseException as error:  # reported by the test, not lost in the thread
             failures.append(error)
         finally:
@@ -465,6 +473,9 @@ def test_a_runner_reads_a_change_committed_while_it_chose_its_batch(
         event.remove(engine, "before_cursor_execute", slow_choice)
         thread.join()
     assert not failures, failures
+    # The order committed inside the gap (not after the runner's lock, where it would have
+    # waited and proved nothing).
+    assert moments["committed"] - moments["sent"] < pause, moments
     assert settled == 1
     wallet = service.get_balance(new_session(), member.id)
     assert (wallet.available, wallet.pending) == (10, 20)  # the second order's points kept
