@@ -731,7 +731,7 @@ def _add_rows_batch(session: Session, *, batch_size: int) -> int:
             .returning(MemberTier.member_id)
         )
         added = len(session.execute(statement).all())
-        session.info.pop(_NO_ROW, None)  # those members have rows now
+        session.info.pop(_ROWS, None)  # those members have rows now
     return added
 
 
@@ -1009,26 +1009,25 @@ def _row_for_update(session: Session, member_id: str) -> Select[MemberTier]:
     )
 
 
-# session.info: members this transaction found without a tier row (the lowest tier's
-# members have none until they move): an accrual asks twice, pricing and qualifying.
-_NO_ROW = transaction_scoped("loyalty.tiers.no_row")
+# session.info: the tier rows this transaction has read, by member (None: the member has no
+# row; the lowest tier's members have none until they move). An accrual asks twice, pricing
+# and qualifying; the session's identity map alone would not answer the second time, as it
+# lets go of rows nobody holds.
+_ROWS = transaction_scoped("loyalty.tiers.rows")
 
 
 def _tier_row(session: Session, member_id: str) -> MemberTier | None:
     """The member's tier row (one query per transaction, even when there is none)."""
-    absent: set[str] = session.info.setdefault(_NO_ROW, set())
-    if member_id in absent:
-        return None
-    row = session.get(MemberTier, member_id)
-    if row is None:
-        absent.add(member_id)
+    known: dict[str, MemberTier | None] = session.info.setdefault(_ROWS, {})
+    if member_id in known:
+        return known[member_id]
+    row = known[member_id] = session.get(MemberTier, member_id)
     return row
 
 
 def _lock_row(session: Session, member_id: str) -> MemberTier:
     """Lock the member's tier row for this transaction, creating it on first use: one
     statement (an upsert whose conflict branch locks the existing row), read afresh."""
-    session.info.get(_NO_ROW, set()).discard(member_id)
     insert = dialect_insert(session)
     statement = insert(MemberTier).values(
         member_id=member_id, ladder_version=0, updated_at=clock.now()
@@ -1037,6 +1036,7 @@ def _lock_row(session: Session, member_id: str) -> MemberTier:
         index_elements=["member_id"], set_={"member_id": statement.excluded.member_id}
     ).returning(MemberTier)
     row = session.scalars(statement, execution_options={"populate_existing": True}).one()
+    session.info.setdefault(_ROWS, {})[member_id] = row
     return row
 
 

@@ -4,6 +4,7 @@ that quietly adds statements to the hot path."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -25,6 +26,11 @@ from tests.ledger.conftest import balance, order
 # Authentication and the programme's configuration come from the process's caches. (14
 # before issue 11, 7 before the accrual's rows went in one statement.)
 PLAIN_ACCRUAL = 4
+# psycopg converts a statement's placeholders once and keeps the result only for statements
+# of at most this many parameters and characters (psycopg/_queries.py); longer ones are parsed
+# again on every execution.
+PSYCOPG_CACHED_PARAMETERS = 50
+PSYCOPG_CACHED_LENGTH = 4096
 # The demo programme configured (4 tiers, category and tier multipliers, two campaigns with
 # budgets, one for lifecycle stages, a daily cap, badges on spend): also the member's tier
 # (read once, even when the member has no tier row), the member's last activity (the stage
@@ -61,6 +67,13 @@ def counting(engine: Engine) -> Iterator[list[str]]:
         yield seen
     finally:
         event.remove(engine, "before_cursor_execute", count)
+
+
+def assert_psycopg_keeps_their_conversion(statements: list[str]) -> None:
+    for statement in statements:
+        names = set(re.findall(r"%\((\w+)\)s", statement))
+        assert len(names) <= PSYCOPG_CACHED_PARAMETERS, statement
+        assert len(statement) <= PSYCOPG_CACHED_LENGTH, statement
 
 
 def test_a_plain_accrual_costs_a_fixed_number_of_statements(
@@ -138,6 +151,31 @@ def test_an_accrual_with_a_whole_programme_costs_a_fixed_number_of_statements(
     assert answer.status_code == 201, answer.json
     assert answer.json["points"] == 100  # 50 USD, shoes x2: the rules applied
     assert len(seen) <= PROGRAMME_ACCRUAL, "\n".join(seen)
+    assert_psycopg_keeps_their_conversion(seen)
+
+
+def test_an_accrual_of_a_member_in_a_tier_reads_the_tier_row_once(
+    app: Flask,
+    client: FlaskClient,
+    engine: Engine,
+    make_headers: Callable[..., dict[str, str]],
+    programme: None,
+) -> None:
+    """Pricing and qualifying both ask for the member's tier row: one SELECT, even though
+    nothing holds the row between the two."""
+    headers = make_headers("points:accrue", "members:write")
+    member = client.post("/v1/members", json={"external_id": "sql-5"}, headers=headers).json
+    order = {"member_id": member["id"], "total": 5000, "currency": "USD"}
+    warm = {**order, "total": 30000, "order_id": "warm"}  # 300 points: silver
+    assert client.post("/v1/orders", json=warm, headers=headers).status_code == 201
+    with counting(engine) as seen:
+        answer = client.post("/v1/orders", json={**order, "order_id": "o-1"}, headers=headers)
+    assert answer.status_code == 201, answer.json
+    assert "Silver x1.1" in answer.json["description"]  # priced with the tier row
+    tier_reads = [statement for statement in seen if "FROM member_tiers" in statement]
+    assert len(tier_reads) == 1, "\n".join(seen)
+    assert len(seen) <= PROGRAMME_ACCRUAL, "\n".join(seen)
+    assert_psycopg_keeps_their_conversion(seen)
 
 
 def test_an_accrual_that_upgrades_a_tier_and_awards_a_badge_costs_a_fixed_number(

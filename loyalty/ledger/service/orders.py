@@ -301,18 +301,48 @@ def _write_at_once(
     the wallet's new state in one round trip (PostgreSQL), instead of up to four through the
     ORM; the wallet object then counts as saved."""
     state = {name: getattr(wallet, name) for name in _WALLET_STATE}
-    parameters = (
-        {f"o_{name}": value for name, value in order_row.items()}
-        | {f"w_{name}": value for name, value in state.items()}
-        | {"w_id": wallet.id}
-    )
+    parameters: dict[str, Any] = {}
+    rows = [("o", order_row), ("w", state | {"id": wallet.id})]
     if entry_row is not None:
-        parameters |= {f"e_{name}": value for name, value in entry_row.items()}
-        parameters |= {f"l_{name}": value for name, value in lot_row.items()}
+        rows += [("e", entry_row), ("l", lot_row)]
+    for prefix, row in rows:
+        for column, value in row.items():
+            name = _bind_name(prefix, column)
+            if parameters.setdefault(name, value) != value:
+                raise AssertionError(f"{prefix}.{column} differs from {name}")
     with session.no_autoflush:  # the wallet's changes go in this statement, not a flush
         session.execute(_accrual_statement(earned=entry_row is not None), parameters)
     for name, value in state.items():
         set_committed_value(wallet, name, value)
+
+
+# Values the accrual's rows share are sent once: psycopg converts a statement's placeholders
+# once and keeps the result only for statements of at most 50 parameters (47 here, 57 before).
+_SHARED = {
+    ("e", "wallet_id"): "s_wallet_id",
+    ("o", "wallet_id"): "s_wallet_id",
+    ("l", "wallet_id"): "s_wallet_id",
+    ("w", "id"): "s_wallet_id",
+    ("e", "member_id"): "s_member_id",
+    ("o", "member_id"): "s_member_id",
+    ("e", "created_at"): "s_now",
+    ("o", "created_at"): "s_now",
+    ("l", "created_at"): "s_now",
+    ("o", "id"): "s_order_pk",
+    ("l", "order_pk"): "s_order_pk",
+    ("o", "activates_at"): "s_activates_at",
+    ("l", "activates_at"): "s_activates_at",
+    ("o", "points"): "s_points",
+    ("l", "amount"): "s_points",
+    ("l", "remaining"): "s_points",
+}
+
+
+def _bind_name(prefix: str, column: str) -> str:
+    """The parameter carrying a column's value: ``e_``, ``o_``, ``l_`` and ``w_`` for the
+    entry, the order, the lot and the wallet, ``s_`` for a value they share (never a
+    column's own name: SQLAlchemy would add the column to the UPDATE's SET)."""
+    return _SHARED.get((prefix, column)) or f"{prefix}_{column}"
 
 
 @cache
@@ -329,24 +359,26 @@ def _accrual_statement(*, earned: bool) -> Any:
     )
 
     def binds(table: Any, prefix: str, names: Any) -> dict[str, Any]:
-        return {name: bindparam(prefix + name, type_=table.c[name].type) for name in names}
+        return {
+            name: bindparam(_bind_name(prefix, name), type_=table.c[name].type) for name in names
+        }
 
     wallet = (
         update(wallets)
-        .where(wallets.c.id == bindparam("w_id"))
-        .values(binds(wallets, "w_", _WALLET_STATE))
+        .where(wallets.c.id == bindparam(_bind_name("w", "id"), type_=wallets.c.id.type))
+        .values(binds(wallets, "w", _WALLET_STATE))
         .cte("wallet_update")
     )
     order_columns = [c.name for c in orders.columns if c.name != "entry_id"]
     if not earned:
-        return insert(orders).values(binds(orders, "o_", order_columns)).add_cte(wallet)
+        return insert(orders).values(binds(orders, "o", order_columns)).add_cte(wallet)
     entry_columns = [c.name for c in entries.columns if c.name != "id"]
-    entry = insert(entries).values(binds(entries, "e_", entry_columns)).returning(entries.c.id)
+    entry = insert(entries).values(binds(entries, "e", entry_columns)).returning(entries.c.id)
     entry_cte = entry.cte("new_entry")
     entry_id = select(entry_cte.c.id).scalar_subquery()
-    order = insert(orders).values(**binds(orders, "o_", order_columns), entry_id=entry_id)
+    order = insert(orders).values(**binds(orders, "o", order_columns), entry_id=entry_id)
     lot_columns = [c.name for c in lots.columns if c.name not in ("id", "entry_id")]
-    lot = insert(lots).values(**binds(lots, "l_", lot_columns), entry_id=entry_id)
+    lot = insert(lots).values(**binds(lots, "l", lot_columns), entry_id=entry_id)
     return select(entry_cte.c.id).add_cte(order.cte("new_order"), lot.cte("new_lot"), wallet)
 
 
