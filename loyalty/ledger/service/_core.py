@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, bindparam, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, bindparam, literal_column, select, true
+from sqlalchemy.orm import Session, aliased
 
 from loyalty import clock, configcache
 from loyalty.db import dialect_insert, new_id, transaction_scoped
@@ -140,12 +140,7 @@ def _lock_wallets(
     parameters = {"member_ids": ids} if len(ids) > 1 else {"member_id": ids[0]}
 
     def read() -> dict[str, _Locked]:
-        found = {}
-        for wallet, member, settings, version in session.execute(query, parameters):
-            configcache.note_version(session, version)
-            found[member.id] = _Locked(wallet, member, settings)
-        session.info.setdefault(_LOCKED, {}).update(found)
-        return found
+        return {row[1].id: _remember(session, *row) for row in session.execute(query, parameters)}
 
     rows = read()
     if skip_locked:
@@ -180,6 +175,62 @@ def _lock_wallets(
         if len(rows) != len(ids):  # no settings row: a database from before the defaults
             raise AssertionError("the program_settings row is missing; run loyalty db upgrade")
     return rows
+
+
+def _remember(
+    session: Session, wallet: Wallet, member: Member, settings: ProgramSettings, version: int
+) -> _Locked:
+    """Note what the lock statement read (for this transaction's later locks and the
+    configuration cache)."""
+    configcache.note_version(session, version)
+    locked = session.info.setdefault(_LOCKED, {})[member.id] = _Locked(wallet, member, settings)
+    return locked
+
+
+def _lock_wallet_for_order(
+    session: Session, member_id: str, channel_id: str, order_id: str
+) -> tuple[_Locked, bool]:
+    """`_lock_wallet`, and whether the order ``(channel_id, order_id)`` is known not to
+    exist, asked in the same round trip. Known only when that answer is as current as the
+    lock: the statement reads the orders as of its start, and a report of this order that
+    held the lock meanwhile committed after that; but it changed the wallet (every accrual
+    does), so the wallet row locked is then newer than the one the statement started with,
+    and the caller must look for the order again. (SQLite takes its write lock before
+    reading.)"""
+    if member_id in session.info.get(_LOCKED, {}):
+        return _lock_wallet(session, member_id), False
+    row = session.execute(
+        _order_lock_query(session.get_bind().dialect.name),
+        {"member_id": member_id, "channel_id": channel_id, "order_id": order_id},
+    ).one_or_none()
+    if row is None:  # the member's first order creates the wallet
+        return _lock_wallet(session, member_id), False
+    *locked, existing_order, unchanged = row
+    return _remember(session, *locked), existing_order is None and bool(unchanged)
+
+
+@cache
+def _order_lock_query(dialect: str) -> Select[Any]:
+    """The wallet's lock statement with the order key's row id and whether the wallet row it
+    locked is the one its snapshot saw (PostgreSQL's ``xmin``: the transaction that wrote
+    the row version)."""
+    orders = Order.__table__
+    existing = (
+        select(orders.c.id)
+        .where(
+            orders.c.channel_id == bindparam("channel_id"),
+            orders.c.order_id == bindparam("order_id"),
+        )
+        .scalar_subquery()
+    )
+    if dialect == "postgresql":
+        seen = aliased(Wallet, name="seen")
+        unchanged: Any = literal_column("wallets.xmin") == (
+            select(literal_column("seen.xmin")).where(seen.id == Wallet.id).scalar_subquery()
+        )
+    else:
+        unchanged = true()
+    return _lock_query(False, False).add_columns(existing, unchanged)
 
 
 @cache

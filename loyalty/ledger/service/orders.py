@@ -48,7 +48,7 @@ from loyalty.ledger.service._core import (
     _allocate,
     _entry_values,
     _expiry,
-    _lock_wallet,
+    _lock_wallet_for_order,
     _lock_wallets,
     _note_due,
     _post,
@@ -147,11 +147,15 @@ def accrue_order(
         raise InvalidFieldError("items", "Each SKU may appear once in an order.")
 
     with _conflicts_as(OrderConflictError(order_id)), unit_of_work(session):
-        locked = _lock_wallet(session, member_id)
+        locked, absent = _lock_wallet_for_order(session, member_id, channel_id, order_id)
         wallet, settings = locked.wallet, locked.settings
-        # Read after the lock, in a statement of its own: a concurrent report of this order
-        # that held the lock has committed by now and must be seen.
-        existing = session.scalar(_ORDER_BY_KEY, {"channel_id": channel_id, "order_id": order_id})
+        # Unless the lock's statement could tell, read after the lock, in a statement of its
+        # own: a concurrent report of this order that held the lock has committed by now.
+        existing = None
+        if not absent:
+            existing = session.scalar(
+                _ORDER_BY_KEY, {"channel_id": channel_id, "order_id": order_id}
+            )
         if existing is not None:
             if existing.request_hash != fingerprint:
                 raise OrderConflictError(order_id)
