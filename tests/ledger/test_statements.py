@@ -40,8 +40,10 @@ PSYCOPG_CACHED_LENGTH = 4096
 # order check went with the lock.)
 PROGRAMME_ACCRUAL = 8
 # ... and one that upgrades the member's tier (its row, history, event) and awards a badge
-# with bonus points (the award, the bonus's entry, lot and wallet update, their events).
-UPGRADE_AND_BADGE = 21
+# with bonus points (the award, the bonus's entry, lot and wallet update, their events); the
+# badge's progress row is stored with the member's levels of the badge read in the same
+# statement. (26 before issue 11, 21 before the levels came with the progress row.)
+UPGRADE_AND_BADGE = 20
 # The member with the wallet, the points expiring soon. (5 before issue 11.)
 BALANCE_READ = 2
 # A batch of the job activating and expiring lots of many wallets: the same statements

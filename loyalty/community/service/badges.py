@@ -176,7 +176,7 @@ def _evaluate(
     insert = dialect_insert(session)
     for badge in badges:
         value = _metric(session, badge, member, now, streak_now=streak_now)
-        _store_progress(session, badge.id, member.id, value, now)
+        have = _store_progress(session, badge.id, member.id, value, now)
         reached = rules.levels_reached(rules.levels_of(badge.levels), value)
         if not reached:
             continue
@@ -184,13 +184,14 @@ def _evaluate(
             now, badge.starts_at, badge.ends_at
         ):
             continue  # a challenge counts streaks and referrals only while it runs
-        have = set(
-            session.scalars(
-                select(BadgeAward.level).where(
-                    BadgeAward.badge_id == badge.id, BadgeAward.member_id == member.id
+        if have is None:
+            have = set(
+                session.scalars(
+                    select(BadgeAward.level).where(
+                        BadgeAward.badge_id == badge.id, BadgeAward.member_id == member.id
+                    )
                 )
             )
-        )
         for level in reached:
             if level.number in have:
                 continue
@@ -298,23 +299,30 @@ PROGRESS_LIMIT = Decimal(10) ** 15  # what the leaderboard column holds, with ro
 
 def _store_progress(
     session: Session, badge_id: str, member_id: str, value: Decimal, now: dt.datetime
-) -> None:
+) -> set[int] | None:
+    """Store the member's value of the badge's metric; on PostgreSQL, in the same statement,
+    read the levels of the badge the member has (given or revoked; None elsewhere)."""
     # Kept to the column's scale and range (a sum of extreme values is shown as its limit).
     value = max(min(value, PROGRESS_LIMIT), -PROGRESS_LIMIT).quantize(Decimal("0.0001"))
     # One statement: insert, or update only when the value changed (updated_at orders ties
     # on the leaderboard: the first to reach a value stays ahead).
-    session.execute(
-        _progress_upsert(session.get_bind().dialect.name),
+    dialect = session.get_bind().dialect.name
+    result = session.execute(
+        _progress_upsert(dialect),
         {"badge_id": badge_id, "member_id": member_id, "value": value, "updated_at": now},
     )
+    levels = set(result.scalar() or ()) if dialect == "postgresql" else None
     loaded = session.identity_map.get(session.identity_key(BadgeProgress, (badge_id, member_id)))
     if loaded is not None:
         session.expire(loaded)
+    return levels
 
 
 @cache
 def _progress_upsert(dialect: str) -> Any:
-    """The progress upsert, built once per dialect (every accrual with a spend badge sends it)."""
+    """The progress upsert, built once per dialect (every accrual with a spend badge sends
+    it); on PostgreSQL a data-modifying WITH whose query reads the member's levels of the
+    badge (the caller holds the member's wallet lock, so none is being given meanwhile)."""
     insert = dialect_insert(dialect)
     upsert = insert(BadgeProgress).values(
         badge_id=bindparam("badge_id"),
@@ -322,10 +330,20 @@ def _progress_upsert(dialect: str) -> Any:
         value=bindparam("value"),
         updated_at=bindparam("updated_at"),
     )
-    return upsert.on_conflict_do_update(
+    upsert = upsert.on_conflict_do_update(
         index_elements=["badge_id", "member_id"],
         set_={"value": upsert.excluded.value, "updated_at": upsert.excluded.updated_at},
         where=BadgeProgress.value != upsert.excluded.value,
+    )
+    if dialect != "postgresql":
+        return upsert
+    return (
+        select(func.array_agg(BadgeAward.level))
+        .where(
+            BadgeAward.badge_id == bindparam("badge_id"),
+            BadgeAward.member_id == bindparam("member_id"),
+        )
+        .add_cte(upsert.cte("progress"))
     )
 
 
