@@ -12,6 +12,8 @@ from sqlalchemy.orm import Session
 
 from loyalty import clock
 from loyalty.analytics import rules
+from loyalty.analytics.models import OrderFacts
+from loyalty.analytics.service import facts
 from loyalty.analytics.service._sql import Dialect, period
 from loyalty.analytics.service.settings import get_settings
 from loyalty.ledger import reporting as ledger
@@ -47,7 +49,9 @@ def repurchase(
     currency = currency or get_settings(session).currency
     now = clock.now()
     orders = ledger.counted_orders().subquery()
-    firsts = _firsts()
+    kept = facts.state(session, now)
+    # Each member's first order: from the order facts and the orders since, once built.
+    firsts = _firsts() if kept is None else facts.first_orders(kept.through, currency)
     money = orders.c.total - orders.c.amount_refunded
     in_currency = orders.c.currency == currency
     per_member = (
@@ -84,17 +88,7 @@ def repurchase(
         )
     ).one()
     # Members whose first order fell in the period: did a second follow within 72 hours, a year?
-    later = ledger.counted_orders().subquery()
-    seconds = (
-        select(firsts.c.member_id, firsts.c.at, func.min(later.c.placed_at).label("second_at"))
-        .outerjoin(
-            later,
-            (later.c.member_id == firsts.c.member_id) & (later.c.placed_at > firsts.c.at),
-        )
-        .where(firsts.c.at >= span.start, firsts.c.at < span.end)
-        .group_by(firsts.c.member_id, firsts.c.at)
-        .subquery("second_orders")
-    )
+    seconds = _first_buyers(firsts, span.start, span.end, kept is not None)
     gap = d.seconds_between(seconds.c.at, seconds.c.second_at)
     over = d.seconds_between(seconds.c.at, now)
     spans = (("within_72_hours", HOURS_72), ("within_1_year", YEAR_DAYS * 86400))
@@ -145,6 +139,30 @@ def repurchase(
     }
 
 
+def _first_buyers(firsts: Any, start: dt.datetime, end: dt.datetime, kept: bool) -> Any:
+    """The members whose first order (of ``firsts``) fell in ``[start, end)``: ``member_id``,
+    ``at`` and ``second_at`` (the next counted order strictly after it, if any). The order facts'
+    ``firsts`` carry the second; else it is read from the orders."""
+    in_period = (firsts.c.at >= start, firsts.c.at < end)
+    if kept:
+        return (
+            select(firsts.c.member_id, firsts.c.at, firsts.c.second_at)
+            .where(*in_period)
+            .subquery("second_orders")
+        )
+    later = ledger.counted_orders().subquery()
+    return (
+        select(firsts.c.member_id, firsts.c.at, func.min(later.c.placed_at).label("second_at"))
+        .outerjoin(
+            later,
+            (later.c.member_id == firsts.c.member_id) & (later.c.placed_at > firsts.c.at),
+        )
+        .where(*in_period)
+        .group_by(firsts.c.member_id, firsts.c.at)
+        .subquery("second_orders")
+    )
+
+
 def _average(total: int, count: int) -> float | None:
     return None if count == 0 else round(total / count, 2)
 
@@ -180,14 +198,20 @@ def lifetime_value(
         )
         or 0
     )
+    # The order facts (orders before their ``through``) when they hold this currency and the
+    # period ends after them; the orders since (to the period's end) from the orders.
+    kept = facts.state(session, clock.now(), currency=currency)
+    since = None if kept is None or span.end < kept.through else kept.through
+    window = orders.c.placed_at < span.end
+    if since is not None:
+        window = window & (orders.c.placed_at >= since)
     revenue_total = int(
-        session.scalar(
-            select(func.coalesce(func.sum(money), 0)).where(
-                in_currency, orders.c.placed_at < span.end
-            )
-        )
-        or 0
+        session.scalar(select(func.coalesce(func.sum(money), 0)).where(in_currency, window)) or 0
     )
+    if since is not None:
+        revenue_total += int(
+            session.scalar(select(func.coalesce(func.sum(OrderFacts.revenue), 0))) or 0
+        )
     joined = d.local_date(Member.enrolled_at, Member.timezone)
     month = func.to_char(joined, "YYYY-MM") if d.postgresql else func.strftime("%Y-%m", joined)
     per_member = (
@@ -196,19 +220,25 @@ def lifetime_value(
             func.count().label("orders"),
             func.sum(case((in_currency, money), else_=0)).label("revenue"),
         )
-        .where(orders.c.placed_at < span.end)
+        .where(window)
         .group_by(orders.c.member_id)
         .subquery("member_revenue")
     )
+    member_orders: Any = func.coalesce(per_member.c.orders, 0)
+    member_revenue: Any = func.coalesce(per_member.c.revenue, 0)
+    members = Member.__table__.outerjoin(per_member, per_member.c.member_id == Member.id)
+    if since is not None:
+        members = members.outerjoin(OrderFacts, OrderFacts.member_id == Member.id)
+        member_orders = member_orders + func.coalesce(OrderFacts.orders, 0)
+        member_revenue = member_revenue + func.coalesce(OrderFacts.revenue, 0)
     rows = session.execute(
         select(
             month.label("cohort"),
             func.count().label("members"),
-            func.coalesce(func.sum(per_member.c.orders), 0).label("orders"),
-            func.coalesce(func.sum(per_member.c.revenue), 0).label("revenue"),
+            func.coalesce(func.sum(member_orders), 0).label("orders"),
+            func.coalesce(func.sum(member_revenue), 0).label("revenue"),
         )
-        .select_from(Member)
-        .outerjoin(per_member, per_member.c.member_id == Member.id)
+        .select_from(members)
         .where(
             Member.enrolled_at >= span.start - dt.timedelta(days=1),
             Member.enrolled_at < span.end + dt.timedelta(days=1),
