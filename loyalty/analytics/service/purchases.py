@@ -258,13 +258,7 @@ def lifetime_value(
         }
         for row in rows
     ]
-    this_year = _year(session, span.end - dt.timedelta(days=YEAR_DAYS), span.end, currency)
-    last_year_buyers = _buyers(
-        session,
-        span.end - dt.timedelta(days=2 * YEAR_DAYS),
-        span.end - dt.timedelta(days=YEAR_DAYS),
-    )
-    stayed = _stayed(session, span.end, last_year_buyers)
+    this_year, last_year_buyers, stayed = _years(session, span.end, currency)
     retention = rules.rate(stayed, last_year_buyers)
     aov = _average(this_year.revenue, this_year.priced)
     frequency = None if not this_year.buyers else round(this_year.orders / this_year.buyers, 4)
@@ -295,55 +289,44 @@ def lifetime_value(
     }
 
 
-def _year(session: Session, start: dt.datetime, end: dt.datetime, currency: str) -> _Year:
+def _years(session: Session, end: dt.datetime, currency: str) -> tuple[_Year, int, int]:
+    """The last 12 months before ``end`` (buyers, orders, priced orders, revenue), the buyers
+    of the 12 months before those, and how many of them bought again in the last 12: one pass
+    over the two years' orders, grouped by member."""
     orders = ledger.counted_orders().subquery()
     money = orders.c.total - orders.c.amount_refunded
     in_currency = orders.c.currency == currency
+    year_start = end - dt.timedelta(days=YEAR_DAYS)
+    this_year = orders.c.placed_at >= year_start
+    members = (
+        select(
+            func.max(case((this_year, 1), else_=0)).label("this_year"),
+            func.max(case((this_year, 0), else_=1)).label("last_year"),
+            func.sum(case((this_year, 1), else_=0)).label("orders"),
+            func.sum(case((this_year & in_currency, 1), else_=0)).label("priced"),
+            func.sum(case((this_year & in_currency, money), else_=0)).label("revenue"),
+        )
+        .where(
+            orders.c.placed_at >= end - dt.timedelta(days=2 * YEAR_DAYS),
+            orders.c.placed_at < end,
+        )
+        .group_by(orders.c.member_id)
+        .subquery("two_years")
+    )
     row = session.execute(
         select(
-            func.count(func.distinct(orders.c.member_id)).label("buyers"),
-            func.count().label("orders"),
-            func.coalesce(func.sum(case((in_currency, 1), else_=0)), 0).label("priced"),
-            func.coalesce(func.sum(case((in_currency, money), else_=0)), 0).label("revenue"),
-        ).where(orders.c.placed_at >= start, orders.c.placed_at < end)
+            func.coalesce(func.sum(members.c.this_year), 0).label("buyers"),
+            func.coalesce(func.sum(members.c.orders), 0).label("orders"),
+            func.coalesce(func.sum(members.c.priced), 0).label("priced"),
+            func.coalesce(func.sum(members.c.revenue), 0).label("revenue"),
+            func.coalesce(func.sum(members.c.last_year), 0).label("last_year_buyers"),
+            func.coalesce(
+                func.sum(
+                    case(((members.c.this_year == 1) & (members.c.last_year == 1), 1), else_=0)
+                ),
+                0,
+            ).label("stayed"),
+        )
     ).one()
-    return _Year(int(row.buyers), int(row.orders), int(row.priced), int(row.revenue))
-
-
-def _buyers(session: Session, start: dt.datetime, end: dt.datetime) -> int:
-    orders = ledger.counted_orders().subquery()
-    return int(
-        session.scalar(
-            select(func.count(func.distinct(orders.c.member_id))).where(
-                orders.c.placed_at >= start, orders.c.placed_at < end
-            )
-        )
-        or 0
-    )
-
-
-def _stayed(session: Session, end: dt.datetime, _buyers_before: int) -> int:
-    """Last year's buyers (the 12 months before the last 12) who bought again in the last 12."""
-    before = ledger.counted_orders().subquery()
-    after = ledger.counted_orders().subquery()
-    year = dt.timedelta(days=YEAR_DAYS)
-    previous = (
-        select(before.c.member_id)
-        .where(before.c.placed_at >= end - 2 * year, before.c.placed_at < end - year)
-        .distinct()
-        .subquery()
-    )
-    again = (
-        select(after.c.member_id)
-        .where(after.c.placed_at >= end - year, after.c.placed_at < end)
-        .distinct()
-        .subquery()
-    )
-    return int(
-        session.scalar(
-            select(func.count()).select_from(
-                previous.join(again, again.c.member_id == previous.c.member_id)
-            )
-        )
-        or 0
-    )
+    year = _Year(int(row.buyers), int(row.orders), int(row.priced), int(row.revenue))
+    return year, int(row.last_year_buyers), int(row.stayed)
