@@ -5,8 +5,10 @@
 
 Against the database `analytics_data.py` loaded, with the app in this process (Flask's test
 client, no HTTP server): first the worker's daily pass (stages, RFM, churn flags, the cohort
-activity, alerts) once, timed (``--refresh``: then an incremental cohort-activity refresh, the
-next day's share); then the baseline, ``SELECT count(*)`` of members, orders, ledger_entries,
+activity, the order facts, alerts) once, timed (``--refresh``: then an incremental refresh of
+the cohort activity and of the order facts, the next day's share; ``--only-facts``: of the
+pass only the order facts, for a database whose stages and cohort activity are built); then
+the baseline, ``SELECT count(*)`` of members, orders, ledger_entries,
 redemptions and community_events one after the other; then each analytics call. Each is run
 ``--repeat`` times and the median kept; the ratio is the call's median over the baseline's.
 Goal: at most 10. Prints a Markdown table (and writes the figures as JSON with ``--json``).
@@ -56,10 +58,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--skip-worker", action="store_true", help="stages already computed")
     parser.add_argument(
-        "--refresh", action="store_true", help="time an incremental cohort-activity refresh"
+        "--refresh",
+        action="store_true",
+        help="time an incremental refresh of the cohort activity and the order facts",
+    )
+    parser.add_argument(
+        "--only-facts",
+        action="store_true",
+        help="of the worker's pass only the order facts (the rest already built)",
     )
     parser.add_argument(
         "--skip", action="append", default=[], help="leave out calls whose label contains this"
+    )
+    parser.add_argument(
+        "--only", action="append", default=[], help="only the calls whose label contains this"
     )
     args = parser.parse_args(argv)
     url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{args.database}"
@@ -69,32 +81,48 @@ def main(argv: list[str] | None = None) -> int:
         sizes = {t: session.scalar(text(f"SELECT count(*) FROM {t}")) for t in TABLES}
         print("sizes:", json.dumps(sizes), flush=True)
         results: dict[str, Any] = {"sizes": sizes}
-        if not args.skip_worker:
+        if args.only_facts:
+            started = time.perf_counter()
+            counts = analytics.refresh_order_facts(session)
+            seconds = time.perf_counter() - started
+            results["order_facts"] = {"seconds": round(seconds, 1), "counts": counts}
+            print(f"order facts: {seconds:.1f} s {counts}", flush=True)
+        elif not args.skip_worker:
             started = time.perf_counter()
             counts = analytics.recompute(session, batch_size=analytics.RECOMPUTE_BATCH)
             stages = time.perf_counter() - started
             counts.update(analytics.refresh_cohort_activity(session))
             activity = time.perf_counter() - started - stages
+            counts.update(analytics.refresh_order_facts(session))
+            facts = time.perf_counter() - started - stages - activity
             counts["retention alerts"] = analytics.check_retention(session)
             worker = time.perf_counter() - started
             results["worker"] = {
                 "seconds": round(worker, 1),
                 "stages_seconds": round(stages, 1),
                 "cohort_activity_seconds": round(activity, 1),
+                "order_facts_seconds": round(facts, 1),
                 "counts": counts,
             }
             print(
                 f"worker pass: {worker:.1f} s (stages {stages:.1f} s, cohort activity "
-                f"{activity:.1f} s) {counts}",
+                f"{activity:.1f} s, order facts {facts:.1f} s) {counts}",
                 flush=True,
             )
         if args.refresh:
             # The next day's pass: only what changed since (here nothing but the clock).
-            started = time.perf_counter()
-            counts = analytics.refresh_cohort_activity(session)
-            seconds = time.perf_counter() - started
-            results["cohort_activity_refresh"] = {"seconds": round(seconds, 1), "counts": counts}
-            print(f"cohort activity refresh: {seconds:.1f} s {counts}", flush=True)
+            for name, refresh in (
+                ("cohort activity", analytics.refresh_cohort_activity),
+                ("order facts", analytics.refresh_order_facts),
+            ):
+                started = time.perf_counter()
+                counts = refresh(session)
+                seconds = time.perf_counter() - started
+                results[f"{name.replace(' ', '_')}_refresh"] = {
+                    "seconds": round(seconds, 1),
+                    "counts": counts,
+                }
+                print(f"{name} refresh: {seconds:.1f} s {counts}", flush=True)
         now = clock.now()
         campaign = earning.create_campaign(
             session,
@@ -144,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for method, path, body in calls:
             if any(part in path for part in args.skip):
+                continue
+            if args.only and not any(part in path for part in args.only):
                 continue
 
             def call(method: str = method, path: str = path, body: Any = body) -> None:

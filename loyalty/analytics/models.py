@@ -201,5 +201,38 @@ class CohortActivityState(Base):
     built_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
 
+class OrderFacts(Base):
+    """What repurchase and lifetime value need of a member's counted orders (not refunded in
+    full), kept by the worker: ``first_at`` the first one's time, ``second_at`` the first one
+    strictly after it (none with a single order time), ``orders`` how many, ``revenue`` their
+    money in the state's currency, net of refunds (minor units). Only orders placed before the
+    state's ``through`` count here; reports add what came since from the orders. A member
+    without a counted order before ``through`` has no row."""
+
+    __tablename__ = "order_facts"
+    __table_args__ = (Index("ix_order_facts_first_at", "first_at"),)
+
+    member_id: Mapped[str] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    first_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    second_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    orders: Mapped[int] = mapped_column(Integer)
+    revenue: Mapped[int] = mapped_column(BigInteger)
+
+
+class OrderFactsState(Base):
+    """How far `OrderFacts` goes: orders placed before ``through`` (UTC) as the source tables
+    held them at ``refreshed_at``, revenue in ``currency`` (the settings' when built). One row;
+    none until the worker first built the table."""
+
+    __tablename__ = "order_facts_state"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, default=1)
+    currency: Mapped[str] = mapped_column(String(3))
+    through: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    refreshed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    built_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
 # Configuration that accruals cache (the stage thresholds of campaigns; loyalty.configcache).
 configcache.watch(AnalyticsSettings, ignore=("computed_at",))  # not the daily pass's stamp

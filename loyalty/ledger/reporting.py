@@ -80,6 +80,17 @@ def unspent_lots() -> Select[*tuple[Any, ...]]:
     )
 
 
+def late_order_members(since: dt.datetime, before: dt.datetime) -> CompoundSelect:
+    """``member_id`` of the members whose orders placed before ``before`` changed in rows
+    recorded since ``since``: orders back-filled before it, refunds of such orders."""
+    return union(
+        select(Order.member_id).where(Order.created_at >= since, Order.placed_at < before),
+        select(Order.member_id)
+        .join(Refund, Refund.order_pk == Order.id)
+        .where(Refund.created_at >= since, Order.placed_at < before),
+    )
+
+
 def late_activity_members(since: dt.datetime, before: dt.datetime) -> CompoundSelect:
     """``member_id`` of the members whose purchases or redemptions before ``before`` changed
     in rows recorded since ``since``: orders placed before it (back-filled), refunds of such

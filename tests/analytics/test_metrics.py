@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from loyalty.analytics import service
 from loyalty.clock import FrozenClock
 from loyalty.tiers import service as tiers
-from tests.analytics.conftest import DAY, NOW, build, event
+from tests.analytics.conftest import DAY, NOW, at, build, event, order
 
 FROM_2024 = dt.date(2024, 1, 1)
 
@@ -169,6 +169,21 @@ def test_lifetime_value_by_hand(session: Session, now: FrozenClock) -> None:
         "annual_buyer_retention": 0.0,
         "expected_years": 1.0,
         "lifetime_value": 7666.55,
+    }
+
+
+def test_lifetime_value_retention_of_last_years_buyers(session: Session, now: FrozenClock) -> None:
+    data = build(session)
+    # D bought last year (28 February 2025) and again in March: 1 of 1 stayed, 10 years (the
+    # most); this year 8 orders by 4 buyers, 23000 + 500.
+    order(session, data.d, "D-2", 500, at(2026, 3, 1))
+    estimate = service.lifetime_value(session, first=dt.date(2026, 1, 1))["estimate"]
+    assert estimate == {
+        "average_order_value": 2937.5,
+        "orders_per_buyer_per_year": 2.0,
+        "annual_buyer_retention": 1.0,
+        "expected_years": 10,
+        "lifetime_value": 58750.0,
     }
 
 

@@ -2,6 +2,7 @@
 
 - `settings`: the thresholds and money settings managers set;
 - `activity`: the cohort activity the worker keeps for the cohort reports;
+- `facts`: the order facts the worker keeps for repurchase and lifetime value;
 - `cohorts`: cohort retention and the monthly matrix, the 30-day headline;
 - `purchases`: repurchase and lifetime value;
 - `stages`: the worker's daily recomputation of stages, RFM segments and churn flags, and the
@@ -22,6 +23,7 @@ from loyalty.analytics.models import AnalyticsSettings
 from loyalty.analytics.service.activity import refresh as refresh_cohort_activity
 from loyalty.analytics.service.alerts import check_retention, list_alerts
 from loyalty.analytics.service.cohorts import cohort_retention, retention_headline
+from loyalty.analytics.service.facts import refresh as refresh_order_facts
 from loyalty.analytics.service.kpis import kpis, liability
 from loyalty.analytics.service.nps import nps
 from loyalty.analytics.service.purchases import lifetime_value, repurchase
@@ -53,6 +55,7 @@ __all__ = [
     "nps",
     "recompute",
     "refresh_cohort_activity",
+    "refresh_order_facts",
     "repurchase",
     "retention_headline",
     "run_due",
@@ -71,9 +74,9 @@ RECOMPUTE_BATCH = 10_000
 
 def run_due(session: Session, *, batch_size: int = 1000) -> dict[str, int]:
     """The job's share (``loyalty jobs run``): once a day, recompute every member's stage,
-    RFM segment and churn flags, bring the cohort activity up to date, then check retention
-    for alerts. The pass is claimed on the
-    settings row (``FOR UPDATE SKIP LOCKED``), so of several workers one does it."""
+    RFM segment and churn flags, bring the cohort activity and the order facts up to date,
+    then check retention for alerts. The pass is claimed on the settings row (``FOR UPDATE
+    SKIP LOCKED``), so of several workers one does it."""
     now = clock.now()
     with unit_of_work(session):
         query = select(AnalyticsSettings).where(AnalyticsSettings.id == 1)
@@ -95,5 +98,6 @@ def run_due(session: Session, *, batch_size: int = 1000) -> dict[str, int]:
     }
     counts.update(recompute(session, now=now, batch_size=max(batch_size, RECOMPUTE_BATCH)))
     counts.update(refresh_cohort_activity(session, now=now))
+    counts.update(refresh_order_facts(session, now=now))
     counts["retention alerts"] = check_retention(session, now=now)
     return counts

@@ -81,9 +81,14 @@ def kpis(
     span = period(session, first, last)
     now = clock.now()
     acts = activity()
+    # count(*) of a DISTINCT subquery, not count(DISTINCT): PostgreSQL can hash the members
+    # instead of sorting a year of activity.
     active = session.scalar(
-        select(func.count(func.distinct(acts.c.member_id))).where(
-            acts.c.at >= span.start, acts.c.at < span.end
+        select(func.count()).select_from(
+            select(acts.c.member_id)
+            .where(acts.c.at >= span.start, acts.c.at < span.end)
+            .distinct()
+            .subquery("active")
         )
     )
     members = session.scalar(

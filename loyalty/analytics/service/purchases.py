@@ -12,6 +12,8 @@ from sqlalchemy.orm import Session
 
 from loyalty import clock
 from loyalty.analytics import rules
+from loyalty.analytics.models import OrderFacts
+from loyalty.analytics.service import facts
 from loyalty.analytics.service._sql import Dialect, period
 from loyalty.analytics.service.settings import get_settings
 from loyalty.ledger import reporting as ledger
@@ -47,7 +49,9 @@ def repurchase(
     currency = currency or get_settings(session).currency
     now = clock.now()
     orders = ledger.counted_orders().subquery()
-    firsts = _firsts()
+    kept = facts.state(session, now)
+    # Each member's first order: from the order facts and the orders since, once built.
+    firsts = _firsts() if kept is None else facts.first_orders(kept.through, currency)
     money = orders.c.total - orders.c.amount_refunded
     in_currency = orders.c.currency == currency
     per_member = (
@@ -84,17 +88,7 @@ def repurchase(
         )
     ).one()
     # Members whose first order fell in the period: did a second follow within 72 hours, a year?
-    later = ledger.counted_orders().subquery()
-    seconds = (
-        select(firsts.c.member_id, firsts.c.at, func.min(later.c.placed_at).label("second_at"))
-        .outerjoin(
-            later,
-            (later.c.member_id == firsts.c.member_id) & (later.c.placed_at > firsts.c.at),
-        )
-        .where(firsts.c.at >= span.start, firsts.c.at < span.end)
-        .group_by(firsts.c.member_id, firsts.c.at)
-        .subquery("second_orders")
-    )
+    seconds = _first_buyers(firsts, span.start, span.end, kept is not None)
     gap = d.seconds_between(seconds.c.at, seconds.c.second_at)
     over = d.seconds_between(seconds.c.at, now)
     spans = (("within_72_hours", HOURS_72), ("within_1_year", YEAR_DAYS * 86400))
@@ -145,6 +139,30 @@ def repurchase(
     }
 
 
+def _first_buyers(firsts: Any, start: dt.datetime, end: dt.datetime, kept: bool) -> Any:
+    """The members whose first order (of ``firsts``) fell in ``[start, end)``: ``member_id``,
+    ``at`` and ``second_at`` (the next counted order strictly after it, if any). The order facts'
+    ``firsts`` carry the second; else it is read from the orders."""
+    in_period = (firsts.c.at >= start, firsts.c.at < end)
+    if kept:
+        return (
+            select(firsts.c.member_id, firsts.c.at, firsts.c.second_at)
+            .where(*in_period)
+            .subquery("second_orders")
+        )
+    later = ledger.counted_orders().subquery()
+    return (
+        select(firsts.c.member_id, firsts.c.at, func.min(later.c.placed_at).label("second_at"))
+        .outerjoin(
+            later,
+            (later.c.member_id == firsts.c.member_id) & (later.c.placed_at > firsts.c.at),
+        )
+        .where(*in_period)
+        .group_by(firsts.c.member_id, firsts.c.at)
+        .subquery("second_orders")
+    )
+
+
 def _average(total: int, count: int) -> float | None:
     return None if count == 0 else round(total / count, 2)
 
@@ -180,14 +198,20 @@ def lifetime_value(
         )
         or 0
     )
+    # The order facts (orders before their ``through``) when they hold this currency and the
+    # period ends after them; the orders since (to the period's end) from the orders.
+    kept = facts.state(session, clock.now(), currency=currency)
+    since = None if kept is None or span.end < kept.through else kept.through
+    window = orders.c.placed_at < span.end
+    if since is not None:
+        window = window & (orders.c.placed_at >= since)
     revenue_total = int(
-        session.scalar(
-            select(func.coalesce(func.sum(money), 0)).where(
-                in_currency, orders.c.placed_at < span.end
-            )
-        )
-        or 0
+        session.scalar(select(func.coalesce(func.sum(money), 0)).where(in_currency, window)) or 0
     )
+    if since is not None:
+        revenue_total += int(
+            session.scalar(select(func.coalesce(func.sum(OrderFacts.revenue), 0))) or 0
+        )
     joined = d.local_date(Member.enrolled_at, Member.timezone)
     month = func.to_char(joined, "YYYY-MM") if d.postgresql else func.strftime("%Y-%m", joined)
     per_member = (
@@ -196,19 +220,25 @@ def lifetime_value(
             func.count().label("orders"),
             func.sum(case((in_currency, money), else_=0)).label("revenue"),
         )
-        .where(orders.c.placed_at < span.end)
+        .where(window)
         .group_by(orders.c.member_id)
         .subquery("member_revenue")
     )
+    member_orders: Any = func.coalesce(per_member.c.orders, 0)
+    member_revenue: Any = func.coalesce(per_member.c.revenue, 0)
+    members = Member.__table__.outerjoin(per_member, per_member.c.member_id == Member.id)
+    if since is not None:
+        members = members.outerjoin(OrderFacts, OrderFacts.member_id == Member.id)
+        member_orders = member_orders + func.coalesce(OrderFacts.orders, 0)
+        member_revenue = member_revenue + func.coalesce(OrderFacts.revenue, 0)
     rows = session.execute(
         select(
             month.label("cohort"),
             func.count().label("members"),
-            func.coalesce(func.sum(per_member.c.orders), 0).label("orders"),
-            func.coalesce(func.sum(per_member.c.revenue), 0).label("revenue"),
+            func.coalesce(func.sum(member_orders), 0).label("orders"),
+            func.coalesce(func.sum(member_revenue), 0).label("revenue"),
         )
-        .select_from(Member)
-        .outerjoin(per_member, per_member.c.member_id == Member.id)
+        .select_from(members)
         .where(
             Member.enrolled_at >= span.start - dt.timedelta(days=1),
             Member.enrolled_at < span.end + dt.timedelta(days=1),
@@ -228,13 +258,7 @@ def lifetime_value(
         }
         for row in rows
     ]
-    this_year = _year(session, span.end - dt.timedelta(days=YEAR_DAYS), span.end, currency)
-    last_year_buyers = _buyers(
-        session,
-        span.end - dt.timedelta(days=2 * YEAR_DAYS),
-        span.end - dt.timedelta(days=YEAR_DAYS),
-    )
-    stayed = _stayed(session, span.end, last_year_buyers)
+    this_year, last_year_buyers, stayed = _years(session, span.end, currency)
     retention = rules.rate(stayed, last_year_buyers)
     aov = _average(this_year.revenue, this_year.priced)
     frequency = None if not this_year.buyers else round(this_year.orders / this_year.buyers, 4)
@@ -265,55 +289,44 @@ def lifetime_value(
     }
 
 
-def _year(session: Session, start: dt.datetime, end: dt.datetime, currency: str) -> _Year:
+def _years(session: Session, end: dt.datetime, currency: str) -> tuple[_Year, int, int]:
+    """The last 12 months before ``end`` (buyers, orders, priced orders, revenue), the buyers
+    of the 12 months before those, and how many of them bought again in the last 12: one pass
+    over the two years' orders, grouped by member."""
     orders = ledger.counted_orders().subquery()
     money = orders.c.total - orders.c.amount_refunded
     in_currency = orders.c.currency == currency
+    year_start = end - dt.timedelta(days=YEAR_DAYS)
+    this_year = orders.c.placed_at >= year_start
+    members = (
+        select(
+            func.max(case((this_year, 1), else_=0)).label("this_year"),
+            func.max(case((this_year, 0), else_=1)).label("last_year"),
+            func.sum(case((this_year, 1), else_=0)).label("orders"),
+            func.sum(case((this_year & in_currency, 1), else_=0)).label("priced"),
+            func.sum(case((this_year & in_currency, money), else_=0)).label("revenue"),
+        )
+        .where(
+            orders.c.placed_at >= end - dt.timedelta(days=2 * YEAR_DAYS),
+            orders.c.placed_at < end,
+        )
+        .group_by(orders.c.member_id)
+        .subquery("two_years")
+    )
     row = session.execute(
         select(
-            func.count(func.distinct(orders.c.member_id)).label("buyers"),
-            func.count().label("orders"),
-            func.coalesce(func.sum(case((in_currency, 1), else_=0)), 0).label("priced"),
-            func.coalesce(func.sum(case((in_currency, money), else_=0)), 0).label("revenue"),
-        ).where(orders.c.placed_at >= start, orders.c.placed_at < end)
+            func.coalesce(func.sum(members.c.this_year), 0).label("buyers"),
+            func.coalesce(func.sum(members.c.orders), 0).label("orders"),
+            func.coalesce(func.sum(members.c.priced), 0).label("priced"),
+            func.coalesce(func.sum(members.c.revenue), 0).label("revenue"),
+            func.coalesce(func.sum(members.c.last_year), 0).label("last_year_buyers"),
+            func.coalesce(
+                func.sum(
+                    case(((members.c.this_year == 1) & (members.c.last_year == 1), 1), else_=0)
+                ),
+                0,
+            ).label("stayed"),
+        )
     ).one()
-    return _Year(int(row.buyers), int(row.orders), int(row.priced), int(row.revenue))
-
-
-def _buyers(session: Session, start: dt.datetime, end: dt.datetime) -> int:
-    orders = ledger.counted_orders().subquery()
-    return int(
-        session.scalar(
-            select(func.count(func.distinct(orders.c.member_id))).where(
-                orders.c.placed_at >= start, orders.c.placed_at < end
-            )
-        )
-        or 0
-    )
-
-
-def _stayed(session: Session, end: dt.datetime, _buyers_before: int) -> int:
-    """Last year's buyers (the 12 months before the last 12) who bought again in the last 12."""
-    before = ledger.counted_orders().subquery()
-    after = ledger.counted_orders().subquery()
-    year = dt.timedelta(days=YEAR_DAYS)
-    previous = (
-        select(before.c.member_id)
-        .where(before.c.placed_at >= end - 2 * year, before.c.placed_at < end - year)
-        .distinct()
-        .subquery()
-    )
-    again = (
-        select(after.c.member_id)
-        .where(after.c.placed_at >= end - year, after.c.placed_at < end)
-        .distinct()
-        .subquery()
-    )
-    return int(
-        session.scalar(
-            select(func.count()).select_from(
-                previous.join(again, again.c.member_id == previous.c.member_id)
-            )
-        )
-        or 0
-    )
+    year = _Year(int(row.buyers), int(row.orders), int(row.priced), int(row.revenue))
+    return year, int(row.last_year_buyers), int(row.stayed)

@@ -27,6 +27,12 @@ def _values(
 ) -> dict[str, int]:
     """Each member's qualification metric over the window (members with none are absent),
     measured as the tiers measure it (`loyalty.ledger.service.activity`)."""
+    if metric == "points" and since is None:
+        # Over a lifetime the wallet's earned total (the sum of its entries' earned points,
+        # invariant 2), as the tiers read it: one row per member, not every entry.
+        wallets = ledger.wallets().subquery()
+        rows = session.execute(select(wallets.c.member_id, wallets.c.lifetime_earned))
+        return {m: int(v) for m, v in rows if v}
     if metric == "points":
         entries = ledger.entries().subquery()
         query = select(entries.c.member_id, func.sum(entries.c.earned_delta)).where(
