@@ -1,0 +1,209 @@
+"""A report of an order that commits while a retry of it waits for the wallet's lock, or in
+the gap between the retry's snapshot and its lock: the retry finds the order (the lock
+statement's "absent" is trusted only when the wallet row it locked is the one it saw)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import event, func, select, text
+from sqlalchemy.orm import Session
+
+from loyalty.clock import FrozenClock
+from loyalty.db import get_database
+from loyalty.ledger import service
+from loyalty.ledger.models import Entry, Order
+from loyalty.members import service as members_service
+from tests.ledger.conftest import CLIENT
+
+pytestmark = pytest.mark.concurrency
+
+
+def _accrue(session: Session, member_id: str, total: int = 5000) -> service.Replayable:
+    return service.accrue_order(
+        session, client_id=CLIENT, order_id="same", member_id=member_id, total=total, currency="USD"
+    )
+
+
+def _in_thread(app: Flask, work: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    outcome: list[Any] = []
+
+    def run() -> None:
+        with app.app_context():
+            try:
+                outcome.append(work())
+            except BaseException as error:  # reported by the test, not lost in the thread
+                outcome.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
+def _wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def _waiting_for_wallet_lock(session: Session) -> bool:
+    session.rollback()  # pg_stat_activity is read once per transaction
+    return bool(
+        session.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND query LIKE 'SELECT wallets.id,%' AND pid <> pg_backend_pid()"
+            )
+        )
+    )
+
+
+def _first_holds_commit(
+    app: Flask, new_session: Callable[[], Session], member_id: str, total: int
+) -> tuple[threading.Thread, list[Any], threading.Event, threading.Event]:
+    """The first report of the order, stopped just before its commit (it holds the
+    wallet's lock)."""
+    first = new_session()
+    ready, release = threading.Event(), threading.Event()
+
+    def hold(_session: Session) -> None:
+        ready.set()
+        assert release.wait(30)
+
+    event.listen(first, "before_commit", hold)
+    thread, outcome = _in_thread(app, lambda: _accrue(first, member_id, total))
+    assert ready.wait(30)
+    return thread, outcome, ready, release
+
+
+def _check_one_order(
+    new_session: Callable[[], Session], member_id: str, results: list[Any], pending: int
+) -> None:
+    assert all(isinstance(r, service.Replayable) for r in results), results
+    assert [r.created for r in results] == [True, False], results
+    assert results[0].body == results[1].body
+    session = new_session()
+    assert session.scalar(select(func.count()).select_from(Order)) == 1
+    accruals = select(func.count()).select_from(Entry).where(Entry.kind == "accrual")
+    assert session.scalar(accruals) == 1
+    assert service.get_balance(session, member_id).pending == pending
+
+
+@pytest.mark.parametrize("in_debt", [False, True], ids=["one-statement", "orm-debt"])
+def test_a_retry_waiting_for_the_lock_finds_the_order_committed_meanwhile(
+    app: Flask, new_session: Callable[[], Session], clock: FrozenClock, in_debt: bool
+) -> None:
+    session = new_session()
+    member, _ = members_service.enroll_member(session, external_id="retry")
+    if in_debt:  # the accrual goes through the ORM (its points repay the debt)
+        service.update_settings(session, changes={"refund_policy": "allow_negative"}, actor="t")
+        service.accrue_order(
+            session,
+            client_id=CLIENT,
+            order_id="old",
+            member_id=member.id,
+            total=10000,
+            currency="USD",
+            placed_at=clock.now() - dt.timedelta(days=20),
+        )
+        service.redeem(session, member_id=member.id, points=80)
+        service.refund_order(session, client_id=CLIENT, order_id="old", refund_id="r", amount=10000)
+        assert service.get_balance(session, member.id).available == -80
+    else:
+        service.adjust(session, member_id=member.id, points=1, reason="wallet exists")
+    first, first_outcome, _, release = _first_holds_commit(app, new_session, member.id, 5000)
+    retry, retry_outcome = _in_thread(app, lambda: _accrue(new_session(), member.id, 5000))
+    watcher = new_session()
+    try:
+        _wait_for(lambda: _waiting_for_wallet_lock(watcher), "the retry to wait for the lock")
+    finally:
+        watcher.close()
+        release.set()
+    first.join()
+    retry.join()
+    orders = 1 if not in_debt else 2
+    results = first_outcome + retry_outcome
+    assert all(isinstance(r, service.Replayable) for r in results), results
+    assert [r.created for r in results] == [True, False], results
+    assert results[0].body == results[1].body
+    check = new_session()
+    assert check.scalar(select(func.count()).select_from(Order)) == orders
+    same = select(func.count()).select_from(Entry).where(Entry.reference_id == "same")
+    assert check.scalar(same) == 1
+    assert service.get_balance(check, member.id).pending == 50
+
+
+def test_a_zero_point_retry_waiting_for_the_lock_finds_the_order(
+    app: Flask, new_session: Callable[[], Session], clock: FrozenClock
+) -> None:
+    session = new_session()
+    member, _ = members_service.enroll_member(session, external_id="zero")
+    service.adjust(session, member_id=member.id, points=1, reason="wallet exists")
+    first, first_outcome, _, release = _first_holds_commit(app, new_session, member.id, 50)
+    retry, retry_outcome = _in_thread(app, lambda: _accrue(new_session(), member.id, 50))
+    watcher = new_session()
+    try:
+        _wait_for(lambda: _waiting_for_wallet_lock(watcher), "the retry to wait for the lock")
+    finally:
+        watcher.close()
+        release.set()
+    first.join()
+    retry.join()
+    results = first_outcome + retry_outcome
+    assert all(isinstance(r, service.Replayable) for r in results), results
+    assert results[0].body["points"] == 0
+    assert [r.created for r in results] == [True, False], results
+    assert new_session().scalar(select(func.count()).select_from(Order)) == 1
+
+
+def test_an_order_committed_between_the_retrys_snapshot_and_its_lock_is_found(
+    app: Flask, new_session: Callable[[], Session], clock: FrozenClock
+) -> None:
+    """The retry's lock statement starts (its snapshot), sleeps before it reaches the wallet
+    row; the first report runs whole and commits meanwhile, so the retry never waits: the
+    row it then locks is newer than the one its snapshot saw."""
+    session = new_session()
+    member, _ = members_service.enroll_member(session, external_id="gap")
+    service.adjust(session, member_id=member.id, points=1, reason="wallet exists")
+    engine = get_database(app).engine
+    pause = 2.0
+    started = threading.Event()
+    moments: dict[str, float] = {}
+    main = threading.current_thread()
+
+    def slow_lock(_c: Any, _cur: Any, statement: str, parameters: Any, *_: Any) -> Any:
+        if (
+            threading.current_thread() is not main
+            and "FOR UPDATE OF wallets" in statement
+            and "xmin" in statement
+            and "sent" not in moments
+        ):
+            statement = statement.replace(
+                "WHERE wallets.member_id =",
+                f"WHERE pg_sleep({pause}) IS NOT NULL AND wallets.member_id =",
+                1,
+            )
+            assert "pg_sleep" in statement, statement
+            moments["sent"] = time.monotonic()
+            started.set()
+        return statement, parameters
+
+    event.listen(engine, "before_cursor_execute", slow_lock, retval=True)
+    try:
+        retry, retry_outcome = _in_thread(app, lambda: _accrue(new_session(), member.id))
+        assert started.wait(30)
+        time.sleep(0.2)  # the retry's statement has its snapshot and sleeps
+        first_result = _accrue(new_session(), member.id)
+        moments["committed"] = time.monotonic()
+        retry.join()
+    finally:
+        event.remove(engine, "before_cursor_execute", slow_lock)
+    assert moments["committed"] - moments["sent"] < pause, moments  # inside the gap
+    _check_one_order(new_session, member.id, [first_result, *retry_outcome], 50)
