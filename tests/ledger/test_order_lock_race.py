@@ -207,3 +207,42 @@ def test_an_order_committed_between_the_retrys_snapshot_and_its_lock_is_found(
         event.remove(engine, "before_cursor_execute", slow_lock)
     assert moments["committed"] - moments["sent"] < pause, moments  # inside the gap
     _check_one_order(new_session, member.id, [first_result, *retry_outcome], 50)
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["no-key", "new-key"])
+def test_a_retry_over_http_waiting_for_the_lock_replays_the_order(
+    app: Flask,
+    new_session: Callable[[], Session],
+    make_headers: Callable[..., dict[str, str]],
+    clock: FrozenClock,
+    keyed: bool,
+) -> None:
+    """The retry comes through the API (with an Idempotency-Key of its own, its accrual is a
+    savepoint of the request's transaction) while the first report holds the lock."""
+    session = new_session()
+    member, _ = members_service.enroll_member(session, external_id="http")
+    service.adjust(session, member_id=member.id, points=1, reason="wallet exists")
+    headers = make_headers("points:accrue")
+    if keyed:
+        headers["Idempotency-Key"] = "retry-key"
+    body = {"order_id": "same", "member_id": member.id, "total": 5000, "currency": "USD"}
+    first, first_outcome, _, release = _first_holds_commit(app, new_session, member.id, 5000)
+    retry, retry_outcome = _in_thread(
+        app, lambda: app.test_client().post("/v1/orders", json=body, headers=headers)
+    )
+    watcher = new_session()
+    try:
+        _wait_for(lambda: _waiting_for_wallet_lock(watcher), "the retry to wait for the lock")
+    finally:
+        watcher.close()
+        release.set()
+    first.join()
+    retry.join()
+    (created,) = first_outcome
+    (response,) = retry_outcome
+    assert isinstance(created, service.Replayable), created
+    assert response.status_code == 200, response.json
+    assert response.json == created.body
+    check = new_session()
+    assert check.scalar(select(func.count()).select_from(Order)) == 1
+    assert service.get_balance(check, member.id).pending == 50
