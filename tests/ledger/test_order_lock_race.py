@@ -246,3 +246,53 @@ def test_a_retry_over_http_waiting_for_the_lock_replays_the_order(
     check = new_session()
     assert check.scalar(select(func.count()).select_from(Order)) == 1
     assert service.get_balance(check, member.id).pending == 50
+
+
+def test_on_sqlite_a_retry_waits_for_the_first_report_and_replays_it(
+    sqlite_app: Flask, clock: FrozenClock
+) -> None:
+    """SQLite answers "absent" from the lock statement without a check: the retry's
+    transaction takes the write lock (BEGIN IMMEDIATE) before it reads."""
+    database = get_database(sqlite_app)
+    with sqlite_app.app_context():
+        session = database.sessionmaker()
+        member, _ = members_service.enroll_member(session, external_id="lite")
+        service.adjust(session, member_id=member.id, points=1, reason="wallet exists")
+        session.close()
+    first = database.sessionmaker()
+    ready, release, begun = threading.Event(), threading.Event(), threading.Event()
+
+    def hold(_session: Session) -> None:
+        ready.set()
+        assert release.wait(30)
+
+    event.listen(first, "before_commit", hold)
+    first_thread, first_outcome = _in_thread(sqlite_app, lambda: _accrue(first, member.id))
+    assert ready.wait(30)
+    main = threading.current_thread()
+
+    def note_begin(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        if threading.current_thread() is not main and statement == "BEGIN IMMEDIATE":
+            begun.set()
+
+    event.listen(database.engine, "before_cursor_execute", note_begin)
+    try:
+        retry, retry_outcome = _in_thread(
+            sqlite_app, lambda: _accrue(database.sessionmaker(), member.id)
+        )
+        assert begun.wait(30)
+        time.sleep(0.3)  # the retry is in its busy wait for the write lock
+    finally:
+        event.remove(database.engine, "before_cursor_execute", note_begin)
+        release.set()
+    first_thread.join()
+    retry.join()
+    results = first_outcome + retry_outcome
+    assert all(isinstance(r, service.Replayable) for r in results), results
+    assert [r.created for r in results] == [True, False], results
+    assert results[0].body == results[1].body
+    with sqlite_app.app_context():
+        check = database.sessionmaker()
+        assert check.scalar(select(func.count()).select_from(Order)) == 1
+        check.close()
+    first.close()
