@@ -53,14 +53,16 @@ def _wait_for(condition: Callable[[], bool], what: str) -> None:
         time.sleep(0.02)
 
 
-def _waiting_for_wallet_lock(session: Session) -> bool:
+def _waiting_for_wallet_lock(session: Session, statement: str = "SELECT wallets.id,") -> bool:
+    """Whether another connection waits for a lock in a statement that starts so."""
     session.rollback()  # pg_stat_activity is read once per transaction
     return bool(
         session.scalar(
             text(
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND query LIKE 'SELECT wallets.id,%' AND pid <> pg_backend_pid()"
-            )
+                "AND starts_with(query, :statement) AND pid <> pg_backend_pid()"
+            ),
+            {"statement": statement},
         )
     )
 
@@ -161,6 +163,29 @@ def test_a_zero_point_retry_waiting_for_the_lock_finds_the_order(
     assert results[0].body["points"] == 0
     assert [r.created for r in results] == [True, False], results
     assert new_session().scalar(select(func.count()).select_from(Order)) == 1
+
+
+def test_a_retry_of_a_members_first_order_waits_for_the_new_wallet_and_finds_the_order(
+    app: Flask, new_session: Callable[[], Session], clock: FrozenClock
+) -> None:
+    """No wallet yet: the retry's lock statement finds none (the first report's is not
+    committed), so it creates the wallet, waits for the first report's insert of it, and
+    then looks for the order."""
+    member, _ = members_service.enroll_member(new_session(), external_id="new")
+    first, first_outcome, _, release = _first_holds_commit(app, new_session, member.id, 5000)
+    retry, retry_outcome = _in_thread(app, lambda: _accrue(new_session(), member.id, 5000))
+    watcher = new_session()
+    try:
+        _wait_for(
+            lambda: _waiting_for_wallet_lock(watcher, "INSERT INTO wallets"),
+            "the retry to wait for the new wallet",
+        )
+    finally:
+        watcher.close()
+        release.set()
+    first.join()
+    retry.join()
+    _check_one_order(new_session, member.id, first_outcome + retry_outcome, 50)
 
 
 def test_an_order_committed_between_the_retrys_snapshot_and_its_lock_is_found(
