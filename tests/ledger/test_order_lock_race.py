@@ -321,3 +321,50 @@ def test_on_sqlite_a_retry_waits_for_the_first_report_and_replays_it(
         assert check.scalar(select(func.count()).select_from(Order)) == 1
         check.close()
     first.close()
+
+
+def test_an_order_waiting_for_the_job_that_holds_the_wallet_keeps_both_changes(
+    app: Flask, new_session: Callable[[], Session], clock: FrozenClock
+) -> None:
+    """The due-work job holds the wallet (it activates the first order's points); an order
+    of the member waits for it: the wallet the order then locks is the job's (its "absent"
+    is not trusted, the wallet changed), and the balances keep both."""
+    session = new_session()
+    member, _ = members_service.enroll_member(session, external_id="job")
+    _accrue(session, member.id, 1000)
+    clock.advance(dt.timedelta(days=14, minutes=1))  # the first order's points activate now
+    job_session = new_session()
+    ready, release = threading.Event(), threading.Event()
+
+    def hold(_session: Session) -> None:
+        ready.set()
+        assert release.wait(30)
+
+    event.listen(job_session, "before_commit", hold)
+    job, job_outcome = _in_thread(app, lambda: service.settle_due_batch(job_session, batch_size=10))
+    assert ready.wait(30)
+    order, order_outcome = _in_thread(
+        app,
+        lambda: service.accrue_order(
+            new_session(),
+            client_id=CLIENT,
+            order_id="second",
+            member_id=member.id,
+            total=2000,
+            currency="USD",
+        ),
+    )
+    watcher = new_session()
+    try:
+        _wait_for(lambda: _waiting_for_wallet_lock(watcher), "the order to wait for the job")
+    finally:
+        watcher.close()
+        release.set()
+    job.join()
+    order.join()
+    assert job_outcome == [1]
+    (created,) = order_outcome
+    assert isinstance(created, service.Replayable) and created.created, created
+    assert created.body["balance"] == {"available": 10, "pending": 20, "held": 0}
+    wallet = service.get_balance(new_session(), member.id)
+    assert (wallet.available, wallet.pending) == (10, 20)
