@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import event, func, select, text
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from loyalty.clock import FrozenClock
@@ -21,6 +21,7 @@ from loyalty.ledger import service
 from loyalty.ledger.models import Entry, Order
 from loyalty.members import service as members_service
 from tests.ledger.conftest import CLIENT
+from tests.support import in_thread, wait_for, waiting_for_lock
 
 pytestmark = pytest.mark.concurrency
 
@@ -31,40 +32,8 @@ def _accrue(session: Session, member_id: str, total: int = 5000) -> service.Repl
     )
 
 
-def _in_thread(app: Flask, work: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
-    outcome: list[Any] = []
-
-    def run() -> None:
-        with app.app_context():
-            try:
-                outcome.append(work())
-            except BaseException as error:  # reported by the test, not lost in the thread
-                outcome.append(error)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread, outcome
-
-
-def _wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 30
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
 def _waiting_for_wallet_lock(session: Session, statement: str = "SELECT wallets.id,") -> bool:
-    """Whether another connection waits for a lock in a statement that starts so."""
-    session.rollback()  # pg_stat_activity is read once per transaction
-    return bool(
-        session.scalar(
-            text(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND starts_with(query, :statement) AND pid <> pg_backend_pid()"
-            ),
-            {"statement": statement},
-        )
-    )
+    return waiting_for_lock(session, statement + "%")
 
 
 def _first_holds_commit(
@@ -80,7 +49,7 @@ def _first_holds_commit(
         assert release.wait(30)
 
     event.listen(first, "before_commit", hold)
-    thread, outcome = _in_thread(app, lambda: _accrue(first, member_id, total))
+    thread, outcome = in_thread(app, lambda: _accrue(first, member_id, total))
     assert ready.wait(30)
     return thread, outcome, ready, release
 
@@ -121,10 +90,10 @@ def test_a_retry_waiting_for_the_lock_finds_the_order_committed_meanwhile(
     else:
         service.adjust(session, member_id=member.id, points=1, reason="wallet exists")
     first, first_outcome, _, release = _first_holds_commit(app, new_session, member.id, 5000)
-    retry, retry_outcome = _in_thread(app, lambda: _accrue(new_session(), member.id, 5000))
+    retry, retry_outcome = in_thread(app, lambda: _accrue(new_session(), member.id, 5000))
     watcher = new_session()
     try:
-        _wait_for(lambda: _waiting_for_wallet_lock(watcher), "the retry to wait for the lock")
+        wait_for(lambda: _waiting_for_wallet_lock(watcher), "the retry to wait for the lock")
     finally:
         watcher.close()
         release.set()
@@ -149,10 +118,10 @@ def test_a_zero_point_retry_waiting_for_the_lock_finds_the_order(
     member, _ = members_service.enroll_member(session, external_id="zero")
     service.adjust(session, member_id=member.id, points=1, reason="wallet exists")
     first, first_outcome, _, release = _first_holds_commit(app, new_session, member.id, 50)
-    retry, retry_outcome = _in_thread(app, lambda: _accrue(new_session(), member.id, 50))
+    retry, retry_outcome = in_thread(app, lambda: _accrue(new_session(), member.id, 50))
     watcher = new_session()
     try:
-        _wait_for(lambda: _waiting_for_wallet_lock(watcher), "the retry to wait for the lock")
+        wait_for(lambda: _waiting_for_wallet_lock(watcher), "the retry to wait for the lock")
     finally:
         watcher.close()
         release.set()
@@ -173,10 +142,10 @@ def test_a_retry_of_a_members_first_order_waits_for_the_new_wallet_and_finds_the
     then looks for the order."""
     member, _ = members_service.enroll_member(new_session(), external_id="new")
     first, first_outcome, _, release = _first_holds_commit(app, new_session, member.id, 5000)
-    retry, retry_outcome = _in_thread(app, lambda: _accrue(new_session(), member.id, 5000))
+    retry, retry_outcome = in_thread(app, lambda: _accrue(new_session(), member.id, 5000))
     watcher = new_session()
     try:
-        _wait_for(
+        wait_for(
             lambda: _waiting_for_wallet_lock(watcher, "INSERT INTO wallets"),
             "the retry to wait for the new wallet",
         )
@@ -222,7 +191,7 @@ def test_an_order_committed_between_the_retrys_snapshot_and_its_lock_is_found(
 
     event.listen(engine, "before_cursor_execute", slow_lock, retval=True)
     try:
-        retry, retry_outcome = _in_thread(app, lambda: _accrue(new_session(), member.id))
+        retry, retry_outcome = in_thread(app, lambda: _accrue(new_session(), member.id))
         assert started.wait(30)
         time.sleep(0.2)  # the retry's statement has its snapshot and sleeps
         first_result = _accrue(new_session(), member.id)
@@ -252,12 +221,12 @@ def test_a_retry_over_http_waiting_for_the_lock_replays_the_order(
         headers["Idempotency-Key"] = "retry-key"
     body = {"order_id": "same", "member_id": member.id, "total": 5000, "currency": "USD"}
     first, first_outcome, _, release = _first_holds_commit(app, new_session, member.id, 5000)
-    retry, retry_outcome = _in_thread(
+    retry, retry_outcome = in_thread(
         app, lambda: app.test_client().post("/v1/orders", json=body, headers=headers)
     )
     watcher = new_session()
     try:
-        _wait_for(lambda: _waiting_for_wallet_lock(watcher), "the retry to wait for the lock")
+        wait_for(lambda: _waiting_for_wallet_lock(watcher), "the retry to wait for the lock")
     finally:
         watcher.close()
         release.set()
@@ -273,9 +242,7 @@ def test_a_retry_over_http_waiting_for_the_lock_replays_the_order(
     assert service.get_balance(check, member.id).pending == 50
 
 
-def test_on_sqlite_a_retry_waits_for_the_first_report_and_replays_it(
-    sqlite_app: Flask, clock: FrozenClock
-) -> None:
+def test_on_sqlite_a_retry_waits_for_the_first_report_and_replays_it(sqlite_app: Flask) -> None:
     """SQLite answers "absent" from the lock statement without a check: the retry's
     transaction takes the write lock (BEGIN IMMEDIATE) before it reads."""
     database = get_database(sqlite_app)
@@ -292,7 +259,7 @@ def test_on_sqlite_a_retry_waits_for_the_first_report_and_replays_it(
         assert release.wait(30)
 
     event.listen(first, "before_commit", hold)
-    first_thread, first_outcome = _in_thread(sqlite_app, lambda: _accrue(first, member.id))
+    first_thread, first_outcome = in_thread(sqlite_app, lambda: _accrue(first, member.id))
     assert ready.wait(30)
     main = threading.current_thread()
 
@@ -302,7 +269,7 @@ def test_on_sqlite_a_retry_waits_for_the_first_report_and_replays_it(
 
     event.listen(database.engine, "before_cursor_execute", note_begin)
     try:
-        retry, retry_outcome = _in_thread(
+        retry, retry_outcome = in_thread(
             sqlite_app, lambda: _accrue(database.sessionmaker(), member.id)
         )
         assert begun.wait(30)
@@ -341,9 +308,9 @@ def test_an_order_waiting_for_the_job_that_holds_the_wallet_keeps_both_changes(
         assert release.wait(30)
 
     event.listen(job_session, "before_commit", hold)
-    job, job_outcome = _in_thread(app, lambda: service.settle_due_batch(job_session, batch_size=10))
+    job, job_outcome = in_thread(app, lambda: service.settle_due_batch(job_session, batch_size=10))
     assert ready.wait(30)
-    order, order_outcome = _in_thread(
+    order, order_outcome = in_thread(
         app,
         lambda: service.accrue_order(
             new_session(),
@@ -356,7 +323,7 @@ def test_an_order_waiting_for_the_job_that_holds_the_wallet_keeps_both_changes(
     )
     watcher = new_session()
     try:
-        _wait_for(lambda: _waiting_for_wallet_lock(watcher), "the order to wait for the job")
+        wait_for(lambda: _waiting_for_wallet_lock(watcher), "the order to wait for the job")
     finally:
         watcher.close()
         release.set()
