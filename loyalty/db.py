@@ -458,10 +458,30 @@ def is_busy(error: OperationalError) -> bool:
     return sqlstate(error) in _BUSY_SQLSTATES or "database is locked" in str(error.orig)
 
 
+# Foreign keys from rows that an operation writes to configuration rows an administrator
+# may delete meanwhile (a badge never awarded): the operation read the configuration before
+# the deletion committed, and its insert's key check waited for that commit. Run again, it
+# reads the configuration without the deleted row. Registered by the areas (`retry_when_gone`).
+_CONFIGURATION_KEYS: set[str] = set()
+
+
+def retry_when_gone(*constraint_names: str) -> None:
+    """Declare foreign keys whose violation means that the configuration row they name was
+    deleted while the transaction ran: `retrying` (and a request with an Idempotency-Key)
+    runs it again."""
+    _CONFIGURATION_KEYS.update(constraint_names)
+
+
+def configuration_gone(error: IntegrityError) -> bool:
+    """Whether ``error`` is the violation of a foreign key declared with `retry_when_gone`."""
+    return sqlstate(error) == "23503" and constraint_name(error) in _CONFIGURATION_KEYS
+
+
 def retrying(func: Callable[..., R]) -> Callable[..., R]:
     """Run a service function again when its transaction hit a deadlock or serialization
-    failure, and answer `LedgerBusyError` (503) when it keeps failing or waited too long for a
-    lock. Inside a request transaction the request is retried as a whole instead."""
+    failure, or a configuration row deleted meanwhile (`retry_when_gone`), and answer
+    `LedgerBusyError` (503) when it keeps failing or waited too long for a lock. Inside a
+    request transaction the request is retried as a whole instead."""
 
     @wraps(func)
     def wrapper(session: Session, *args: Any, **kwargs: Any) -> R:
@@ -470,6 +490,9 @@ def retrying(func: Callable[..., R]) -> Callable[..., R]:
         for attempt in range(RETRIES):
             try:
                 return func(session, *args, **kwargs)
+            except IntegrityError as error:
+                if not configuration_gone(error) or attempt == RETRIES - 1:
+                    raise
             except OperationalError as error:
                 if is_busy(error):
                     raise LedgerBusyError() from error

@@ -29,7 +29,7 @@ from sqlalchemy import (
     delete,
     select,
 )
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from loyalty import clock, jsonbody, problems, sealing
@@ -37,6 +37,7 @@ from loyalty.db import (
     RETRIES,
     Base,
     UTCDateTime,
+    configuration_gone,
     dialect_insert,
     get_session,
     is_busy,
@@ -107,6 +108,10 @@ def idempotent(view: Callable[..., Any], *, caller: Callable[[], str]) -> Callab
         for attempt in range(RETRIES):
             try:
                 return _run(session, view, args, kwargs, client_id, key, fingerprint)
+            except IntegrityError as error:
+                if configuration_gone(error) and attempt < RETRIES - 1:
+                    continue
+                raise
             except OperationalError as error:
                 if not is_busy(error) and is_retryable(error) and attempt < RETRIES - 1:
                     continue

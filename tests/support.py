@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from flask import Flask
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from loyalty.clock import FrozenClock, use_clock
@@ -78,3 +80,43 @@ def race(app: Flask, count: int, work: Callable[[int, Session], T]) -> list[T | 
 
     with ThreadPoolExecutor(count) as pool:
         return list(pool.map(run, range(count)))
+
+
+def in_thread(app: Flask, work: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    """Start ``work`` in a thread (in an app context); the list gets what it returned or
+    raised once the thread is joined."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        with app.app_context():
+            try:
+                outcome.append(work())
+            except BaseException as error:  # reported by the test, not lost in the thread
+                outcome.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    """Poll ``condition`` until it holds (30 s at most)."""
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def waiting_for_lock(session: Session, query_like: str) -> bool:
+    """Whether another PostgreSQL connection waits for a lock in a statement whose text is
+    LIKE ``query_like``."""
+    session.rollback()  # pg_stat_activity is read once per transaction
+    return bool(
+        session.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND query LIKE :query_like AND pid <> pg_backend_pid()"
+            ),
+            {"query_like": query_like},
+        )
+    )

@@ -21,13 +21,18 @@ from loyalty.community import rules
 from loyalty.community.events import BadgeAwarded
 from loyalty.community.models import Badge, BadgeAward, BadgeProgress, CommunityEvent, MemberStreak
 from loyalty.community.service.configuration import get_settings
-from loyalty.db import dialect_insert, new_id
+from loyalty.db import dialect_insert, new_id, retry_when_gone
 from loyalty.ledger import service as ledger
 from loyalty.members import service as members_service
 from loyalty.members.models import Member
 from loyalty.referrals import service as referrals_service
 
 ORDER_RULES = ("spend", "orders")
+
+# A badge never awarded may be deleted while an order or event counts towards it: the
+# progress row's (or the award's) key check then fails once the deletion commits, and the
+# operation is run again, without the badge.
+retry_when_gone("fk_badge_progress_badge_id_badges", "fk_badge_awards_badge_id_badges")
 
 
 @dataclass(frozen=True)

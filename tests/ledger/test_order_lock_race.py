@@ -1,0 +1,337 @@
+"""A report of an order that commits while a retry of it waits for the wallet's lock, or in
+the gap between the retry's snapshot and its lock: the retry finds the order (the lock
+statement's "absent" is trusted only when the wallet row it locked is the one it saw)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import event, func, select
+from sqlalchemy.orm import Session
+
+from loyalty.clock import FrozenClock
+from loyalty.db import get_database
+from loyalty.ledger import service
+from loyalty.ledger.models import Entry, Order
+from loyalty.members import service as members_service
+from tests.ledger.conftest import CLIENT
+from tests.support import in_thread, wait_for, waiting_for_lock
+
+pytestmark = pytest.mark.concurrency
+
+
+def _accrue(session: Session, member_id: str, total: int = 5000) -> service.Replayable:
+    return service.accrue_order(
+        session, client_id=CLIENT, order_id="same", member_id=member_id, total=total, currency="USD"
+    )
+
+
+def _waiting_for_wallet_lock(session: Session, statement: str = "SELECT wallets.id,") -> bool:
+    return waiting_for_lock(session, statement + "%")
+
+
+def _first_holds_commit(
+    app: Flask, new_session: Callable[[], Session], member_id: str, total: int
+) -> tuple[threading.Thread, list[Any], threading.Event, threading.Event]:
+    """The first report of the order, stopped just before its commit (it holds the
+    wallet's lock)."""
+    first = new_session()
+    ready, release = threading.Event(), threading.Event()
+
+    def hold(_session: Session) -> None:
+        ready.set()
+        assert release.wait(30)
+
+    event.listen(first, "before_commit", hold)
+    thread, outcome = in_thread(app, lambda: _accrue(first, member_id, total))
+    assert ready.wait(30)
+    return thread, outcome, ready, release
+
+
+def _check_one_order(
+    new_session: Callable[[], Session], member_id: str, results: list[Any], pending: int
+) -> None:
+    assert all(isinstance(r, service.Replayable) for r in results), results
+    assert [r.created for r in results] == [True, False], results
+    assert results[0].body == results[1].body
+    session = new_session()
+    assert session.scalar(select(func.count()).select_from(Order)) == 1
+    accruals = select(func.count()).select_from(Entry).where(Entry.kind == "accrual")
+    assert session.scalar(accruals) == 1
+    assert service.get_balance(session, member_id).pending == pending
+
+
+@pytest.mark.parametrize("in_debt", [False, True], ids=["one-statement", "orm-debt"])
+def test_a_retry_waiting_for_the_lock_finds_the_order_committed_meanwhile(
+    app: Flask, new_session: Callable[[], Session], clock: FrozenClock, in_debt: bool
+) -> None:
+    session = new_session()
+    member, _ = members_service.enroll_member(session, external_id="retry")
+    if in_debt:  # the accrual goes through the ORM (its points repay the debt)
+        service.update_settings(session, changes={"refund_policy": "allow_negative"}, actor="t")
+        service.accrue_order(
+            session,
+            client_id=CLIENT,
+            order_id="old",
+            member_id=member.id,
+            total=10000,
+            currency="USD",
+            placed_at=clock.now() - dt.timedelta(days=20),
+        )
+        service.redeem(session, member_id=member.id, points=80)
+        service.refund_order(session, client_id=CLIENT, order_id="old", refund_id="r", amount=10000)
+        assert service.get_balance(session, member.id).available == -80
+    else:
+        service.adjust(session, member_id=member.id, points=1, reason="wallet exists")
+    first, first_outcome, _, release = _first_holds_commit(app, new_session, member.id, 5000)
+    retry, retry_outcome = in_thread(app, lambda: _accrue(new_session(), member.id, 5000))
+    watcher = new_session()
+    try:
+        wait_for(lambda: _waiting_for_wallet_lock(watcher), "the retry to wait for the lock")
+    finally:
+        watcher.close()
+        release.set()
+    first.join()
+    retry.join()
+    orders = 1 if not in_debt else 2
+    results = first_outcome + retry_outcome
+    assert all(isinstance(r, service.Replayable) for r in results), results
+    assert [r.created for r in results] == [True, False], results
+    assert results[0].body == results[1].body
+    check = new_session()
+    assert check.scalar(select(func.count()).select_from(Order)) == orders
+    same = select(func.count()).select_from(Entry).where(Entry.reference_id == "same")
+    assert check.scalar(same) == 1
+    assert service.get_balance(check, member.id).pending == 50
+
+
+def test_a_zero_point_retry_waiting_for_the_lock_finds_the_order(
+    app: Flask, new_session: Callable[[], Session], clock: FrozenClock
+) -> None:
+    session = new_session()
+    member, _ = members_service.enroll_member(session, external_id="zero")
+    service.adjust(session, member_id=member.id, points=1, reason="wallet exists")
+    first, first_outcome, _, release = _first_holds_commit(app, new_session, member.id, 50)
+    retry, retry_outcome = in_thread(app, lambda: _accrue(new_session(), member.id, 50))
+    watcher = new_session()
+    try:
+        wait_for(lambda: _waiting_for_wallet_lock(watcher), "the retry to wait for the lock")
+    finally:
+        watcher.close()
+        release.set()
+    first.join()
+    retry.join()
+    results = first_outcome + retry_outcome
+    assert all(isinstance(r, service.Replayable) for r in results), results
+    assert results[0].body["points"] == 0
+    assert [r.created for r in results] == [True, False], results
+    assert new_session().scalar(select(func.count()).select_from(Order)) == 1
+
+
+def test_a_retry_of_a_members_first_order_waits_for_the_new_wallet_and_finds_the_order(
+    app: Flask, new_session: Callable[[], Session], clock: FrozenClock
+) -> None:
+    """No wallet yet: the retry's lock statement finds none (the first report's is not
+    committed), so it creates the wallet, waits for the first report's insert of it, and
+    then looks for the order."""
+    member, _ = members_service.enroll_member(new_session(), external_id="new")
+    first, first_outcome, _, release = _first_holds_commit(app, new_session, member.id, 5000)
+    retry, retry_outcome = in_thread(app, lambda: _accrue(new_session(), member.id, 5000))
+    watcher = new_session()
+    try:
+        wait_for(
+            lambda: _waiting_for_wallet_lock(watcher, "INSERT INTO wallets"),
+            "the retry to wait for the new wallet",
+        )
+    finally:
+        watcher.close()
+        release.set()
+    first.join()
+    retry.join()
+    _check_one_order(new_session, member.id, first_outcome + retry_outcome, 50)
+
+
+def test_an_order_committed_between_the_retrys_snapshot_and_its_lock_is_found(
+    app: Flask, new_session: Callable[[], Session], clock: FrozenClock
+) -> None:
+    """The retry's lock statement starts (its snapshot), sleeps before it reaches the wallet
+    row; the first report runs whole and commits meanwhile, so the retry never waits: the
+    row it then locks is newer than the one its snapshot saw."""
+    session = new_session()
+    member, _ = members_service.enroll_member(session, external_id="gap")
+    service.adjust(session, member_id=member.id, points=1, reason="wallet exists")
+    engine = get_database(app).engine
+    pause = 2.0
+    started = threading.Event()
+    moments: dict[str, float] = {}
+    main = threading.current_thread()
+
+    def slow_lock(_c: Any, _cur: Any, statement: str, parameters: Any, *_: Any) -> Any:
+        if (
+            threading.current_thread() is not main
+            and "FOR UPDATE OF wallets" in statement
+            and "xmin" in statement
+            and "sent" not in moments
+        ):
+            statement = statement.replace(
+                "WHERE wallets.member_id =",
+                f"WHERE pg_sleep({pause}) IS NOT NULL AND wallets.member_id =",
+                1,
+            )
+            assert "pg_sleep" in statement, statement
+            moments["sent"] = time.monotonic()
+            started.set()
+        return statement, parameters
+
+    event.listen(engine, "before_cursor_execute", slow_lock, retval=True)
+    try:
+        retry, retry_outcome = in_thread(app, lambda: _accrue(new_session(), member.id))
+        assert started.wait(30)
+        time.sleep(0.2)  # the retry's statement has its snapshot and sleeps
+        first_result = _accrue(new_session(), member.id)
+        moments["committed"] = time.monotonic()
+        retry.join()
+    finally:
+        event.remove(engine, "before_cursor_execute", slow_lock)
+    assert moments["committed"] - moments["sent"] < pause, moments  # inside the gap
+    _check_one_order(new_session, member.id, [first_result, *retry_outcome], 50)
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["no-key", "new-key"])
+def test_a_retry_over_http_waiting_for_the_lock_replays_the_order(
+    app: Flask,
+    new_session: Callable[[], Session],
+    make_headers: Callable[..., dict[str, str]],
+    clock: FrozenClock,
+    keyed: bool,
+) -> None:
+    """The retry comes through the API (with an Idempotency-Key of its own, its accrual is a
+    savepoint of the request's transaction) while the first report holds the lock."""
+    session = new_session()
+    member, _ = members_service.enroll_member(session, external_id="http")
+    service.adjust(session, member_id=member.id, points=1, reason="wallet exists")
+    headers = make_headers("points:accrue")
+    if keyed:
+        headers["Idempotency-Key"] = "retry-key"
+    body = {"order_id": "same", "member_id": member.id, "total": 5000, "currency": "USD"}
+    first, first_outcome, _, release = _first_holds_commit(app, new_session, member.id, 5000)
+    retry, retry_outcome = in_thread(
+        app, lambda: app.test_client().post("/v1/orders", json=body, headers=headers)
+    )
+    watcher = new_session()
+    try:
+        wait_for(lambda: _waiting_for_wallet_lock(watcher), "the retry to wait for the lock")
+    finally:
+        watcher.close()
+        release.set()
+    first.join()
+    retry.join()
+    (created,) = first_outcome
+    (response,) = retry_outcome
+    assert isinstance(created, service.Replayable), created
+    assert response.status_code == 200, response.json
+    assert response.json == created.body
+    check = new_session()
+    assert check.scalar(select(func.count()).select_from(Order)) == 1
+    assert service.get_balance(check, member.id).pending == 50
+
+
+def test_on_sqlite_a_retry_waits_for_the_first_report_and_replays_it(sqlite_app: Flask) -> None:
+    """SQLite answers "absent" from the lock statement without a check: the retry's
+    transaction takes the write lock (BEGIN IMMEDIATE) before it reads."""
+    database = get_database(sqlite_app)
+    with sqlite_app.app_context():
+        session = database.sessionmaker()
+        member, _ = members_service.enroll_member(session, external_id="lite")
+        service.adjust(session, member_id=member.id, points=1, reason="wallet exists")
+        session.close()
+    first = database.sessionmaker()
+    ready, release, begun = threading.Event(), threading.Event(), threading.Event()
+
+    def hold(_session: Session) -> None:
+        ready.set()
+        assert release.wait(30)
+
+    event.listen(first, "before_commit", hold)
+    first_thread, first_outcome = in_thread(sqlite_app, lambda: _accrue(first, member.id))
+    assert ready.wait(30)
+    main = threading.current_thread()
+
+    def note_begin(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        if threading.current_thread() is not main and statement == "BEGIN IMMEDIATE":
+            begun.set()
+
+    event.listen(database.engine, "before_cursor_execute", note_begin)
+    try:
+        retry, retry_outcome = in_thread(
+            sqlite_app, lambda: _accrue(database.sessionmaker(), member.id)
+        )
+        assert begun.wait(30)
+        time.sleep(0.3)  # the retry is in its busy wait for the write lock
+    finally:
+        event.remove(database.engine, "before_cursor_execute", note_begin)
+        release.set()
+    first_thread.join()
+    retry.join()
+    results = first_outcome + retry_outcome
+    assert all(isinstance(r, service.Replayable) for r in results), results
+    assert [r.created for r in results] == [True, False], results
+    assert results[0].body == results[1].body
+    with sqlite_app.app_context():
+        check = database.sessionmaker()
+        assert check.scalar(select(func.count()).select_from(Order)) == 1
+        check.close()
+    first.close()
+
+
+def test_an_order_waiting_for_the_job_that_holds_the_wallet_keeps_both_changes(
+    app: Flask, new_session: Callable[[], Session], clock: FrozenClock
+) -> None:
+    """The due-work job holds the wallet (it activates the first order's points); an order
+    of the member waits for it: the wallet the order then locks is the job's (its "absent"
+    is not trusted, the wallet changed), and the balances keep both."""
+    session = new_session()
+    member, _ = members_service.enroll_member(session, external_id="job")
+    _accrue(session, member.id, 1000)
+    clock.advance(dt.timedelta(days=14, minutes=1))  # the first order's points activate now
+    job_session = new_session()
+    ready, release = threading.Event(), threading.Event()
+
+    def hold(_session: Session) -> None:
+        ready.set()
+        assert release.wait(30)
+
+    event.listen(job_session, "before_commit", hold)
+    job, job_outcome = in_thread(app, lambda: service.settle_due_batch(job_session, batch_size=10))
+    assert ready.wait(30)
+    order, order_outcome = in_thread(
+        app,
+        lambda: service.accrue_order(
+            new_session(),
+            client_id=CLIENT,
+            order_id="second",
+            member_id=member.id,
+            total=2000,
+            currency="USD",
+        ),
+    )
+    watcher = new_session()
+    try:
+        wait_for(lambda: _waiting_for_wallet_lock(watcher), "the order to wait for the job")
+    finally:
+        watcher.close()
+        release.set()
+    job.join()
+    order.join()
+    assert job_outcome == [1]
+    (created,) = order_outcome
+    assert isinstance(created, service.Replayable) and created.created, created
+    assert created.body["balance"] == {"available": 10, "pending": 20, "held": 0}
+    wallet = service.get_balance(new_session(), member.id)
+    assert (wallet.available, wallet.pending) == (10, 20)
