@@ -343,6 +343,11 @@ class Timestamp(fields.DateTime):
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
         if value is None:
             return None
+        return self.rfc3339(value)
+
+    @staticmethod
+    def rfc3339(value: dt.datetime) -> str:
+        """``value`` as this field dumps it (``2026-11-22T10:00:00Z``)."""
         return str(value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"))
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dt.datetime:

@@ -35,6 +35,9 @@ Subscriber = Callable[[Session, Any], None]
 Table = Sequence[tuple[type[Event], Subscriber]]
 
 _table: tuple[tuple[type[Event], Subscriber], ...] | None = None
+# `subscribers` of each event class, for the table installed (a job publishes hundreds of
+# thousands of events of a few classes).
+_reached: dict[type[Event], list[Subscriber]] = {}
 # The event types being handled in this context, innermost last: publishing one of them
 # again from its own subscriber would loop.
 _handling: ContextVar[tuple[type[Event], ...]] = ContextVar("handling", default=())
@@ -47,13 +50,18 @@ def install(table: Table) -> None:
         if not (isinstance(kind, type) and issubclass(kind, Event)) or not callable(subscriber):
             raise TypeError(f"not a (event class, subscriber) pair: {(kind, subscriber)!r}")
     _table = tuple(table)
+    _reached.clear()
 
 
 def subscribers(kind: type[Event]) -> list[Subscriber]:
     """The subscribers an event of class ``kind`` reaches, in the order they run."""
     if _table is None:
         raise RuntimeError("No subscriber table is installed: create the app first.")
-    return [subscriber for wanted, subscriber in _table if issubclass(kind, wanted)]
+    reached = _reached.get(kind)
+    if reached is None:
+        reached = [subscriber for wanted, subscriber in _table if issubclass(kind, wanted)]
+        _reached[kind] = reached
+    return list(reached)
 
 
 def publish(session: Session, event: Event) -> None:
@@ -62,7 +70,7 @@ def publish(session: Session, event: Event) -> None:
     handling = _handling.get()
     if kind in handling:
         raise RuntimeError(f"{kind.__name__} published while it is being handled (a loop)")
-    reached = subscribers(kind)
+    reached = _reached.get(kind) or subscribers(kind)
     token = _handling.set((*handling, kind))
     try:
         for subscriber in reached:
@@ -84,6 +92,7 @@ def extra_subscribers(table: Table) -> Iterator[None]:
         yield
     finally:
         _table = before
+        _reached.clear()
 
 
 _BATCH = "loyalty.bus.batch"  # session.info: what subscribers gather while a batch is open

@@ -8,20 +8,23 @@ import functools
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import wraps
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from flask import Flask, current_app, g
 from sqlalchemy import (
     JSON,
+    ColumnElement,
     DateTime,
     Engine,
     MetaData,
     Select,
     Table,
+    any_,
+    bindparam,
     create_engine,
     event,
     insert,
@@ -228,6 +231,16 @@ def _rolled_back(session: Session, _previous: SessionTransaction) -> None:
 def one_of(column: str, values: tuple[str, ...]) -> str:
     """SQL for a CHECK that ``column`` holds one of ``values``."""
     return f"{column} IN (" + ", ".join(f"'{v}'" for v in values) + ")"
+
+
+def among(session: Session, column: Any, values: Collection[Any]) -> ColumnElement[bool]:
+    """``column IN (values)``; on PostgreSQL ``column = ANY(:values)``: one array parameter
+    whatever the number of values, where an IN list of a job batch's thousand ids is a
+    thousand parameters to compile, convert and send, and a new statement for each count."""
+    if session.get_bind().dialect.name == "postgresql":
+        array = bindparam(None, list(values), type_=postgresql.ARRAY(column.type))
+        return cast(ColumnElement[bool], column == any_(array))
+    return cast(ColumnElement[bool], column.in_(values))
 
 
 def new_id(prefix: str) -> str:

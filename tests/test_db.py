@@ -6,6 +6,7 @@ import datetime as dt
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -14,7 +15,14 @@ from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.orm import Session
 
 from loyalty import create_app, migrator
-from loyalty.db import constraint_name, get_database, make_engine, retrying, unit_of_work
+from loyalty.db import (
+    among,
+    constraint_name,
+    get_database,
+    make_engine,
+    retrying,
+    unit_of_work,
+)
 from loyalty.members import service
 from loyalty.members.models import Member
 from tests.conftest import base_config
@@ -71,6 +79,33 @@ def test_utc_timestamps_round_trip_on_sqlite(sqlite_app: Flask) -> None:
                 session.add(Member(id="mem_x", external_id="t", referral_code="CCCCCCCC"))
         assert constraint_name(caught.value) == "uq_members_external_id"
         session.close()
+
+
+def _members_among(session: Session) -> list[list[str]]:
+    with unit_of_work(session):
+        for name in ("a", "b", "c"):
+            session.add(
+                Member(id=f"mem_{name}", external_id=name, referral_code=name * 8, timezone="UTC")
+            )
+    asked: list[Any] = [["mem_a", "mem_c", "mem_x"], {"mem_b"}, [], ("mem_c",) * 3]
+    return [
+        session.scalars(
+            select(Member.id).where(among(session, Member.id, values)).order_by(Member.id)
+        ).all()
+        for values in asked
+    ]
+
+
+def test_among_is_in_on_both_databases(session: Session, sqlite_app: Flask) -> None:
+    # One array parameter on PostgreSQL, an IN list on SQLite: the same rows.
+    expected = [["mem_a", "mem_c"], ["mem_b"], [], ["mem_c"]]
+    assert _members_among(session) == expected
+    clause = among(session, Member.id, ["mem_a", "mem_b"]).compile(
+        dialect=session.get_bind().dialect
+    )
+    assert "ANY" in str(clause) and len(clause.params) == 1
+    with sqlite_app.app_context():
+        assert _members_among(get_database(sqlite_app).sessionmaker()) == expected
 
 
 def test_naive_timestamps_are_refused(session: Session) -> None:

@@ -34,7 +34,7 @@ from sqlalchemy import and_, delete, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from loyalty import clock
-from loyalty.db import unit_of_work
+from loyalty.db import among, unit_of_work
 from loyalty.events import rules, transport
 from loyalty.events.models import OutboxEvent, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from loyalty.events.outbox import envelope
@@ -163,7 +163,7 @@ def fan_out(session: Session, *, batch_size: int = 50) -> int:
             session.execute(insert(WebhookDelivery), rows)
         session.execute(
             update(OutboxEvent)
-            .where(OutboxEvent.seq.in_([seq for seq, _type in events]))
+            .where(among(session, OutboxEvent.seq, [seq for seq, _type in events]))
             .values(dispatched_at=now),
             execution_options={"synchronize_session": False},
         )

@@ -10,14 +10,16 @@ transaction commits (never if it rolls back), which wakes ``loyalty worker`` at 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
-from marshmallow import Schema
+from marshmallow import Schema, fields, missing
 from sqlalchemy import func, insert
 from sqlalchemy.orm import Session
 
 from loyalty import bus, clock
+from loyalty.api import Timestamp
 from loyalty.db import insert_rows, new_id
 from loyalty.events.catalogue import CATALOGUE, PAYLOAD_VERSION
 from loyalty.events.models import OutboxEvent
@@ -93,8 +95,71 @@ def _insert(session: Session, rows: list[dict[str, Any]]) -> None:
 
 
 def _payload(event_type: str, data: dict[str, Any]) -> dict[str, Any]:
+    return _dumper(event_type)(data)
+
+
+@cache
+def _dumper(event_type: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """What `_payload` does with the type's data: every declared key, null when not given,
+    then what the schema dumps. For a schema of plain fields (integers, strings, timestamps,
+    nested plain schemas) the dump is done by a function that converts the values as those
+    fields do, without marshmallow's machinery (a job writes hundreds of thousands of
+    events, and the generic dump was most of an event's CPU); tests hold it equal to the
+    schema's dump for every type of the catalogue."""
     schema = _data_schema(event_type)
-    return {name: None for name in schema.fields} | schema.dump(data)
+    nulls = dict.fromkeys(schema.fields)
+    plain = _plain_dump(schema)
+    if plain is None:
+        return lambda data: nulls | schema.dump(data)
+    return lambda data: nulls | plain(data)
+
+
+_Convert = Callable[[Any], Any]
+
+
+def _plain_dump(schema: Schema) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
+    """``schema.dump`` of a dict for a schema whose dumped fields are all plain (see
+    `_dumper`), or None for any other schema."""
+    if any(schema._hooks.values()) or schema.many:
+        return None
+    converters: list[tuple[str, _Convert]] = []
+    for name, field in schema.dump_fields.items():
+        convert = _plain_convert(field)
+        if (
+            convert is None
+            or field.data_key not in (None, name)
+            or field.attribute is not None
+            or field.dump_default is not missing
+            or hasattr(dict, name)  # marshmallow would read the dict's attribute
+        ):
+            return None
+        converters.append((name, convert))
+
+    def dump(data: dict[str, Any]) -> dict[str, Any]:
+        if type(data) is not dict:  # an object: marshmallow reads its attributes
+            return schema.dump(data)
+        return {
+            name: None if value is None else convert(value)
+            for name, convert in converters
+            if (value := data.get(name, missing)) is not missing
+        }
+
+    return dump
+
+
+def _plain_convert(field: fields.Field) -> _Convert | None:
+    """How ``field`` dumps a value that is not None, when it is a plain field."""
+    kind = type(field)
+    if kind is fields.Integer and not field.as_string:  # type: ignore[attr-defined]
+        return int
+    if kind is fields.String:
+        return str
+    if kind is Timestamp:
+        return Timestamp.rfc3339
+    if kind is fields.Nested and not field.many:  # type: ignore[attr-defined]
+        inner = field.schema  # type: ignore[attr-defined]
+        return _plain_dump(inner) if isinstance(inner, Schema) else None
+    return None
 
 
 def _first_notice(session: Session) -> bool:
