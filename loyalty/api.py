@@ -202,7 +202,8 @@ class Api(flask_smorest.Api):
 
 
 class Caller(Protocol):
-    client_id: str
+    @property
+    def client_id(self) -> str: ...
 
 
 # Verify the request's bearer token carries the scope and name the caller (auth's

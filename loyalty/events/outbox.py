@@ -12,10 +12,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 from marshmallow import Schema, fields, missing
-from sqlalchemy import func, insert
+from sqlalchemy import Table, func, insert
 from sqlalchemy.orm import Session
 
 from loyalty import bus, clock
@@ -86,7 +86,7 @@ def record(
 
 # Built once (a Core insert of the table, values from the parameters): most transactions
 # send one, and building a statement costs about as much CPU as sending it.
-_INSERT = insert(OutboxEvent.__table__)
+_INSERT = insert(cast(Table, OutboxEvent.__table__))
 _INSERT_NOTIFYING = _INSERT.returning(func.pg_notify(CHANNEL, ""))
 
 

@@ -8,9 +8,9 @@ import datetime as dt
 from collections import Counter
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, bindparam, case, func, select, update
+from sqlalchemy import Select, Table, bindparam, case, func, select, update
 from sqlalchemy.orm import Session
 
 from loyalty import bus, clock, configcache
@@ -327,7 +327,7 @@ class _Writes:
         insert_rows(session, StageChange, self.changes)
         insert_rows(session, RiskFlag, self.raised)
         if self.closed:
-            flags = RiskFlag.__table__
+            flags = cast(Table, RiskFlag.__table__)
             session.execute(
                 update(flags)
                 .where(flags.c.id == bindparam("flag_id"))

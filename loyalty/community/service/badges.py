@@ -127,8 +127,8 @@ def _revoke_unreached(
     longer reaches; bonus points are clawed back under the programme's refund policy."""
     by_id: dict[str, Badge | ActiveBadge] = {badge.id: badge for badge in badges}
     for badge_id in also or []:
-        if badge_id not in by_id and (badge := session.get(Badge, badge_id)) is not None:
-            by_id[badge_id] = badge
+        if badge_id not in by_id and (named := session.get(Badge, badge_id)) is not None:
+            by_id[badge_id] = named
     for badge in by_id.values():
         value = _metric(session, badge, member, now)
         _store_progress(session, badge.id, member.id, value, now)

@@ -187,9 +187,9 @@ def _settle_plainly(
     for row in activating:
         activations.setdefault(row.wallet_id, []).append(row)
     expiries: dict[str, list[tuple[dt.datetime, int, int]]] = {}  # (expires_at, lot id, points)
-    for row in expiring:
-        expiries.setdefault(row.wallet_id, []).append(
-            (_aware(row.expires_at), row.id, row.remaining)
+    for lot in expiring:
+        expiries.setdefault(lot.wallet_id, []).append(
+            (_aware(lot.expires_at), lot.id, lot.remaining)
         )
     for row in activating:  # points that activate already past their expiry date expire too
         if row.remaining > 0 and row.expires_at is not None and _aware(row.expires_at) <= now:

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -356,10 +356,7 @@ def _accrual_statement(*, earned: bool) -> Any:
     the order and the wallet's update). Foreign keys are checked at the statement's end,
     when all the rows are there."""
     entries, orders, lots, wallets = (
-        Entry.__table__,
-        Order.__table__,
-        Lot.__table__,
-        Wallet.__table__,
+        cast(Table, model.__table__) for model in (Entry, Order, Lot, Wallet)
     )
 
     def binds(table: Any, prefix: str, names: Any) -> dict[str, Any]:

@@ -201,7 +201,7 @@ def _points_query(from_start: bool, to_now: bool) -> Select[Any]:
 
 
 @cache
-def _orders_query(from_start: bool, to_now: bool) -> Select[Any]:
+def _orders_query(from_start: bool, to_now: bool) -> Select[str, int, int]:
     query = (
         select(
             Order.currency,
@@ -297,7 +297,11 @@ def first_order_reaching(
 
 
 def has_order_reaching(
-    member_id: ColumnElement[str], *, min_total: int, currency: str | None, by: dt.datetime
+    member_id: ColumnElement[str] | InstrumentedAttribute[str],
+    *,
+    min_total: int,
+    currency: str | None,
+    by: dt.datetime,
 ) -> Exists:
     """A condition for another area's query: the member ``member_id`` (a column of it) has an
     order reaching ``min_total`` whose points activate by ``by``."""
