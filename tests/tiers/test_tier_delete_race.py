@@ -1,0 +1,89 @@
+"""An order racing the deletion of the tier it would move its member into (a tier nobody
+holds may be deleted while orders flow): the deletion locks the tier row and commits while
+the order's upgrade waits to lock that row; the order then finds the tier gone and moves the
+member by the ladder without it, rather than naming the deleted tier (a foreign key error)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+from flask import Flask
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from loyalty.clock import FrozenClock
+from loyalty.ledger import service as ledger
+from loyalty.members import service as members_service
+from loyalty.tiers import service
+from tests.support import in_thread, wait_for, waiting_for_lock
+from tests.tiers.conftest import make_ladder
+
+pytestmark = pytest.mark.concurrency
+
+
+@pytest.mark.parametrize("through", ["service", "api-with-key"])
+def test_an_order_racing_the_deletion_of_its_new_tier_is_recorded(
+    app: Flask,
+    new_session: Callable[[], Session],
+    make_headers: Callable[..., dict[str, str]],
+    clock: FrozenClock,
+    through: str,
+) -> None:
+    headers = {**make_headers("points:accrue"), "Idempotency-Key": "racing"}
+    session = new_session()
+    make_ladder(session)  # bronze 0, silver 500, gold 1000 points
+    member, _ = members_service.enroll_member(session, external_id="climber")
+
+    def order(order_id: str, total: int) -> ledger.Replayable:
+        return ledger.accrue_order(
+            new_session(),
+            client_id="cli_test",
+            order_id=order_id,
+            member_id=member.id,
+            total=total,
+            currency="USD",
+        )
+
+    order("warm", 10000)  # 100 points, bronze; the ladder is in the process's cache
+    deleting = new_session()
+    ready, release = threading.Event(), threading.Event()
+
+    def hold(_session: Session) -> None:
+        ready.set()
+        assert release.wait(30)
+
+    event.listen(deleting, "before_commit", hold)
+    delete, delete_outcome = in_thread(
+        app, lambda: service.delete_tier(deleting, code="gold", actor="test")
+    )
+    assert ready.wait(30)
+    body = {"order_id": "racing", "member_id": member.id, "total": 150000, "currency": "USD"}
+    racing, racing_outcome = in_thread(
+        app,
+        lambda: (
+            order("racing", 150000)  # 1,600 points in all: gold, while the ladder had it
+            if through == "service"
+            else app.test_client().post("/v1/orders", json=body, headers=headers)
+        ),
+    )
+    watcher = new_session()
+    try:
+        wait_for(
+            lambda: waiting_for_lock(watcher, "%FROM tiers%FOR NO KEY UPDATE%"),
+            "the order to wait for the tier",
+        )
+    finally:
+        watcher.close()
+        release.set()
+    delete.join()
+    racing.join()
+    assert delete_outcome == [None]
+    (result,) = racing_outcome
+    if through == "service":
+        assert isinstance(result, ledger.Replayable) and result.created, repr(result)
+    else:
+        assert result.status_code == 201, result.json
+    view = service.get_member_tier(new_session(), member.id)
+    assert view.tier is not None and view.tier.code == "silver"
