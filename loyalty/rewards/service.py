@@ -17,7 +17,16 @@ from sqlalchemy.orm import Session
 from loyalty import clock
 from loyalty.audit import service as audit
 from loyalty.bus import publish
-from loyalty.db import Page, dialect_insert, keyset_page, locked_row, new_id, retrying, unit_of_work
+from loyalty.db import (
+    Page,
+    dialect_insert,
+    keyset_page,
+    locked_row,
+    new_id,
+    retry_when_gone,
+    retrying,
+    unit_of_work,
+)
 from loyalty.errors import InvalidFieldError, MemberNotActiveError, UnknownRewardError
 from loyalty.ledger import service as ledger
 from loyalty.members import service as members_service
@@ -266,6 +275,10 @@ def member_rewards(
 
 
 # --- perks ----------------------------------------------------------------------------------
+
+# A perk never granted may be deleted while the birthday job grants it: the grant's key check
+# then fails once the deletion commits, and the job's batch is run again, without the perk.
+retry_when_gone("fk_perk_grants_perk_id_perks")
 
 
 def get_perk(session: Session, perk_id: str) -> Perk:

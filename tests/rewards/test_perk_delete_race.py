@@ -23,7 +23,6 @@ from tests.support import in_thread, wait_for, waiting_for_lock
 pytestmark = pytest.mark.concurrency
 
 
-@pytest.mark.xfail(strict=True, reason="the grant's foreign key fails: the job stops")
 def test_the_birthday_job_racing_the_deletion_of_its_perk_grants_nothing(
     app: Flask, new_session: Callable[[], Session], clock: FrozenClock
 ) -> None:
