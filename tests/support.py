@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import pytest
 from flask import Flask
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.orm import Session
 
 from loyalty.clock import FrozenClock, use_clock
@@ -97,6 +97,24 @@ def in_thread(app: Flask, work: Callable[[], Any]) -> tuple[threading.Thread, li
     thread = threading.Thread(target=run)
     thread.start()
     return thread, outcome
+
+
+def held_at_commit(
+    app: Flask, session: Session, work: Callable[[Session], Any]
+) -> tuple[threading.Thread, list[Any], threading.Event]:
+    """Run ``work(session)`` in a thread and stop it at its commit, its locks held, until the
+    returned event is set; returns once it is there (the thread, its outcome as `in_thread`
+    gives it, the event)."""
+    ready, release = threading.Event(), threading.Event()
+
+    def hold(_session: Session) -> None:
+        ready.set()
+        assert release.wait(30)
+
+    event.listen(session, "before_commit", hold)
+    thread, outcome = in_thread(app, lambda: work(session))
+    assert ready.wait(30), "the work never reached its commit"
+    return thread, outcome, release
 
 
 def wait_for(condition: Callable[[], bool], what: str) -> None:

@@ -6,12 +6,11 @@ the progress row's foreign key (a 500)."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 
 import pytest
 from flask import Flask
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from loyalty.clock import FrozenClock
@@ -21,7 +20,7 @@ from loyalty.ledger import service as ledger
 from loyalty.ledger.models import Order
 from loyalty.members import service as members_service
 from tests.community.conftest import make_badge
-from tests.support import in_thread, wait_for, waiting_for_lock
+from tests.support import held_at_commit, in_thread, wait_for, waiting_for_lock
 
 pytestmark = pytest.mark.concurrency
 
@@ -58,18 +57,9 @@ def test_an_order_racing_the_deletion_of_its_badge_is_recorded(
         )
 
     order("warm")  # the badge is in the process's configuration cache
-    deleting = new_session()
-    ready, release = threading.Event(), threading.Event()
-
-    def hold(_session: Session) -> None:
-        ready.set()
-        assert release.wait(30)
-
-    event.listen(deleting, "before_commit", hold)
-    delete, delete_outcome = in_thread(
-        app, lambda: service.delete_badge(deleting, badge_id=badge.id, actor="test")
+    delete, delete_outcome, release = held_at_commit(
+        app, new_session(), lambda s: service.delete_badge(s, badge_id=badge.id, actor="test")
     )
-    assert ready.wait(30)
     body = {"order_id": "racing", "member_id": member.id, "total": 1000, "currency": "USD"}
     racing, racing_outcome = in_thread(
         app,

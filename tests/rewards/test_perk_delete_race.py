@@ -6,19 +6,18 @@ instead of failing on the grant's foreign key."""
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from collections.abc import Callable
 
 import pytest
 from flask import Flask
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from loyalty.clock import FrozenClock
 from loyalty.rewards import service
 from loyalty.rewards.models import Perk, PerkGrant
 from tests.rewards.conftest import make_member, make_perk, make_tiers
-from tests.support import in_thread, wait_for, waiting_for_lock
+from tests.support import held_at_commit, in_thread, wait_for, waiting_for_lock
 
 pytestmark = pytest.mark.concurrency
 
@@ -30,18 +29,9 @@ def test_the_birthday_job_racing_the_deletion_of_its_perk_grants_nothing(
     make_tiers(session)
     perk = make_perk(session, kind="birthday_gift", bonus_points=50, tier_codes=["silver"])
     make_member(session, birthday=dt.date(1990, 3, 2))  # the clock's month: due now
-    deleting = new_session()
-    ready, release = threading.Event(), threading.Event()
-
-    def hold(_session: Session) -> None:
-        ready.set()
-        assert release.wait(30)
-
-    event.listen(deleting, "before_commit", hold)
-    delete, delete_outcome = in_thread(
-        app, lambda: service.delete_perk(deleting, perk_id=perk.id, actor="test")
+    delete, delete_outcome, release = held_at_commit(
+        app, new_session(), lambda s: service.delete_perk(s, perk_id=perk.id, actor="test")
     )
-    assert ready.wait(30)
     job, job_outcome = in_thread(app, lambda: service.run_due(new_session()))
     watcher = new_session()
     try:

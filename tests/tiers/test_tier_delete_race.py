@@ -5,19 +5,17 @@ member by the ladder without it, rather than naming the deleted tier (a foreign 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 
 import pytest
 from flask import Flask
-from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from loyalty.clock import FrozenClock
 from loyalty.ledger import service as ledger
 from loyalty.members import service as members_service
 from loyalty.tiers import service
-from tests.support import in_thread, wait_for, waiting_for_lock
+from tests.support import held_at_commit, in_thread, wait_for, waiting_for_lock
 from tests.tiers.conftest import make_ladder
 
 pytestmark = pytest.mark.concurrency
@@ -47,18 +45,9 @@ def test_an_order_racing_the_deletion_of_its_new_tier_is_recorded(
         )
 
     order("warm", 10000)  # 100 points, bronze; the ladder is in the process's cache
-    deleting = new_session()
-    ready, release = threading.Event(), threading.Event()
-
-    def hold(_session: Session) -> None:
-        ready.set()
-        assert release.wait(30)
-
-    event.listen(deleting, "before_commit", hold)
-    delete, delete_outcome = in_thread(
-        app, lambda: service.delete_tier(deleting, code="gold", actor="test")
+    delete, delete_outcome, release = held_at_commit(
+        app, new_session(), lambda s: service.delete_tier(s, code="gold", actor="test")
     )
-    assert ready.wait(30)
     body = {"order_id": "racing", "member_id": member.id, "total": 150000, "currency": "USD"}
     racing, racing_outcome = in_thread(
         app,
