@@ -1,0 +1,148 @@
+"""What one accrual reads, as PostgreSQL plans it: an accrual's reads stay within its own
+member's rows, however many orders other members placed.
+
+psycopg prepares a statement once it has run it a few times, and PostgreSQL may then plan it
+once for any parameters (a generic plan, chosen when its estimate is no worse than a plan for
+the values at hand). A generic plan cannot tell how selective a date range is, so a read of
+one member's orders in a month could scan every order of that month and keep the member's.
+The counts of statements (test_statements.py) do not see that; a wall clock would, on a
+large database only. This test asks PostgreSQL for the generic plan of each read an
+accrual sends, runs it on a database where other members placed many orders this month,
+and counts the rows each scan of it read.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from psycopg import sql
+from sqlalchemy import Connection, Engine, event
+
+from loyalty import demo
+from loyalty.db import get_database
+
+OTHER_MEMBERS = 40
+ORDERS_EACH = 6
+# The most rows a scan of an accrual's read may touch here: the member has three orders; the
+# configuration tables (tiers, campaigns, settings) hold a few rows each. Other members'
+# orders number OTHER_MEMBERS * ORDERS_EACH.
+ROWS_PER_SCAN = 30
+
+_SCANS = {"Seq Scan", "Index Scan", "Index Only Scan", "Bitmap Index Scan", "Bitmap Heap Scan"}
+
+
+@pytest.fixture
+def programme(app: Flask) -> None:
+    """The demo's programme (its tiers, a daily cap, campaigns, badges on spend)."""
+    with app.app_context():
+        session = get_database(app).sessionmaker()
+        try:
+            demo.seed_programme(session)
+            demo.seed_community(session, {})
+        finally:
+            session.close()
+
+
+@pytest.fixture
+def reads(engine: Engine) -> Iterator[list[tuple[str, dict[str, Any]]]]:
+    """The SELECT statements sent meanwhile, with their parameters."""
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    def note(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            seen.append((statement, dict(parameters or {})))
+
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+
+
+def generic_plan(connection: Connection, statement: str, parameters: dict[str, Any]) -> Any:
+    """Run ``statement`` as a prepared statement with PostgreSQL's generic plan, and return
+    that plan with what each node did (EXPLAIN ANALYZE, as JSON)."""
+    numbers: dict[str, int] = {}
+
+    def placeholder(match: re.Match[str]) -> str:
+        return f"${numbers.setdefault(match.group(1), len(numbers) + 1)}"
+
+    text = re.sub(r"%\((\w+)\)s", placeholder, statement).replace("%%", "%")
+    raw = connection.connection.driver_connection
+    values = sql.SQL(", ").join(sql.Literal(parameters[name]) for name in numbers)
+    connection.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
+    # The test's tables are small enough that PostgreSQL reads some of them whole rather than
+    # through an index, which it would not do at size; what is asked here is whether an index
+    # bounds each read to the member's rows.
+    connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
+    connection.exec_driver_sql(f"PREPARE generic_read AS {text}")
+    try:
+        execute = sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE generic_read({})").format(values)
+        explained = connection.exec_driver_sql(execute.as_string(raw)).scalar_one()
+        return explained[0]["Plan"]
+    finally:
+        connection.exec_driver_sql("DEALLOCATE generic_read")
+        connection.exec_driver_sql("RESET plan_cache_mode")
+        connection.exec_driver_sql("RESET enable_seqscan")
+
+
+def scans(plan: Any) -> Iterator[tuple[str, int]]:
+    """Each scan of the plan with the rows it read (kept or filtered out), every loop."""
+    if plan["Node Type"] in _SCANS:
+        read = plan["Actual Rows"] + plan.get("Rows Removed by Filter", 0)
+        read += plan.get("Rows Removed by Index Recheck", 0)
+        name = plan.get("Index Name") or plan.get("Relation Name") or plan["Node Type"]
+        yield name, read * plan["Actual Loops"]
+    for child in plan.get("Plans", ()):
+        yield from scans(child)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the caps' read of the member's orders this month scans every order of the month "
+    "(ix_orders_placed_at) under the generic plan",
+)
+def test_an_accruals_reads_touch_only_its_members_rows_under_generic_plans(
+    app: Flask,
+    client: FlaskClient,
+    connection: Connection,
+    make_headers: Callable[..., dict[str, str]],
+    programme: None,
+    reads: list[tuple[str, dict[str, Any]]],
+) -> None:
+    headers = make_headers("points:accrue", "members:write")
+
+    def enroll(external_id: str) -> str:
+        answer = client.post("/v1/members", json={"external_id": external_id}, headers=headers)
+        assert answer.status_code == 201 and answer.json is not None, answer.json
+        return str(answer.json["id"])
+
+    def accrue(member_id: str, order_id: str) -> None:
+        shoes = {"sku": "shoe-1", "category": "shoes", "quantity": 1, "unit_price": 2000}
+        body = {"member_id": member_id, "total": 2000, "currency": "USD", "order_id": order_id}
+        answer = client.post("/v1/orders", json={**body, "items": [shoes]}, headers=headers)
+        assert answer.status_code == 201, answer.json
+
+    for n in range(OTHER_MEMBERS):
+        other = enroll(f"plans-other-{n}")
+        for number in range(ORDERS_EACH):
+            accrue(other, f"plans-{n}-{number}")
+    member = enroll("plans-member")
+    accrue(member, "plans-first")
+    accrue(member, "plans-second")
+    connection.exec_driver_sql("ANALYZE")  # the statistics a running database would have
+    reads.clear()
+    accrue(member, "plans-third")
+
+    assert reads
+    wide = []
+    for statement, parameters in reads:
+        for name, rows in scans(generic_plan(connection, statement, parameters)):
+            if rows > ROWS_PER_SCAN:
+                wide.append(f"{name}: {rows} rows in\n{statement}")
+    assert not wide, "\n\n".join(wide)
