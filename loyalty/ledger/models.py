@@ -283,7 +283,8 @@ class Order(Base):
         CheckConstraint("points >= 0", name="points"),
         CheckConstraint("points_reversed BETWEEN 0 AND points", name="points_reversed"),
         CheckConstraint("amount_refunded BETWEEN 0 AND total", name="amount_refunded"),
-        Index("ix_orders_member_id", "member_id"),
+        # A member's orders, over a period or all of them (the caps, badges, tiers).
+        Index("ix_orders_member_id_placed_at", "member_id", "placed_at"),
         # Analytics: orders over a period.
         Index("ix_orders_placed_at", "placed_at"),
     )
