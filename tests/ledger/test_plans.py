@@ -156,11 +156,6 @@ def test_an_accruals_reads_touch_only_its_members_rows_under_generic_plans(
     assert not wide, "\n\n".join(wide)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the page reads the ledger by the member's id, which no index leads with: "
-    "PostgreSQL walks every later entry of the ledger backwards (pk_ledger_entries)",
-)
 def test_a_members_ledger_page_reads_only_their_entries_under_generic_plans(
     app: Flask,
     client: FlaskClient,
