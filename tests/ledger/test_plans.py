@@ -24,6 +24,7 @@ from psycopg import sql
 from sqlalchemy import Connection, Engine, event
 
 from loyalty import demo
+from loyalty.auth.rules import SCOPES
 from loyalty.db import get_database
 
 OTHER_MEMBERS = 40
@@ -83,7 +84,8 @@ def generic_plan(connection: Connection, statement: str, parameters: dict[str, A
     connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
     connection.exec_driver_sql(f"PREPARE generic_read AS {text}")
     try:
-        execute = sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE generic_read({})").format(values)
+        arguments = sql.SQL("({})").format(values) if numbers else sql.SQL("")
+        execute = sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE generic_read{}").format(arguments)
         explained = connection.exec_driver_sql(execute.as_string(raw)).scalar_one()
         return explained[0]["Plan"]
     finally:
@@ -198,4 +200,62 @@ def test_a_members_ledger_page_reads_only_their_entries_under_generic_plans(
         for name, rows in scans(generic_plan(connection, statement, parameters)):
             if rows > ROWS_PER_SCAN:
                 wide.append(f"{name}: {rows} rows in\n{statement}")
+    assert not wide, "\n\n".join(wide)
+
+
+MEMBER_READS = [
+    "",
+    "/badges",
+    "/balance",
+    "/claims",
+    "/leaderboard-profile",
+    "/ledger",
+    "/orders",
+    "/perks",
+    "/referrals",
+    "/rewards",
+    "/tier",
+    "/tier/history",
+]
+
+
+def test_a_members_pages_read_only_their_rows_under_generic_plans(
+    app: Flask,
+    client: FlaskClient,
+    connection: Connection,
+    make_headers: Callable[..., dict[str, str]],
+    programme: None,
+    reads: list[tuple[str, dict[str, Any]]],
+) -> None:
+    """Every page about one member, on a database where others have orders, tiers, badges."""
+    headers = make_headers(*SCOPES)
+
+    def enroll(external_id: str) -> str:
+        answer = client.post("/v1/members", json={"external_id": external_id}, headers=headers)
+        assert answer.status_code == 201 and answer.json is not None, answer.json
+        return str(answer.json["id"])
+
+    def accrue(member_id: str, order_id: str, total: int) -> None:
+        body = {"member_id": member_id, "total": total, "currency": "USD", "order_id": order_id}
+        assert client.post("/v1/orders", json=body, headers=headers).status_code == 201
+
+    member = enroll("pages-member")
+    accrue(member, "pages-first", 30000)
+    accrue(member, "pages-second", 80000)
+    for n in range(OTHER_MEMBERS):
+        other = enroll(f"pages-other-{n}")
+        for number in range(3):
+            accrue(other, f"pages-{n}-{number}", 40000)
+    connection.exec_driver_sql("ANALYZE")
+
+    wide = []
+    for page in MEMBER_READS:
+        reads.clear()
+        answer = client.get(f"/v1/members/{member}{page}", headers=headers)
+        assert answer.status_code == 200, (page, answer.json)
+        assert reads, page
+        for statement, parameters in reads:
+            for name, rows in scans(generic_plan(connection, statement, parameters)):
+                if rows > ROWS_PER_SCAN:
+                    wide.append(f"GET {page or '/'}: {name}: {rows} rows in\n{statement}")
     assert not wide, "\n\n".join(wide)
