@@ -65,6 +65,7 @@ def plug_ports() -> None:
     """Give the lower areas the answers only higher ones have."""
     api.authenticate.plug(security.authenticate)
     ledger_ports.price_order.plug(earning.price_order)
+    ledger_ports.lock_companions.add(tiers.LOCK_COMPANION)
     members.points_summaries.plug(ledger.points_summaries)
     members.current_tiers.plug(tiers.current_tiers)
     tiers.tier_references.plug(earning.tier_references)

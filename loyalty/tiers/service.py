@@ -64,6 +64,7 @@ from loyalty.db import (
     unit_of_work,
 )
 from loyalty.errors import InvalidFieldError
+from loyalty.ledger import ports as ledger_ports
 from loyalty.ledger import service as ledger_service
 from loyalty.ledger.events import BonusCredited, OrderRecorded
 from loyalty.members import service as members_service
@@ -1014,6 +1015,16 @@ def _row_for_update(session: Session, member_id: str) -> Select[MemberTier]:
 # and qualifying; the session's identity map alone would not answer the second time, as it
 # lets go of rows nobody holds.
 _ROWS = transaction_scoped("loyalty.tiers.rows")
+
+
+def _keep_row(session: Session, member_id: str, row: MemberTier | None) -> None:
+    """The member's tier row as the accrual's wallet lock read it (None: no row)."""
+    session.info.setdefault(_ROWS, {})[member_id] = row
+
+
+# Every accrual prices the order with the member's tier and qualifies the member after it:
+# the wallet's lock reads the tier row in its statement.
+LOCK_COMPANION = ledger_ports.Companion(MemberTier, MemberTier.member_id, _keep_row)
 
 
 def _tier_row(session: Session, member_id: str) -> MemberTier | None:

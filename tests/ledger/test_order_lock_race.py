@@ -15,13 +15,14 @@ from flask import Flask
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
+from loyalty import demo
 from loyalty.clock import FrozenClock
 from loyalty.db import get_database
 from loyalty.ledger import service
 from loyalty.ledger.models import Entry, Order
 from loyalty.members import service as members_service
 from tests.ledger.conftest import CLIENT
-from tests.support import in_thread, wait_for, waiting_for_lock
+from tests.support import held_at_commit, in_thread, wait_for, waiting_for_lock
 
 pytestmark = pytest.mark.concurrency
 
@@ -335,3 +336,57 @@ def test_an_order_waiting_for_the_job_that_holds_the_wallet_keeps_both_changes(
     assert created.body["balance"] == {"available": 10, "pending": 20, "held": 0}
     wallet = service.get_balance(new_session(), member.id)
     assert (wallet.available, wallet.pending) == (10, 20)
+
+
+@pytest.mark.parametrize(
+    ("first_total", "upgrade_total", "upgraded", "tier"),
+    [(20000, 10000, 100, "Silver"), (30000, 45000, 495, "Gold")],
+    ids=["bronze-no-row", "silver-row"],
+)
+def test_an_order_waiting_for_the_lock_is_priced_with_the_tier_the_first_one_gave(
+    app: Flask,
+    new_session: Callable[[], Session],
+    clock: FrozenClock,
+    first_total: int,
+    upgrade_total: int,
+    upgraded: int,
+    tier: str,
+) -> None:
+    """The wallet's lock reads the member's tier row in its statement, as of the statement's
+    start; an order that held the lock meanwhile moved the member up a tier. The one that
+    waited is priced with the new tier, whether the member had a tier row before (the
+    lowest tier's members have none) or not."""
+    session = new_session()
+    demo.seed_programme(session)  # Silver x1.1 from 250 lifetime points, Gold x1.25 from 700
+    member, _ = members_service.enroll_member(session, external_id="tiered")
+
+    def accrue(session: Session, order_id: str, total: int) -> service.Replayable:
+        return service.accrue_order(
+            session,
+            client_id=CLIENT,
+            order_id=order_id,
+            member_id=member.id,
+            total=total,
+            currency="USD",
+        )
+
+    accrue(session, "first", first_total)
+    holder = new_session()
+    first, first_outcome, release = held_at_commit(
+        app, holder, lambda s: accrue(s, "upgrade", upgrade_total)
+    )
+    waiter, waiter_outcome = in_thread(app, lambda: accrue(new_session(), "after", 10000))
+    watcher = new_session()
+    try:
+        wait_for(lambda: _waiting_for_wallet_lock(watcher), "the order to wait for the lock")
+    finally:
+        watcher.close()
+        release.set()
+    first.join()
+    waiter.join()
+    (upgrade,), (after,) = first_outcome, waiter_outcome
+    assert isinstance(upgrade, service.Replayable), upgrade
+    assert upgrade.body["points"] == upgraded, upgrade.body
+    assert isinstance(after, service.Replayable), after
+    assert tier in after.body["description"], after.body
+    assert after.body["points"] == {"Silver": 110, "Gold": 125}[tier], after.body

@@ -33,17 +33,18 @@ PLAIN_ACCRUAL = 3
 PSYCOPG_CACHED_PARAMETERS = 50
 PSYCOPG_CACHED_LENGTH = 4096
 # The demo programme configured (4 tiers, category and tier multipliers, two campaigns with
-# budgets, one for lifecycle stages, a daily cap, badges on spend): also the member's tier
-# (read once, even when the member has no tier row), the member's last activity (the stage
-# campaign asks analytics), the caps, the spend badge's metric and its progress row. (25
-# before issue 11, 13 before the accrual's rows went in one statement, 9 before the
-# order check went with the lock.)
-PROGRAMME_ACCRUAL = 8
+# budgets, one for lifecycle stages, a daily cap, badges on spend): also the member's last
+# activity (the stage campaign asks analytics), the caps, the spend badge's metric and its
+# progress row; the member's tier row comes with the lock. (25 before issue 11, 13 before
+# the accrual's rows went in one statement, 9 before the order check went with the lock, 8
+# before the tier row did.)
+PROGRAMME_ACCRUAL = 7
 # ... and one that upgrades the member's tier (its row, history, event) and awards a badge
 # with bonus points (the award, the bonus's entry, lot and wallet update, their events); the
 # badge's progress row is stored with the member's levels of the badge read in the same
-# statement. (26 before issue 11, 21 before the levels came with the progress row.)
-UPGRADE_AND_BADGE = 20
+# statement. (26 before issue 11, 21 before the levels came with the progress row, 20 before
+# the tier row came with the lock.)
+UPGRADE_AND_BADGE = 18
 # The member with the wallet, the points expiring soon. (5 before issue 11.)
 BALANCE_READ = 2
 # A batch of the job activating and expiring lots of many wallets: the same statements
@@ -167,8 +168,9 @@ def test_an_accrual_of_a_member_in_a_tier_reads_the_tier_row_once(
     make_headers: Callable[..., dict[str, str]],
     programme: None,
 ) -> None:
-    """Pricing and qualifying both ask for the member's tier row: one SELECT, even though
-    nothing holds the row between the two."""
+    """Pricing and qualifying both ask for the member's tier row: the wallet's lock reads
+    it in its statement, and nothing reads it again (even though nothing holds the row
+    between the two)."""
     headers = make_headers("points:accrue", "members:write")
     member = client.post("/v1/members", json={"external_id": "sql-5"}, headers=headers).json
     order = {"member_id": member["id"], "total": 5000, "currency": "USD"}
@@ -178,8 +180,9 @@ def test_an_accrual_of_a_member_in_a_tier_reads_the_tier_row_once(
         answer = client.post("/v1/orders", json={**order, "order_id": "o-1"}, headers=headers)
     assert answer.status_code == 201, answer.json
     assert "Silver x1.1" in answer.json["description"]  # priced with the tier row
-    tier_reads = [statement for statement in seen if "FROM member_tiers" in statement]
+    tier_reads = [statement for statement in seen if "member_tiers" in statement]
     assert len(tier_reads) == 1, "\n".join(seen)
+    assert "FOR UPDATE OF wallets" in tier_reads[0], tier_reads[0]
     assert len(seen) <= PROGRAMME_ACCRUAL, "\n".join(seen)
     assert_psycopg_keeps_their_conversion(seen)
 

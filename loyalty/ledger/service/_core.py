@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, aliased
 from loyalty import clock, configcache
 from loyalty.db import dialect_insert, new_id, transaction_scoped
 from loyalty.errors import MemberNotActiveError
-from loyalty.ledger import events, rules
+from loyalty.ledger import events, ports, rules
 from loyalty.ledger.errors import HoldNotFoundError
 from loyalty.ledger.models import (
     Allocation,
@@ -199,21 +199,30 @@ def _lock_wallet_for_order(
     reading.)"""
     if member_id in session.info.get(_LOCKED, {}):
         return _lock_wallet(session, member_id), False
+    companions = ports.lock_companions.all()
     row = session.execute(
-        _order_lock_query(session.get_bind().dialect.name),
+        _order_lock_query(session.get_bind().dialect.name, companions),
         {"member_id": member_id, "channel_id": channel_id, "order_id": order_id},
     ).one_or_none()
     if row is None:  # the member's first order creates the wallet
         return _lock_wallet(session, member_id), False
-    *locked, existing_order, unchanged = row
-    return _remember(session, *locked), existing_order is None and bool(unchanged)
+    wallet, member, settings, version, existing_order, unchanged, *rows = row
+    # The same holds for the companions' rows: a transaction that changed them under this
+    # lock committed after the statement's snapshot (it changed the wallet too).
+    for companion, found in zip(companions, rows, strict=True):
+        if unchanged:
+            companion.keep(session, member_id, found)
+        elif found is not None:
+            session.expire(found)  # read from the snapshot: maybe older than the lock
+    locked = _remember(session, wallet, member, settings, version)
+    return locked, existing_order is None and bool(unchanged)
 
 
 @cache
-def _order_lock_query(dialect: str) -> Select[Any]:
-    """The wallet's lock statement with the order key's row id and whether the wallet row it
+def _order_lock_query(dialect: str, companions: tuple[ports.Companion, ...]) -> Select[Any]:
+    """The wallet's lock statement with the order key's row id, whether the wallet row it
     locked is the one its snapshot saw (PostgreSQL's ``xmin``: the transaction that wrote
-    the row version)."""
+    the row version), and the companions' rows."""
     orders = Order.__table__
     existing = (
         select(orders.c.id)
@@ -230,7 +239,12 @@ def _order_lock_query(dialect: str) -> Select[Any]:
         )
     else:
         unchanged = true()
-    return _lock_query(False, False).add_columns(existing, unchanged)
+    query = _lock_query(False, False).add_columns(existing, unchanged)
+    for companion in companions:
+        query = query.add_columns(companion.entity).outerjoin(
+            companion.entity, companion.member_key == Wallet.member_id
+        )
+    return query
 
 
 @cache
