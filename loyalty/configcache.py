@@ -156,6 +156,12 @@ class Cache:
                 self._entries.setdefault(engine, {})[name] = (version, value)
         return value
 
+    def peek(self, session: Session, name: str) -> Any | None:
+        """The snapshot ``name`` this process read last, at whatever version (None: none):
+        a hint for what to ask the database, never the answer (it may be out of date)."""
+        entry = self._entries.get(session.get_bind().engine, {}).get(name)
+        return entry[1] if entry is not None else None
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
@@ -168,3 +174,9 @@ def cached(session: Session, name: str, load: Callable[[Session], T]) -> T:
     """``load(session)``'s immutable result, shared by every transaction of this process that
     sees the same configuration version (see the module's docstring)."""
     return cache.get(session, name, load)
+
+
+def peek(session: Session, name: str) -> Any | None:
+    """The snapshot ``name`` this process read last, maybe out of date, without a round trip
+    (None: none yet): for deciding what to read along with something else, not for answers."""
+    return cache.peek(session, name)

@@ -480,8 +480,18 @@ def _load_earning_rules(session: Session) -> _EarningRules:
     )
 
 
+_RULES = "earning.rules"
+
+
 def _earning_rules(session: Session) -> _EarningRules:
-    return configcache.cached(session, "earning.rules", _load_earning_rules)
+    return configcache.cached(session, _RULES, _load_earning_rules)
+
+
+def may_target_stages(session: Session) -> bool:
+    """Whether an active campaign targets lifecycle stages (pricing then asks for the
+    member's stage), as far as this process knows without asking the database."""
+    known: _EarningRules | None = configcache.peek(session, _RULES)
+    return known is not None and any(terms.target == "stages" for terms in known.campaigns)
 
 
 def price_order(

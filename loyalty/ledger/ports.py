@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from sqlalchemy import ColumnElement, Select
 from sqlalchemy.orm import Session
 
 from loyalty.ports import Port
@@ -32,30 +33,47 @@ class OrderQuote(Protocol):
 price_order: Port[..., OrderQuote] = Port("ledger.price_order")
 
 
+def _always(session: Session) -> bool:
+    return True
+
+
+# The parameter of the lock's statement holding the time the lock was asked (companions
+# that read "as of now" compare with it).
+LOCK_NOW = "lock_now"
+
+
 @dataclass(frozen=True)
 class Companion:
-    """A row about the member, one at most, that an area above the ledger reads on every
-    accrual: the accrual's wallet lock reads it in the same statement (``entity`` joined on
-    ``member_key`` equal to the member's id) and hands it to ``keep`` (None: no such row),
-    when it is as current as the lock; otherwise the area reads it itself, as before."""
+    """Something about the member that an area above the ledger reads on every accrual,
+    read by the accrual's wallet lock in its own statement instead of one more round trip.
 
-    entity: Any
-    member_key: Any
-    keep: Callable[[Session, str, Any], None]
+    ``extend`` adds ``width`` columns (and any join) to the lock's statement, given the locked
+    member's id column; its expressions may use the parameter `LOCK_NOW`. ``keep`` gets their
+    values with ``current``: whether they are as current as the lock (the wallet row locked is
+    the one the statement's snapshot saw; a transaction that changed them under the lock
+    changed the wallet too). When they are not, the area reads afresh, as it would without
+    the companion. ``wanted`` says whether the programme needs it (the statement is built
+    once for each set of companions wanted)."""
+
+    name: str
+    extend: Callable[[Select[Any], ColumnElement[str]], Select[Any]]
+    width: int
+    keep: Callable[[Session, str, tuple[Any, ...], bool], None]
+    wanted: Callable[[Session], bool] = _always
 
 
 class Companions:
-    """The rows the accrual's wallet lock reads along (plugged in by `loyalty.wiring`)."""
+    """The companions of the accrual's wallet lock (plugged in by `loyalty.wiring`)."""
 
     def __init__(self) -> None:
         self._all: tuple[Companion, ...] = ()
 
     def add(self, companion: Companion) -> None:
-        if companion not in self._all:
+        if companion.name not in {known.name for known in self._all}:
             self._all += (companion,)
 
-    def all(self) -> tuple[Companion, ...]:
-        return self._all
+    def wanted(self, session: Session) -> tuple[Companion, ...]:
+        return tuple(companion for companion in self._all if companion.wanted(session))
 
 
 lock_companions = Companions()

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, func, literal, or_, select
+from sqlalchemy import ColumnElement, Select, func, literal, or_, select
 from sqlalchemy.orm import Session
 
 from loyalty import clock, configcache
@@ -178,8 +178,11 @@ def _load_ladder(session: Session) -> _Ladder:
     )
 
 
+_LADDER = "tiers.ladder"
+
+
 def _ladder(session: Session) -> _Ladder:
-    return configcache.cached(session, "tiers.ladder", _load_ladder)
+    return configcache.cached(session, _LADDER, _load_ladder)
 
 
 def ladder(session: Session) -> dict[str, TierRef]:
@@ -1017,14 +1020,30 @@ def _row_for_update(session: Session, member_id: str) -> Select[MemberTier]:
 _ROWS = transaction_scoped("loyalty.tiers.rows")
 
 
-def _keep_row(session: Session, member_id: str, row: MemberTier | None) -> None:
+def _with_tier_row(query: Select[Any], member_id: ColumnElement[str]) -> Select[Any]:
+    return query.add_columns(MemberTier).outerjoin(MemberTier, MemberTier.member_id == member_id)
+
+
+def _keep_row(session: Session, member_id: str, values: tuple[Any, ...], current: bool) -> None:
     """The member's tier row as the accrual's wallet lock read it (None: no row)."""
-    session.info.setdefault(_ROWS, {})[member_id] = row
+    (row,) = values
+    if current:
+        session.info.setdefault(_ROWS, {})[member_id] = row
+    elif row is not None:
+        session.expire(row)  # read from the statement's snapshot: maybe older than the lock
 
 
 # Every accrual prices the order with the member's tier and qualifies the member after it:
 # the wallet's lock reads the tier row in its statement.
-LOCK_COMPANION = ledger_ports.Companion(MemberTier, MemberTier.member_id, _keep_row)
+def _may_have_tiers(session: Session) -> bool:
+    """Whether the programme has tiers, as far as this process knows without asking."""
+    known: _Ladder | None = configcache.peek(session, _LADDER)
+    return known is None or bool(known.refs)
+
+
+LOCK_COMPANION = ledger_ports.Companion(
+    "tiers.row", _with_tier_row, 1, _keep_row, wanted=_may_have_tiers
+)
 
 
 def _tier_row(session: Session, member_id: str) -> MemberTier | None:

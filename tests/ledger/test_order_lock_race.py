@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from loyalty import demo
 from loyalty.clock import FrozenClock
 from loyalty.db import get_database
+from loyalty.earning import service as earning_service
 from loyalty.ledger import service
 from loyalty.ledger.models import Entry, Order
 from loyalty.members import service as members_service
@@ -390,3 +391,53 @@ def test_an_order_waiting_for_the_lock_is_priced_with_the_tier_the_first_one_gav
     assert isinstance(after, service.Replayable), after
     assert tier in after.body["description"], after.body
     assert after.body["points"] == {"Silver": 110, "Gold": 125}[tier], after.body
+
+
+def test_an_order_waiting_for_the_lock_sees_the_member_active_after_the_first_one(
+    app: Flask, new_session: Callable[[], Session], clock: FrozenClock
+) -> None:
+    """The wallet's lock reads the member's last activity in its statement (a campaign
+    targets lifecycle stages), as of the statement's start; the order that held the lock
+    meanwhile made the silent member active again. The one that waited is priced as for an
+    active member: no welcome-back bonus a second time."""
+    session = new_session()
+    member, _ = members_service.enroll_member(session, external_id="silent")
+    other, _ = members_service.enroll_member(session, external_id="other")
+
+    def accrue(session: Session, order_id: str, member_id: str = member.id) -> dict[str, Any]:
+        return service.accrue_order(
+            session,
+            client_id=CLIENT,
+            order_id=order_id,
+            member_id=member_id,
+            total=1000,
+            currency="USD",
+        ).body
+
+    accrue(session, "long-ago")
+    clock.advance(dt.timedelta(days=150))  # silent: no activity for 90 to 180 days
+    now = clock.now()
+    earning_service.create_campaign(  # the demo's "We miss you"
+        session,
+        actor="test",
+        name="We miss you",
+        starts_at=now - dt.timedelta(days=1),
+        ends_at=now + dt.timedelta(days=30),
+        target="stages",
+        target_values=["silent", "churned"],
+        bonus_points=100,
+    )
+    accrue(session, "warm", other.id)  # the campaigns in this process's cache
+    first, first_outcome, release = held_at_commit(app, new_session(), lambda s: accrue(s, "back"))
+    waiter, waiter_outcome = in_thread(app, lambda: accrue(new_session(), "again"))
+    watcher = new_session()
+    try:
+        wait_for(lambda: _waiting_for_wallet_lock(watcher), "the order to wait for the lock")
+    finally:
+        watcher.close()
+        release.set()
+    first.join()
+    waiter.join()
+    (back,), (again,) = first_outcome, waiter_outcome
+    assert isinstance(back, dict) and back["points"] == 110, back  # 10 + the bonus
+    assert isinstance(again, dict) and again["points"] == 10, again

@@ -33,12 +33,12 @@ PLAIN_ACCRUAL = 3
 PSYCOPG_CACHED_PARAMETERS = 50
 PSYCOPG_CACHED_LENGTH = 4096
 # The demo programme configured (4 tiers, category and tier multipliers, two campaigns with
-# budgets, one for lifecycle stages, a daily cap, badges on spend): also the member's last
-# activity (the stage campaign asks analytics), the caps, the spend badge's metric and its
-# progress row; the member's tier row comes with the lock. (25 before issue 11, 13 before
-# the accrual's rows went in one statement, 9 before the order check went with the lock, 8
-# before the tier row did.)
-PROGRAMME_ACCRUAL = 7
+# budgets, one for lifecycle stages, a daily cap, badges on spend): also the caps, the spend
+# badge's metric and its progress row; the member's tier row and last activity (the stage
+# campaign asks analytics) come with the lock. (25 before issue 11, 13 before the accrual's
+# rows went in one statement, 9 before the order check went with the lock, 8 before the tier
+# row did, 7 before the last activity did.)
+PROGRAMME_ACCRUAL = 6
 # ... and one that upgrades the member's tier (its row, history, event) and awards a badge
 # with bonus points (the award, the bonus's entry, lot and wallet update, their events); the
 # badge's progress row is stored with the member's levels of the badge read in the same

@@ -35,7 +35,7 @@ from loyalty.analytics.service.segments import (
     segments,
 )
 from loyalty.analytics.service.settings import get_settings, update_settings
-from loyalty.analytics.service.stages import recompute, stage_of
+from loyalty.analytics.service.stages import LOCK_COMPANION, recompute, stage_of
 from loyalty.analytics.service.uplift import uplift
 from loyalty.analytics.service.whatif import tier_what_if
 from loyalty.db import unit_of_work
@@ -60,6 +60,7 @@ __all__ = [
     "retention_headline",
     "run_due",
     "segments",
+    "LOCK_COMPANION",
     "stage_of",
     "tier_what_if",
     "update_settings",

@@ -156,6 +156,28 @@ def activity() -> Subquery:
     ).subquery("activity")
 
 
+@cache
+def moments() -> Subquery:
+    """When each member was active: ``member_id``, ``at`` (what `activity` holds, without
+    its kind; a short statement, as the accrual's wallet lock carries it)."""
+    orders, redemptions, events = (
+        ledger.counted_orders(),
+        ledger.redemptions(),
+        community.events(),
+    )
+    return union_all(
+        orders.with_only_columns(
+            orders.selected_columns.member_id, orders.selected_columns.placed_at.label("at")
+        ),
+        redemptions.with_only_columns(
+            redemptions.selected_columns.member_id, redemptions.selected_columns.created_at
+        ),
+        events.with_only_columns(
+            events.selected_columns.member_id, events.selected_columns.occurred_at
+        ),
+    ).subquery("moments")
+
+
 def base_tier(session: Session) -> str | None:
     """The tier members hold before the tiers have seen them: the lowest, when its threshold
     is 0."""

@@ -10,16 +10,28 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, bindparam, case, func, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    bindparam,
+    case,
+    func,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from loyalty import bus, clock, configcache
 from loyalty.analytics import rules
 from loyalty.analytics.events import MemberAtRisk
 from loyalty.analytics.models import AnalyticsSettings, MemberStage, RiskFlag, StageChange
-from loyalty.analytics.service._sql import activity
+from loyalty.analytics.service._sql import activity, moments
 from loyalty.analytics.service.settings import get_settings
-from loyalty.db import dialect_insert, insert_rows, new_id, unit_of_work
+from loyalty.db import dialect_insert, insert_rows, new_id, transaction_scoped, unit_of_work
+from loyalty.earning import service as earning
+from loyalty.ledger import ports as ledger_ports
 from loyalty.ledger import reporting as ledger
 from loyalty.members.models import Member
 
@@ -71,8 +83,54 @@ def stage_of(session: Session, member_id: str, now: dt.datetime) -> str:
     member = session.get(Member, member_id)  # an accrual has it already
     if member is None:
         return "new"
-    last = _last_active(session, [member_id], now).get(member_id)
+    # What the accrual's wallet lock read (`LOCK_COMPANION`): the last activity up to the
+    # lock's moment and the first after it; the same answer as a read now when nothing
+    # happened in between. Used once.
+    locked = session.info.get(_LOCKED_ACTIVITY, {}).pop(member_id, None)
+    if locked is not None and locked[0] <= now and (locked[2] is None or locked[2] > now):
+        last = locked[1]
+    else:
+        last = _last_active(session, [member_id], now).get(member_id)
     return _stage(_thresholds(session), member.enrolled_at, last, now)
+
+
+# session.info: member id -> (the lock's moment, the last activity then, the first after it)
+# as the accrual's wallet lock read them.
+_LOCKED_ACTIVITY = transaction_scoped("loyalty.analytics.locked_activity")
+
+
+def _with_last_active(query: Select[Any], member_id: ColumnElement[str]) -> Select[Any]:
+    acts = moments()
+    moment = bindparam(ledger_ports.LOCK_NOW, type_=acts.c.at.type)
+    around = (
+        select(
+            func.max(acts.c.at).filter(acts.c.at <= moment).label("last"),
+            func.min(acts.c.at).filter(acts.c.at > moment).label("next"),
+        )
+        .where(acts.c.member_id == member_id)
+        .lateral("active")
+    )
+    return query.outerjoin(around, true()).add_columns(moment, around.c.last, around.c.next)
+
+
+def _keep_last_active(
+    session: Session, member_id: str, values: tuple[Any, ...], current: bool
+) -> None:
+    if current:
+        session.info.setdefault(_LOCKED_ACTIVITY, {})[member_id] = values
+
+
+def _stages_priced(session: Session) -> bool:
+    # A lateral join: PostgreSQL only (SQLite reads the last activity on its own).
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    return postgresql and earning.may_target_stages(session)
+
+
+# Pricing asks for the member's stage on every order while a campaign targets stages: the
+# accrual's wallet lock reads the member's last activity in its statement.
+LOCK_COMPANION = ledger_ports.Companion(
+    "analytics.last_active", _with_last_active, 3, _keep_last_active, wanted=_stages_priced
+)
 
 
 def _stage(

@@ -10,9 +10,9 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, bindparam, literal_column, select, true
+from sqlalchemy import ColumnElement, Select, bindparam, literal_column, select, true
 from sqlalchemy.orm import Session, aliased
 
 from loyalty import clock, configcache
@@ -199,21 +199,23 @@ def _lock_wallet_for_order(
     reading.)"""
     if member_id in session.info.get(_LOCKED, {}):
         return _lock_wallet(session, member_id), False
-    companions = ports.lock_companions.all()
+    companions = ports.lock_companions.wanted(session)
+    parameters: dict[str, Any] = {
+        "member_id": member_id,
+        "channel_id": channel_id,
+        "order_id": order_id,
+    }
+    if companions:
+        parameters[ports.LOCK_NOW] = clock.now()
     row = session.execute(
-        _order_lock_query(session.get_bind().dialect.name, companions),
-        {"member_id": member_id, "channel_id": channel_id, "order_id": order_id},
+        _order_lock_query(session.get_bind().dialect.name, companions), parameters
     ).one_or_none()
     if row is None:  # the member's first order creates the wallet
         return _lock_wallet(session, member_id), False
-    wallet, member, settings, version, existing_order, unchanged, *rows = row
-    # The same holds for the companions' rows: a transaction that changed them under this
-    # lock committed after the statement's snapshot (it changed the wallet too).
-    for companion, found in zip(companions, rows, strict=True):
-        if unchanged:
-            companion.keep(session, member_id, found)
-        elif found is not None:
-            session.expire(found)  # read from the snapshot: maybe older than the lock
+    wallet, member, settings, version, existing_order, unchanged, *values = row
+    for companion in companions:
+        mine, values = tuple(values[: companion.width]), values[companion.width :]
+        companion.keep(session, member_id, mine, bool(unchanged))
     locked = _remember(session, wallet, member, settings, version)
     return locked, existing_order is None and bool(unchanged)
 
@@ -241,9 +243,7 @@ def _order_lock_query(dialect: str, companions: tuple[ports.Companion, ...]) -> 
         unchanged = true()
     query = _lock_query(False, False).add_columns(existing, unchanged)
     for companion in companions:
-        query = query.add_columns(companion.entity).outerjoin(
-            companion.entity, companion.member_key == Wallet.member_id
-        )
+        query = companion.extend(query, cast(ColumnElement[str], Wallet.member_id))
     return query
 
 
