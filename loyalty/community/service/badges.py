@@ -12,7 +12,8 @@ from decimal import Decimal
 from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, func, literal_column, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from loyalty import clock, configcache
@@ -179,9 +180,14 @@ def _evaluate(
     if member.status != "active":
         return outcome
     insert = dialect_insert(session)
+    at_once = session.get_bind().dialect.name == "postgresql"
     for badge in badges:
-        value = _metric(session, badge, member, now, streak_now=streak_now)
-        have = _store_progress(session, badge.id, member.id, value, now)
+        have: set[int] | None
+        if at_once and badge.rule in ORDER_RULES:
+            value, have = _order_progress(session, badge, member.id, now)
+        else:
+            value = _metric(session, badge, member, now, streak_now=streak_now)
+            have = _store_progress(session, badge.id, member.id, value, now)
         reached = rules.levels_reached(rules.levels_of(badge.levels), value)
         if not reached:
             continue
@@ -350,6 +356,58 @@ def _progress_upsert(dialect: str) -> Any:
         )
         .add_cte(upsert.cte("progress"))
     )
+
+
+def _order_progress(
+    session: Session, badge: Badge | ActiveBadge, member_id: str, now: dt.datetime
+) -> tuple[Decimal, set[int]]:
+    """`_metric` and `_store_progress` of a badge on orders, in one statement (PostgreSQL):
+    the member's measure of the badge's window, stored, with the levels the member has."""
+    statement = _order_progress_statement(
+        badge.rule, badge.starts_at is None, badge.ends_at is None
+    )
+    value, levels = session.execute(
+        statement,
+        {
+            "badge_id": badge.id,
+            "member_id": member_id,
+            "since": badge.starts_at,
+            "until": badge.ends_at,
+            "updated_at": now,
+        },
+    ).one()
+    loaded = session.identity_map.get(session.identity_key(BadgeProgress, (badge.id, member_id)))
+    if loaded is not None:
+        session.expire(loaded)
+    return Decimal(int(value)), set(levels or ())
+
+
+@cache
+def _order_progress_statement(measure: str, from_start: bool, to_now: bool) -> Any:
+    """The measure (ledger's `order_measure`), the progress upsert on it (kept to the
+    column's range, as `_store_progress` keeps it) and the member's levels of the badge."""
+    metric = ledger.order_measure(measure, from_start, to_now).cte("metric")
+    measured = select(metric.c.value).scalar_subquery()
+    upsert = postgresql.insert(BadgeProgress).values(
+        badge_id=bindparam("badge_id"),
+        member_id=bindparam("member_id"),
+        value=func.least(measured, literal_column(str(PROGRESS_LIMIT))),
+        updated_at=bindparam("updated_at"),
+    )
+    upsert = upsert.on_conflict_do_update(
+        index_elements=["badge_id", "member_id"],
+        set_={"value": upsert.excluded.value, "updated_at": upsert.excluded.updated_at},
+        where=BadgeProgress.value != upsert.excluded.value,
+    )
+    levels = (
+        select(func.array_agg(BadgeAward.level))
+        .where(
+            BadgeAward.badge_id == bindparam("badge_id"),
+            BadgeAward.member_id == bindparam("member_id"),
+        )
+        .scalar_subquery()
+    )
+    return select(measured, levels).add_cte(upsert.cte("progress"))
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,21 @@ from decimal import Decimal
 from functools import cache
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Exists, Select, and_, bindparam, case, func, or_, select
+import iso4217
+from sqlalchemy import (
+    ColumnElement,
+    Exists,
+    Numeric,
+    Select,
+    and_,
+    bindparam,
+    case,
+    func,
+    literal_column,
+    or_,
+    select,
+)
+from sqlalchemy import cast as sa_cast
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
 from loyalty import clock
@@ -218,6 +232,48 @@ def _orders_query(from_start: bool, to_now: bool) -> Select[str, int, int]:
         .where(Order.member_id == bindparam("member_id"), Order.amount_refunded < Order.total)
         .group_by(Order.currency)
     )
+    if not from_start:
+        query = query.where(Order.placed_at >= bindparam("since"))
+    if not to_now:
+        query = query.where(Order.placed_at < bindparam("until"))
+    return query
+
+
+def _major_units(currency: Any) -> ColumnElement[Any]:
+    """How many minor units make a major one, in SQL, for the currencies orders carry (an
+    order's currency always has an ISO 4217 exponent: `rules.currency_exponent`)."""
+    by_exponent: dict[int, list[str]] = {}
+    for known in iso4217.Currency:
+        exponent = known.exponent
+        if exponent is not None and exponent != 2:
+            by_exponent.setdefault(exponent, []).append(known.code)
+    # Inline constants from the ISO table (not parameters: the statement keeps within
+    # psycopg's cached conversions).
+    return case(
+        *(
+            (
+                currency.in_([literal_column(f"'{code}'") for code in sorted(codes)]),
+                literal_column(str(10**exponent)),
+            )
+            for exponent, codes in sorted(by_exponent.items())
+        ),
+        else_=literal_column("100"),
+    )
+
+
+@cache
+def order_measure(measure: str, from_start: bool, to_now: bool) -> Select[Any]:
+    """The member's ``spend`` (money of the orders placed, less refunds, in major units, all
+    currencies added, truncated) or ``orders`` (orders placed and not wholly refunded) in
+    ``[since, until)``, as `activity` counts them, in one statement of one row and column
+    (parameters ``member_id``, ``since``, ``until``), for other areas to build on."""
+    counted = and_(Order.member_id == bindparam("member_id"), Order.amount_refunded < Order.total)
+    if measure == "spend":
+        money = sa_cast(Order.total - Order.amount_refunded, Numeric)
+        value: Any = func.trunc(func.coalesce(func.sum(money / _major_units(Order.currency)), 0))
+    else:
+        value = func.count()
+    query = select(value.label("value")).where(counted)
     if not from_start:
         query = query.where(Order.placed_at >= bindparam("since"))
     if not to_now:
