@@ -67,6 +67,7 @@ def plug_ports() -> None:
     ledger_ports.price_order.plug(earning.price_order)
     ledger_ports.lock_companions.add(tiers.LOCK_COMPANION)
     ledger_ports.lock_companions.add(analytics.LOCK_COMPANION)
+    ledger_ports.lock_companions.add(earning.LOCK_COMPANION)
     members.points_summaries.plug(ledger.points_summaries)
     members.current_tiers.plug(tiers.current_tiers)
     tiers.tier_references.plug(earning.tier_references)

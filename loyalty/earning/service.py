@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from dateutil.relativedelta import relativedelta
-from sqlalchemy import Select, bindparam, select
+from sqlalchemy import ColumnElement, Select, bindparam, select, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -29,6 +29,7 @@ from loyalty.db import (
     new_id,
     retrying,
     settings_row,
+    transaction_scoped,
     unit_of_work,
 )
 from loyalty.earning import rules
@@ -40,6 +41,7 @@ from loyalty.earning.errors import (
 )
 from loyalty.earning.models import Campaign, EarningSettings, ProductMultiplier
 from loyalty.errors import InvalidFieldError
+from loyalty.ledger import ports as ledger_ports
 from loyalty.ledger import rules as ledger_rules
 from loyalty.ledger import service as ledger_service
 from loyalty.members import rules as member_rules
@@ -396,8 +398,14 @@ def delete_campaign(session: Session, *, campaign_id: str, actor: str) -> None:
 def _periods(member: Member, moment: dt.datetime) -> tuple[tuple[dt.datetime, dt.datetime], ...]:
     """The day and the month ``moment`` falls in, in the member's time zone, as UTC
     ``[start, end)`` pairs."""
+    return _periods_in(member.timezone, moment)
+
+
+def _periods_in(
+    timezone: str | None, moment: dt.datetime
+) -> tuple[tuple[dt.datetime, dt.datetime], ...]:
     try:
-        zone = zoneinfo.ZoneInfo(member.timezone or "UTC")
+        zone = zoneinfo.ZoneInfo(timezone or "UTC")
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         zone = zoneinfo.ZoneInfo("UTC")
     local = moment.astimezone(zone)
@@ -544,10 +552,14 @@ def price_order(
     if earning.daily_cap is not None or earning.monthly_cap is not None:
         # Caps count by the day and month the order was placed in (an imported order of
         # 2024 counts towards its own day, not today's).
-        day, month = _periods(member, placed_at)
-        day_points, month_points = ledger_service.order_points_placed(
-            session, member.id, [day, month]
-        )
+        periods = _periods(member, placed_at)
+        locked = session.info.get(_CAPS_READ, {}).pop(member.id, None)
+        if locked is not None and locked[0] == periods:  # read with the wallet's lock
+            day_points, month_points = locked[1]
+        else:
+            day_points, month_points = ledger_service.order_points_placed(
+                session, member.id, list(periods)
+            )
         limits = dataclasses.replace(
             limits,
             daily_room=None if earning.daily_cap is None else earning.daily_cap - day_points,
@@ -573,6 +585,73 @@ def price_order(
             if given and row is not None:
                 row.spent += given
     return result
+
+
+# --- the caps' points, read with the accrual's wallet lock ---------------------------------
+
+# session.info: member id -> the periods asked before the lock (in the time zone guessed),
+# and member id -> (those periods, their points) read with it.
+_CAPS_ASKED = transaction_scoped("loyalty.earning.caps_asked")
+_CAPS_READ = transaction_scoped("loyalty.earning.caps_read")
+# The members' time zones this process saw, other than UTC (the guess for everyone else):
+# the periods are asked before the lock reads the member. At most this many are kept.
+_ZONES: dict[str, str] = {}
+_ZONES_KEPT = 100_000
+
+
+def _caps_wanted(session: Session) -> bool:
+    # A lateral join: PostgreSQL only (SQLite reads the caps' points on their own).
+    if session.get_bind().dialect.name != "postgresql":
+        return False
+    known: _EarningRules | None = configcache.peek(session, _RULES)
+    return known is not None and (known.daily_cap is not None or known.monthly_cap is not None)
+
+
+def _caps_parameters(session: Session, member_id: str, placed_at: dt.datetime) -> dict[str, Any]:
+    day, month = periods = _periods_in(_ZONES.get(member_id, "UTC"), placed_at)
+    session.info.setdefault(_CAPS_ASKED, {})[member_id] = periods
+    return {
+        "caps_since_0": day[0],
+        "caps_until_0": day[1],
+        "caps_since_1": month[0],
+        "caps_until_1": month[1],
+        "caps_low": min(day[0], month[0]),
+        "caps_high": max(day[1], month[1]),
+    }
+
+
+def _with_caps(query: Select[Any], member_id: ColumnElement[str]) -> Select[Any]:
+    placed = ledger_service.points_placed_lateral(member_id, 2, "caps")
+    return query.outerjoin(placed, true()).add_columns(Member.timezone, placed.c.p0, placed.c.p1)
+
+
+def _keep_caps(session: Session, member_id: str, values: tuple[Any, ...], current: bool) -> None:
+    timezone, day_points, month_points = values
+    if (timezone or "UTC") == "UTC":
+        _ZONES.pop(member_id, None)
+    else:
+        if len(_ZONES) >= _ZONES_KEPT:
+            _ZONES.clear()
+        _ZONES[member_id] = timezone
+    periods = session.info.get(_CAPS_ASKED, {}).pop(member_id, None)
+    if current and periods is not None:
+        # Pricing uses them for these periods only: those of the member's time zone.
+        read = (int(day_points or 0), int(month_points or 0))
+        session.info.setdefault(_CAPS_READ, {})[member_id] = (periods, read)
+
+
+# Pricing reads the member's points of the order's day and month on every order while the
+# programme caps them: the accrual's wallet lock reads them in its statement, for the
+# periods in the member's time zone as this process last saw it (pricing uses them when
+# they are the periods of the member's time zone the lock read, else reads again).
+LOCK_COMPANION = ledger_ports.Companion(
+    "earning.caps",
+    _with_caps,
+    3,
+    _keep_caps,
+    wanted=_caps_wanted,
+    parameters=_caps_parameters,
+)
 
 
 # Built once: every order a budgeted campaign applies to reads (and locks) its row.

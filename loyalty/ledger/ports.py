@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -53,13 +54,17 @@ class Companion:
     the one the statement's snapshot saw; a transaction that changed them under the lock
     changed the wallet too). When they are not, the area reads afresh, as it would without
     the companion. ``wanted`` says whether the programme needs it (the statement is built
-    once for each set of companions wanted)."""
+    once for each set of companions wanted); ``parameters`` gives values its expressions
+    need besides `LOCK_NOW`."""
 
     name: str
     extend: Callable[[Select[Any], ColumnElement[str]], Select[Any]]
     width: int
     keep: Callable[[Session, str, tuple[Any, ...], bool], None]
     wanted: Callable[[Session], bool] = _always
+    # The statement's parameters it needs, given the member's id and when the order was
+    # placed (the lock's moment for an order placed now).
+    parameters: Callable[[Session, str, dt.datetime], dict[str, Any]] | None = None
 
 
 class Companions:

@@ -33,13 +33,14 @@ PLAIN_ACCRUAL = 3
 PSYCOPG_CACHED_PARAMETERS = 50
 PSYCOPG_CACHED_LENGTH = 4096
 # The demo programme configured (4 tiers, category and tier multipliers, two campaigns with
-# budgets, one for lifecycle stages, a daily cap, badges on spend): also the caps, and the
-# spend badge's metric stored with the member's levels of the badge in one statement; the
-# member's tier row and last activity (the stage campaign asks analytics) come with the lock.
-# (25 before issue 11, 13 before the accrual's rows went in one statement, 9 before the order
-# check went with the lock, 8 before the tier row did, 7 before the last activity did, 6
-# before the badge's metric went with its progress row.)
-PROGRAMME_ACCRUAL = 5
+# budgets, one for lifecycle stages, a daily cap, badges on spend): also the spend badge's
+# metric stored with the member's levels of the badge in one statement; the member's tier
+# row, last activity (the stage campaign asks analytics) and points towards the caps come
+# with the lock. (25 before issue 11, 13 before the accrual's rows went in one statement, 9
+# before the order check went with the lock, 8 before the tier row did, 7 before the last
+# activity did, 6 before the badge's metric went with its progress row, 5 before the caps'
+# points went with the lock.)
+PROGRAMME_ACCRUAL = 4
 # ... and one that upgrades the member's tier (its row, history, event) and awards a badge
 # with bonus points (the award, the bonus's entry, lot and wallet update, their events); the
 # badge's metric, its progress row and the member's levels of the badge in one statement.

@@ -72,6 +72,7 @@ from loyalty.ledger.service.reads import (
     order_measure,
     order_points_placed,
     points_expiring,
+    points_placed_lateral,
     points_summaries,
 )
 from loyalty.ledger.service.settings import (
@@ -133,6 +134,7 @@ __all__ = [
     "lock_members",
     "order_measure",
     "order_points_placed",
+    "points_placed_lateral",
     "place_hold",
     "points_expiring",
     "points_summaries",

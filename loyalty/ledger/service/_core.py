@@ -188,7 +188,11 @@ def _remember(
 
 
 def _lock_wallet_for_order(
-    session: Session, member_id: str, channel_id: str, order_id: str
+    session: Session,
+    member_id: str,
+    channel_id: str,
+    order_id: str,
+    placed_at: dt.datetime | None = None,
 ) -> tuple[_Locked, bool]:
     """`_lock_wallet`, and whether the order ``(channel_id, order_id)`` is known not to
     exist, asked in the same round trip. Known only when that answer is as current as the
@@ -196,7 +200,8 @@ def _lock_wallet_for_order(
     held the lock meanwhile committed after that; but it changed the wallet (every accrual
     does), so the wallet row locked is then newer than the one the statement started with,
     and the caller must look for the order again. (SQLite takes its write lock before
-    reading.)"""
+    reading.) The lock's companions read along (``placed_at``: when the order was placed,
+    if not now)."""
     if member_id in session.info.get(_LOCKED, {}):
         return _lock_wallet(session, member_id), False
     companions = ports.lock_companions.wanted(session)
@@ -206,7 +211,10 @@ def _lock_wallet_for_order(
         "order_id": order_id,
     }
     if companions:
-        parameters[ports.LOCK_NOW] = clock.now()
+        moment = parameters[ports.LOCK_NOW] = clock.now()
+        for companion in companions:
+            if companion.parameters is not None:
+                parameters |= companion.parameters(session, member_id, placed_at or moment)
     row = session.execute(
         _order_lock_query(session.get_bind().dialect.name, companions), parameters
     ).one_or_none()

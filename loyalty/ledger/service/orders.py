@@ -147,7 +147,7 @@ def accrue_order(
         raise InvalidFieldError("items", "Each SKU may appear once in an order.")
 
     with _conflicts_as(OrderConflictError(order_id)), unit_of_work(session):
-        locked, absent = _lock_wallet_for_order(session, member_id, channel_id, order_id)
+        locked, absent = _lock_wallet_for_order(session, member_id, channel_id, order_id, placed_at)
         wallet, settings = locked.wallet, locked.settings
         # Unless the lock's statement could tell, read after the lock, in a statement of its
         # own: a concurrent report of this order that held the lock has committed by now.

@@ -301,6 +301,17 @@ def order_points_placed(
 
 @cache
 def _placed_query(periods: int) -> Select[Any]:
+    return _placed(bindparam("member_id"), periods, "")
+
+
+def points_placed_lateral(member_id: ColumnElement[str], periods: int, prefix: str) -> Any:
+    """`order_points_placed` of the member ``member_id`` names (a column of an enclosing
+    statement), as a lateral subquery of one row, columns ``p0``, ``p1``, ...; parameters
+    ``{prefix}_since_{n}``, ``{prefix}_until_{n}``, ``{prefix}_low``, ``{prefix}_high``."""
+    return _placed(member_id, periods, f"{prefix}_").lateral(f"{prefix}placed")
+
+
+def _placed(member_id: Any, periods: int, prefix: str) -> Select[Any]:
     net = Order.points - Order.points_reversed
     return select(
         *(
@@ -309,21 +320,21 @@ def _placed_query(periods: int) -> Select[Any]:
                     case(
                         (
                             and_(
-                                Order.placed_at >= bindparam(f"since_{n}"),
-                                Order.placed_at < bindparam(f"until_{n}"),
+                                Order.placed_at >= bindparam(f"{prefix}since_{n}"),
+                                Order.placed_at < bindparam(f"{prefix}until_{n}"),
                             ),
                             net,
                         )
                     )
                 ),
                 0,
-            )
+            ).label(f"p{n}")
             for n in range(periods)
         )
     ).where(
-        Order.member_id == bindparam("member_id"),
-        Order.placed_at >= bindparam("low"),
-        Order.placed_at < bindparam("high"),
+        Order.member_id == member_id,
+        Order.placed_at >= bindparam(f"{prefix}low"),
+        Order.placed_at < bindparam(f"{prefix}high"),
     )
 
 

@@ -1,0 +1,115 @@
+"""The caps' points read with the accrual's wallet lock: for the periods of the member's time
+zone as the process last saw it (a wrong guess is read again), and only when as current as
+the lock (an order that held the lock meanwhile counts). These commit for real: the
+process's configuration cache, which says the programme has caps, is filled only by
+committed configuration."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from loyalty.clock import FrozenClock
+from loyalty.db import get_database
+from loyalty.earning import service
+from loyalty.ledger import service as ledger_service
+from loyalty.members import service as members_service
+from tests.ledger.conftest import CLIENT
+from tests.support import held_at_commit, in_thread, wait_for, waiting_for_lock
+
+pytestmark = pytest.mark.concurrency
+
+CAPS_READ = "SELECT coalesce(sum(CASE WHEN (orders.placed_at >="
+
+
+def _accrue(session: Session, member_id: str, order_id: str, total: int, **kwargs: Any) -> int:
+    result = ledger_service.accrue_order(
+        session,
+        client_id=CLIENT,
+        order_id=order_id,
+        member_id=member_id,
+        total=total,
+        currency="USD",
+        **kwargs,
+    )
+    return int(result.body["points"])
+
+
+@contextmanager
+def statements(app: Flask) -> Iterator[list[str]]:
+    seen: list[str] = []
+    engine = get_database(app).engine
+
+    def note(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+
+
+@pytest.mark.parametrize("learnt", [False, True], ids=["zone-unknown", "zone-learnt"])
+def test_the_daily_cap_counts_the_members_local_day(
+    app: Flask, new_session: Callable[[], Session], clock: FrozenClock, learnt: bool
+) -> None:
+    session = new_session()
+    service.update_earning_settings(session, changes={"daily_cap": 150}, actor="t")
+    someone, _ = members_service.enroll_member(session, external_id="someone")
+    new_york, _ = members_service.enroll_member(
+        session, external_id="ny", timezone="America/New_York"
+    )
+    _accrue(session, someone.id, "warm", 100)  # the rules, with the cap, in the cache
+    _accrue(session, new_york.id, "wallet", 0)  # a first order creates the wallet
+    clock.set(dt.datetime(2026, 3, 11, 3, 0, tzinfo=dt.UTC))  # 10 March, 23:00 in New York
+    morning = dt.datetime(2026, 3, 10, 15, 0, tzinfo=dt.UTC)  # 10 March, 11:00 in New York
+    assert _accrue(session, new_york.id, "morning", 10000, placed_at=morning) == 100
+    assert service._ZONES[new_york.id] == "America/New_York"  # the lock read it
+    if not learnt:  # another process: it guesses UTC, where the evening is another day
+        service._ZONES.pop(new_york.id)
+    with statements(app) as seen:
+        # The same day in New York (not in UTC): 50 points left of the day's 150.
+        assert _accrue(session, new_york.id, "evening", 10000) == 50
+    # Learnt, the caps' points came with the lock; guessed wrong, read on their own.
+    separate = [statement for statement in seen if statement.startswith(CAPS_READ)]
+    assert len(separate) == (0 if learnt else 1), seen
+    assert service._ZONES[new_york.id] == "America/New_York"
+    assert _accrue(session, new_york.id, "night", 10000) == 0
+
+
+def test_an_order_waiting_for_the_lock_counts_the_first_ones_points_towards_the_cap(
+    app: Flask, new_session: Callable[[], Session], clock: FrozenClock
+) -> None:
+    session = new_session()
+    service.update_earning_settings(session, changes={"daily_cap": 150}, actor="t")
+    someone, _ = members_service.enroll_member(session, external_id="someone")
+    capped, _ = members_service.enroll_member(session, external_id="capped")
+    _accrue(session, someone.id, "warm", 100)  # the rules, with the cap, in the cache
+    _accrue(session, capped.id, "wallet", 0)  # the wallet exists: the lock statement runs
+    first, first_outcome, release = held_at_commit(
+        app, new_session(), lambda s: _accrue(s, capped.id, "first", 10000)
+    )
+    waiter, waiter_outcome = in_thread(
+        app, lambda: _accrue(new_session(), capped.id, "next", 10000)
+    )
+    watcher = new_session()
+    try:
+        wait_for(
+            lambda: waiting_for_lock(watcher, "SELECT wallets.id,%"),
+            "the order to wait for the lock",
+        )
+    finally:
+        watcher.close()
+        release.set()
+    first.join()
+    waiter.join()
+    assert first_outcome == [100]
+    assert waiter_outcome == [50]  # 150 - the first's 100
