@@ -181,3 +181,23 @@ def test_channels_keep_every_order_id_meaning_what_it_did(
     assert orders == {"ord_1": "chn_default", "ord_2": "chn_cli_b", "ord_3": "chn_default"}
     assert channels == {"chn_default": "Default", "chn_cli_b": "cli_b (cli_b)"}
     migrator.downgrade(config, "0008_ledger_reconciliation")
+
+
+def test_the_orders_index_built_beforehand_concurrently_is_taken_as_it_is(
+    empty_postgresql: str,
+) -> None:
+    """README's way to upgrade a large database to 0017 without blocking orders: the index
+    built first with CREATE INDEX CONCURRENTLY, then the upgrade."""
+    config = migrator.alembic_config(empty_postgresql)
+    migrator.upgrade(config, "0016_order_facts")
+    engine = create_engine(empty_postgresql, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(
+                "CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_orders_member_id_placed_at"
+                " ON orders (member_id, placed_at)"
+            )
+    finally:
+        engine.dispose()
+    migrator.upgrade(config)
+    migrator.check(config)

@@ -19,7 +19,11 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_index("ix_orders_member_id_placed_at", "orders", ["member_id", "placed_at"])
+    # On a large database an operator may build it beforehand without blocking writes
+    # (`CREATE INDEX CONCURRENTLY`, see README "Running it"): then it exists already.
+    op.create_index(
+        "ix_orders_member_id_placed_at", "orders", ["member_id", "placed_at"], if_not_exists=True
+    )
     op.drop_index("ix_orders_member_id", table_name="orders")
 
 
