@@ -14,6 +14,7 @@ from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Select, bindparam, literal_column, select, true
 from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm.attributes import flag_modified
 
 from loyalty import clock, configcache
 from loyalty.db import dialect_insert, new_id, transaction_scoped
@@ -274,6 +275,16 @@ def _lock_query(several: bool, skip_locked: bool) -> Select[Any]:
         .with_for_update(of=Wallet, skip_locked=skip_locked)
         .execution_options(populate_existing=True)
     )
+
+
+def _written(wallet: Wallet) -> None:
+    """Make this transaction write the wallet's row (at the next flush, with whatever else
+    changes it), for a change under the wallet's lock that may move no balance: a check-in,
+    a refund of an order that earned nothing. An order waiting for the lock then finds the
+    wallet row changed and reads again what its lock statement read along (the member's tier
+    row, activity, points towards the caps: `_lock_wallet_for_order`)."""
+    wallet.updated_at = clock.now()
+    flag_modified(wallet, "updated_at")  # an UPDATE even when the clock has not moved
 
 
 def _lock_wallet_by_id(session: Session, wallet_id: str) -> Wallet:

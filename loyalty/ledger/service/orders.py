@@ -55,6 +55,7 @@ from loyalty.ledger.service._core import (
     _require_active,
     _told,
     _touch,
+    _written,
 )
 from loyalty.ledger.service._giveback import _repay, _stand_in, _StandIn, _transfer
 from loyalty.ledger.service.due import _settle
@@ -448,6 +449,7 @@ def refund_order(
             raise OrderNotFoundError(order_id)
         referrer_id = session.scalar(select(Member.referrer_id).where(Member.id == order.member_id))
         wallet = _lock_wallets(session, [order.member_id, referrer_id])[order.member_id].wallet
+        _written(wallet)  # even when the refund takes back no points
         session.refresh(order)
         existing = session.scalar(
             select(Refund).where(Refund.channel_id == channel_id, Refund.refund_id == refund_id)

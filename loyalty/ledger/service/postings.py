@@ -36,6 +36,7 @@ from loyalty.ledger.service._core import (
     _require_active,
     _told,
     _touch,
+    _written,
     entry_public_id,
 )
 from loyalty.ledger.service._giveback import _give_back, _repay, _restoration
@@ -56,8 +57,11 @@ class PointsMove:
 def lock_member(session: Session, member_id: str) -> Member:
     """Lock the member's wallet (creating it on first use) for the caller's transaction and
     return the member. Take it first: it orders locks so that operations on one member queue
-    rather than deadlock. Raises `MemberNotFoundError`."""
-    return _lock_wallet(session, member_id).member
+    rather than deadlock. The transaction writes the wallet's row (`_written`): the caller
+    changes something of the member under the lock. Raises `MemberNotFoundError`."""
+    locked = _lock_wallet(session, member_id)
+    _written(locked.wallet)
+    return locked.member
 
 
 def lock_members(session: Session, member_ids: list[str]) -> dict[str, Member]:
@@ -65,10 +69,12 @@ def lock_members(session: Session, member_ids: list[str]) -> dict[str, Member]:
     (the one order in which any operation takes more than one wallet), creating missing
     ones; returns the members by id. An operation that will touch several members' points
     (a referral rewards both sides) takes them all here first, before any other wallet.
-    Raises `MemberNotFoundError`."""
-    return {
-        member_id: locked.member for member_id, locked in _lock_wallets(session, member_ids).items()
-    }
+    The transaction writes their wallets' rows (`_written`). Raises `MemberNotFoundError`."""
+    members = {}
+    for member_id, locked in _lock_wallets(session, member_ids).items():
+        _written(locked.wallet)
+        members[member_id] = locked.member
+    return members
 
 
 def spend_points(
