@@ -1,0 +1,134 @@
+"""The wallet lock's companions under writers that hold the wallet's lock, or write what a
+companion reads, without changing the wallet row: the lock's statement then finds its
+wallet "unchanged" (the row's xmin is the one its snapshot saw) though what the companion
+read from that snapshot is older than the lock. Before the companions, the accrual read
+these after its lock."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy.orm import Session
+
+from loyalty import demo
+from loyalty.clock import FrozenClock
+from loyalty.community import service as community_service
+from loyalty.earning import service as earning_service
+from loyalty.ledger import service
+from loyalty.members import service as members_service
+from loyalty.tiers import service as tiers_service
+from tests.ledger.conftest import CLIENT
+from tests.support import held_at_commit, in_thread, wait_for, waiting_for_lock
+
+pytestmark = pytest.mark.concurrency
+
+
+def _accrue(session: Session, member_id: str, order_id: str, total: int = 1000) -> Any:
+    return service.accrue_order(
+        session,
+        client_id=CLIENT,
+        order_id=order_id,
+        member_id=member_id,
+        total=total,
+        currency="USD",
+    ).body
+
+
+def _wait_for_the_order(new_session: Callable[[], Session]) -> None:
+    watcher = new_session()
+    try:
+        wait_for(
+            lambda: waiting_for_lock(watcher, "SELECT wallets.id,%"),
+            "the order to wait for the lock",
+        )
+    finally:
+        watcher.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the lock's companion read the last activity from the statement's snapshot and "
+    "trusted it: the check-in under the lock left the wallet row as it was",
+)
+def test_an_order_waiting_for_a_check_in_sees_the_member_active_again(
+    app: Flask, new_session: Callable[[], Session], clock: FrozenClock
+) -> None:
+    """A check-in that earns nothing locks the wallet, records the event (activity) and
+    commits without changing the wallet row. The order that waited for it is priced after
+    it: the member is active, no welcome-back bonus."""
+    session = new_session()
+    member, _ = members_service.enroll_member(session, external_id="silent")
+    other, _ = members_service.enroll_member(session, external_id="other")
+    _accrue(session, member.id, "long-ago")
+    clock.advance(dt.timedelta(days=150))  # silent: no activity for 90 to 180 days
+    now = clock.now()
+    earning_service.create_campaign(
+        session,
+        actor="test",
+        name="We miss you",
+        starts_at=now - dt.timedelta(days=1),
+        ends_at=now + dt.timedelta(days=30),
+        target="stages",
+        target_values=["silent", "churned"],
+        bonus_points=100,
+    )
+    _accrue(session, other.id, "warm")  # the campaigns in this process's cache
+    first, first_outcome, release = held_at_commit(
+        app, new_session(), lambda s: community_service.check_in(s, member_id=member.id)
+    )
+    waiter, waiter_outcome = in_thread(app, lambda: _accrue(new_session(), member.id, "back"))
+    try:
+        _wait_for_the_order(new_session)
+    finally:
+        release.set()
+    first.join()
+    waiter.join()
+    (checked_in,), (back,) = first_outcome, waiter_outcome
+    assert isinstance(checked_in, service.Replayable), checked_in
+    assert checked_in.body["points"] == 0  # its wallet row unchanged
+    assert isinstance(back, dict), back
+    # The member checked in before the order's lock: active, no welcome-back bonus.
+    assert back["points"] == 10, back
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the lock's companion read the tier row from the statement's snapshot and "
+    "trusted it: neither the assignment nor the check-in holding the lock changed the wallet",
+)
+def test_an_order_waiting_for_the_lock_is_priced_with_a_tier_assigned_meanwhile(
+    app: Flask, new_session: Callable[[], Session], clock: FrozenClock
+) -> None:
+    """A manager gives the member Gold by hand (a write of the tier row only) while the
+    order waits for the wallet's lock, held by a check-in that earns nothing. The order is
+    priced after the assignment committed: with Gold."""
+    session = new_session()
+    demo.seed_programme(session)  # Gold x1.25
+    member, _ = members_service.enroll_member(session, external_id="tiered")
+    other, _ = members_service.enroll_member(session, external_id="other")
+    _accrue(session, member.id, "first")  # the wallet exists
+    _accrue(session, other.id, "warm")  # the ladder in this process's cache
+    holder, holder_outcome, release = held_at_commit(
+        app, new_session(), lambda s: community_service.check_in(s, member_id=member.id)
+    )
+    waiter, waiter_outcome = in_thread(
+        app, lambda: _accrue(new_session(), member.id, "after", 10000)
+    )
+    try:
+        _wait_for_the_order(new_session)
+        tiers_service.assign_tier(
+            new_session(), member_id=member.id, tier="gold", reason="VIP", actor="manager"
+        )
+    finally:
+        release.set()
+    holder.join()
+    waiter.join()
+    (checked_in,), (after,) = holder_outcome, waiter_outcome
+    assert isinstance(checked_in, service.Replayable), checked_in
+    assert isinstance(after, dict), after
+    assert after["points"] == 125, after  # 100 x 1.25
+    assert "Gold" in after["description"], after
