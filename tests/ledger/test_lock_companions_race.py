@@ -132,3 +132,66 @@ def test_an_order_waiting_for_the_lock_is_priced_with_a_tier_assigned_meanwhile(
     assert isinstance(after, dict), after
     assert after["points"] == 125, after  # 100 x 1.25
     assert "Gold" in after["description"], after
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the lock's companion read the last activity from the statement's snapshot and "
+    "trusted it: the refund of an order that earned nothing changed no wallet",
+)
+def test_an_order_waiting_for_the_refund_of_an_order_that_earned_nothing_sees_it_refunded(
+    app: Flask, new_session: Callable[[], Session], clock: FrozenClock
+) -> None:
+    """The member's last activity is an order of gift cards (no points); its refund in full,
+    which holds the wallet's lock, makes it no activity (the member is silent again) without
+    changing the wallet row. The order that waited is priced after it: welcome-back bonus."""
+    session = new_session()
+    ledger_settings = {"excluded_categories": ["gift-cards"]}
+    earning_service.update_earning_settings(session, changes=ledger_settings, actor="t")
+    member, _ = members_service.enroll_member(session, external_id="silent")
+    other, _ = members_service.enroll_member(session, external_id="other")
+    _accrue(session, member.id, "long-ago")
+    clock.advance(dt.timedelta(days=150))  # silent: no activity for 90 to 180 days
+    card = {"sku": "card", "category": "gift-cards", "quantity": 1, "unit_price": 1000}
+    gift = service.accrue_order(
+        session,
+        client_id=CLIENT,
+        order_id="gift",
+        member_id=member.id,
+        total=1000,
+        currency="USD",
+        items=[card],
+    ).body
+    assert gift["points"] == 0
+    now = clock.now()
+    earning_service.create_campaign(
+        session,
+        actor="test",
+        name="We miss you",
+        starts_at=now - dt.timedelta(days=1),
+        ends_at=now + dt.timedelta(days=30),
+        target="stages",
+        target_values=["silent", "churned"],
+        bonus_points=100,
+    )
+    _accrue(session, other.id, "warm")  # the campaigns in this process's cache
+    first, first_outcome, release = held_at_commit(
+        app,
+        new_session(),
+        lambda s: service.refund_order(
+            s, client_id=CLIENT, order_id="gift", refund_id="gift-back", amount=1000
+        ),
+    )
+    waiter, waiter_outcome = in_thread(app, lambda: _accrue(new_session(), member.id, "back"))
+    try:
+        _wait_for_the_order(new_session)
+    finally:
+        release.set()
+    first.join()
+    waiter.join()
+    (refunded,), (back,) = first_outcome, waiter_outcome
+    assert isinstance(refunded, service.Replayable), refunded
+    assert refunded.body["points_reversed"] == 0
+    assert isinstance(back, dict), back
+    # The gift cards refunded in full are no activity: silent, welcome-back bonus.
+    assert back["points"] == 110, back
