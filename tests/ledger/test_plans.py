@@ -160,6 +160,16 @@ def test_an_accruals_reads_touch_only_its_members_rows_under_generic_plans(
         " WHERE id NOT LIKE 'ord_plans_%%') AS o ON o.k = n %% %(members)s",
         {"count": OTHER_ORDERS, "members": OTHER_MEMBERS},
     )
+    # And their redemptions (rows only: what is read is whose they are and when).
+    connection.exec_driver_sql(
+        "INSERT INTO redemptions (id, wallet_id, member_id, points, entry_id, created_at)"
+        " SELECT 'red_plans_' || n, e.wallet_id, e.member_id, 1, e.id,"
+        " e.created_at - n * interval '1 ms'"
+        " FROM generate_series(1, %(count)s) AS n"
+        " JOIN (SELECT *, row_number() OVER (ORDER BY id) - 1 AS k FROM ledger_entries) AS e"
+        " ON e.k = n %% %(members)s",
+        {"count": OTHER_ORDERS, "members": OTHER_MEMBERS},
+    )
     member = enroll("plans-member")
     accrue(member, "plans-first")
     accrue(member, "plans-second")
