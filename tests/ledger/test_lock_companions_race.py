@@ -195,3 +195,54 @@ def test_an_order_waiting_for_the_refund_of_an_order_that_earned_nothing_sees_it
     assert isinstance(back, dict), back
     # The gift cards refunded in full are no activity: silent, welcome-back bonus.
     assert back["points"] == 110, back
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the lock's companion read the tier row from the statement's snapshot and "
+    "trusted it: the tier job's downgrade does not touch the wallet, so the order is priced "
+    "with the old tier and the instant upgrade is compared with it and lost",
+)
+def test_an_order_waiting_for_the_lock_while_the_job_downgrades_moves_the_member_back_up(
+    app: Flask, new_session: Callable[[], Session], clock: FrozenClock
+) -> None:
+    """Gold on a calendar year's points; a year without points ends. The tier job's review
+    moves the member down to Silver while an order of theirs waits for the wallet's lock
+    (held by a check-in that earns nothing). The order is priced with Silver and its points
+    qualify the member for Gold again at once."""
+    session = new_session()
+    demo.seed_programme(session)  # Silver x1.1 from 300 points, Gold x1.25 from 700
+    tiers_service.update_policy(
+        session,
+        changes={"window": "calendar_year", "grace_days": 0, "downgrade": "one_step"},
+        actor="t",
+    )
+    member, _ = members_service.enroll_member(session, external_id="gold")
+    other, _ = members_service.enroll_member(session, external_id="other")
+    _accrue(session, member.id, "first", 80000)  # 800 points in 2026: Gold
+    tiers_service.run_due(new_session())
+    clock.set(dt.datetime(2027, 1, 2, 12, tzinfo=dt.UTC))
+    tiers_service.run_due(new_session())  # 2026 reviewed: Gold renewed for 2027
+    clock.set(dt.datetime(2028, 1, 2, 12, tzinfo=dt.UTC))  # no points in 2027
+    _accrue(session, other.id, "warm")  # the ladder in this process's cache
+    assert tiers_service.get_member_tier(new_session(), member.id).tier.code == "gold"
+    holder, holder_outcome, release = held_at_commit(
+        app, new_session(), lambda s: community_service.check_in(s, member_id=member.id)
+    )
+    waiter, waiter_outcome = in_thread(
+        app, lambda: _accrue(new_session(), member.id, "after", 70000)
+    )
+    try:
+        _wait_for_the_order(new_session)
+        downgraded = tiers_service.run_due(new_session())
+    finally:
+        release.set()
+    holder.join()
+    waiter.join()
+    assert downgraded["tier downgrades"] == 1, downgraded
+    (checked_in,), (after,) = holder_outcome, waiter_outcome
+    assert isinstance(checked_in, service.Replayable), checked_in
+    assert isinstance(after, dict), after
+    assert after["points"] == 770, after  # 700 x 1.1: Silver when the lock was taken
+    # 770 points in 2028: Gold again at once.
+    assert tiers_service.get_member_tier(new_session(), member.id).tier.code == "gold"
