@@ -51,11 +51,12 @@ class Companion:
     ``extend`` adds ``width`` columns (and any join) to the lock's statement, given the locked
     member's id column; its expressions may use the parameter `LOCK_NOW`. ``keep`` gets their
     values with ``current``: whether they are as current as the lock (the wallet row locked is
-    the one the statement's snapshot saw; a transaction that changed them under the lock
-    changed the wallet too). When they are not, the area reads afresh, as it would without
-    the companion. ``wanted`` says whether the programme needs it (the statement is built
-    once for each set of companions wanted); ``parameters`` gives values its expressions
-    need besides `LOCK_NOW`."""
+    the one the statement's snapshot saw, and no transaction that snapshot did not see held
+    its lock, so the lock was not waited for and whoever wrote them under it had committed).
+    When they are not, the area reads afresh, as it would without the companion. ``wanted``
+    says whether the programme needs it (the statement is built once for each set of
+    companions wanted); ``parameters`` gives values its expressions need besides
+    `LOCK_NOW`."""
 
     name: str
     extend: Callable[[Select[Any], ColumnElement[str]], Select[Any]]

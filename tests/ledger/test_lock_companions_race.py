@@ -1,8 +1,7 @@
 """The wallet lock's companions under writers that hold the wallet's lock, or write what a
-companion reads, without changing the wallet row: the lock's statement then finds its
-wallet "unchanged" (the row's xmin is the one its snapshot saw) though what the companion
-read from that snapshot is older than the lock. Before the companions, the accrual read
-these after its lock."""
+companion reads, without changing the wallet row: the row's xmin is then the one the lock
+statement's snapshot saw, though what the companions read from that snapshot is older than
+the lock. The order must be priced as when it read these after its lock."""
 
 from __future__ import annotations
 
@@ -49,11 +48,6 @@ def _wait_for_the_order(new_session: Callable[[], Session]) -> None:
         watcher.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the lock's companion read the last activity from the statement's snapshot and "
-    "trusted it: the check-in under the lock left the wallet row as it was",
-)
 def test_an_order_waiting_for_a_check_in_sees_the_member_active_again(
     app: Flask, new_session: Callable[[], Session], clock: FrozenClock
 ) -> None:
@@ -95,11 +89,6 @@ def test_an_order_waiting_for_a_check_in_sees_the_member_active_again(
     assert back["points"] == 10, back
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the lock's companion read the tier row from the statement's snapshot and "
-    "trusted it: neither the assignment nor the check-in holding the lock changed the wallet",
-)
 def test_an_order_waiting_for_the_lock_is_priced_with_a_tier_assigned_meanwhile(
     app: Flask, new_session: Callable[[], Session], clock: FrozenClock
 ) -> None:
@@ -134,11 +123,6 @@ def test_an_order_waiting_for_the_lock_is_priced_with_a_tier_assigned_meanwhile(
     assert "Gold" in after["description"], after
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the lock's companion read the last activity from the statement's snapshot and "
-    "trusted it: the refund of an order that earned nothing changed no wallet",
-)
 def test_an_order_waiting_for_the_refund_of_an_order_that_earned_nothing_sees_it_refunded(
     app: Flask, new_session: Callable[[], Session], clock: FrozenClock
 ) -> None:
@@ -197,12 +181,6 @@ def test_an_order_waiting_for_the_refund_of_an_order_that_earned_nothing_sees_it
     assert back["points"] == 110, back
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the lock's companion read the tier row from the statement's snapshot and "
-    "trusted it: the tier job's downgrade does not touch the wallet, so the order is priced "
-    "with the old tier and the instant upgrade is compared with it and lost",
-)
 def test_an_order_waiting_for_the_lock_while_the_job_downgrades_moves_the_member_back_up(
     app: Flask, new_session: Callable[[], Session], clock: FrozenClock
 ) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, bindparam, literal_column, select, true
+from sqlalchemy import ColumnElement, Select, and_, bindparam, literal_column, select, true
 from sqlalchemy.orm import Session, aliased
 
 from loyalty import clock, configcache
@@ -228,11 +228,31 @@ def _lock_wallet_for_order(
     return locked, existing_order is None and bool(unchanged)
 
 
+# Whether the wallet row, when the statement read it (before its own lock), was locked by
+# no transaction but the one that wrote it, or by one that had ended before the statement's
+# snapshot (xmax: the row's last locker, 0 for none). A transaction can hold the wallet's
+# lock, write what the lock's companions read (a check-in's event, the refund of an order
+# that earned nothing) and commit without changing the wallet row: its xmin alone would not
+# tell. The 32-bit xmax is widened with the snapshot's epoch for `pg_visible_in_snapshot`
+# (``a``: how far before the snapshot's xmax; one at or after it is not visible). A
+# MultiXactId in xmax (several lockers at once) would be taken for an xid: wallets are
+# locked FOR UPDATE before any change, which shares the row with no other locker. Kept
+# short: the lock statement stays within psycopg's cached conversions (50 parameters,
+# 4096 characters).
+_NO_LOCKER_UNSEEN: ColumnElement[Any] = literal_column(
+    "(wallets.xmax=wallets.xmin OR wallets.xmax::text='0' OR (SELECT a BETWEEN 1 AND"
+    " 2147483647 AND pg_visible_in_snapshot(greatest(x-a,3)::text::xid8,s) FROM (SELECT s,x,"
+    "(x-wallets.xmax::text::bigint)&4294967295 a FROM (SELECT pg_current_snapshot() s) q,"
+    "LATERAL (SELECT pg_snapshot_xmax(s)::text::bigint x) p) r))"
+)
+
+
 @cache
 def _order_lock_query(dialect: str, companions: tuple[ports.Companion, ...]) -> Select[Any]:
     """The wallet's lock statement with the order key's row id, whether the wallet row it
     locked is the one its snapshot saw (PostgreSQL's ``xmin``: the transaction that wrote
-    the row version), and the companions' rows."""
+    the row version) and no transaction the snapshot did not see had it locked
+    (`_NO_LOCKER_UNSEEN`), and the companions' rows."""
     orders = Order.__table__
     existing = (
         select(orders.c.id)
@@ -244,9 +264,10 @@ def _order_lock_query(dialect: str, companions: tuple[ports.Companion, ...]) -> 
     )
     if dialect == "postgresql":
         seen = aliased(Wallet, name="seen")
-        unchanged: Any = literal_column("wallets.xmin") == (
+        same_row = literal_column("wallets.xmin") == (
             select(literal_column("seen.xmin")).where(seen.id == Wallet.id).scalar_subquery()
         )
+        unchanged: Any = and_(same_row, _NO_LOCKER_UNSEEN)
     else:
         unchanged = true()
     query = _lock_query(False, False).add_columns(existing, unchanged)
