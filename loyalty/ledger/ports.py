@@ -52,7 +52,7 @@ class Companion:
     member's id column; its expressions may use the parameter `LOCK_NOW`. ``keep`` gets their
     values with ``current``: whether they are as current as the lock (the wallet row locked is
     the one the statement's snapshot saw, and no transaction that snapshot did not see held
-    its lock, so the lock was not waited for and whoever wrote them under it had committed).
+    its lock when the statement read the row: the lock was not waited for).
     When they are not, the area reads afresh, as it would without the companion. ``wanted``
     says whether the programme needs it (the statement is built once for each set of
     companions wanted); ``parameters`` gives values its expressions need besides

@@ -6,16 +6,20 @@ the lock. The order must be priced as when it read these after its lock."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from flask import Flask
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from loyalty import demo
 from loyalty.clock import FrozenClock
 from loyalty.community import service as community_service
+from loyalty.db import get_database
 from loyalty.earning import service as earning_service
 from loyalty.ledger import service
 from loyalty.members import service as members_service
@@ -224,3 +228,74 @@ def test_an_order_waiting_for_the_lock_while_the_job_downgrades_moves_the_member
     assert after["points"] == 770, after  # 700 x 1.1: Silver when the lock was taken
     # 770 points in 2028: Gold again at once.
     assert tiers_service.get_member_tier(new_session(), member.id).tier.code == "gold"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the wallet row's xmax is read when the row is scanned, before the laterals run "
+    "and the row is locked: a check-in that locks, writes and commits in that window is "
+    "seen by neither the snapshot nor the xmax check",
+)
+def test_a_check_in_committed_between_the_orders_snapshot_and_its_lock_counts(
+    app: Flask, new_session: Callable[[], Session], clock: FrozenClock
+) -> None:
+    """The order's lock statement takes its snapshot, then sleeps (the filter runs after
+    the wallet row was scanned: this stretches the window between the scan and the lock,
+    where the laterals run); a check-in locks the wallet, records its event and commits
+    meanwhile. The order never waits, and the wallet row it locks is the one its snapshot
+    saw: the member must still be priced as active."""
+    session = new_session()
+    member, _ = members_service.enroll_member(session, external_id="silent")
+    other, _ = members_service.enroll_member(session, external_id="other")
+    _accrue(session, member.id, "long-ago")
+    clock.advance(dt.timedelta(days=150))  # silent
+    now = clock.now()
+    earning_service.create_campaign(
+        session,
+        actor="test",
+        name="We miss you",
+        starts_at=now - dt.timedelta(days=1),
+        ends_at=now + dt.timedelta(days=30),
+        target="stages",
+        target_values=["silent", "churned"],
+        bonus_points=100,
+    )
+    _accrue(session, other.id, "warm")  # the campaigns in this process's cache
+    engine = get_database(app).engine
+    pause = 2.0
+    started = threading.Event()
+    moments: dict[str, float] = {}
+    main = threading.current_thread()
+
+    def slow_lock(_c: Any, _cur: Any, statement: str, parameters: Any, *_: Any) -> Any:
+        if (
+            threading.current_thread() is not main
+            and "FOR UPDATE OF wallets" in statement
+            and "xmin" in statement
+            and "sent" not in moments
+        ):
+            statement = statement.replace(
+                "WHERE wallets.member_id =",
+                f"WHERE pg_sleep({pause}) IS NOT NULL AND wallets.member_id =",
+                1,
+            )
+            assert "pg_sleep" in statement, statement
+            moments["sent"] = time.monotonic()
+            started.set()
+        return statement, parameters
+
+    event.listen(engine, "before_cursor_execute", slow_lock, retval=True)
+    try:
+        order, order_outcome = in_thread(app, lambda: _accrue(new_session(), member.id, "back"))
+        assert started.wait(30)
+        time.sleep(0.2)  # the order's statement has its snapshot and sleeps
+        checked_in = community_service.check_in(new_session(), member_id=member.id)
+        moments["committed"] = time.monotonic()
+        order.join()
+    finally:
+        event.remove(engine, "before_cursor_execute", slow_lock)
+    assert moments["committed"] - moments["sent"] < pause, moments  # inside the gap
+    assert checked_in.body["points"] == 0
+    (back,) = order_outcome
+    assert isinstance(back, dict), back
+    assert back["points"] == 10, back  # active: no welcome-back bonus

@@ -233,8 +233,12 @@ def _lock_wallet_for_order(
 # snapshot (xmax: the row's last locker, 0 for none). A transaction can hold the wallet's
 # lock, write what the lock's companions read (a check-in's event, the refund of an order
 # that earned nothing) and commit without changing the wallet row: its xmin alone would not
-# tell. The 32-bit xmax is widened with the snapshot's epoch for `pg_visible_in_snapshot`
-# (``a``: how far before the snapshot's xmax; one at or after it is not visible). A
+# tell. Not closed: xmax is read when the row is scanned, and the laterals run before the
+# row is locked; a lock-only writer that locks, writes and commits in that window (the
+# laterals' run, where this check covers the whole wait for the lock) is seen by neither
+# (tests/ledger/test_lock_companions_race.py, marked). The 32-bit xmax is widened with the
+# snapshot's epoch for `pg_visible_in_snapshot` (``a``: how far before the snapshot's
+# xmax; one at or after it is not visible). A
 # MultiXactId in xmax (several lockers at once) would be taken for an xid: wallets are
 # locked FOR UPDATE before any change, which shares the row with no other locker. Kept
 # short: the lock statement stays within psycopg's cached conversions (50 parameters,
