@@ -11,6 +11,7 @@ from alembic.script import ScriptDirectory
 from click.testing import CliRunner
 from pytest_postgresql.janitor import DatabaseJanitor
 from sqlalchemy import create_engine, inspect, make_url
+from sqlalchemy.exc import OperationalError
 
 from loyalty import migrator
 from loyalty.cli import main
@@ -201,3 +202,50 @@ def test_the_orders_index_built_beforehand_concurrently_is_taken_as_it_is(
         engine.dispose()
     migrator.upgrade(config)
     migrator.check(config)
+
+
+def _orders_indexes(url: str) -> dict[str, bool]:
+    """The indexes of ``orders`` that lead with the member's id, and whether each is valid
+    (usable by queries)."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT c.relname, i.indisvalid FROM pg_index i"
+                " JOIN pg_class c ON c.oid = i.indexrelid"
+                " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]"
+                " WHERE i.indrelid = 'orders'::regclass AND a.attname = 'member_id'"
+            ).all()
+    finally:
+        engine.dispose()
+    return {name: valid for name, valid in rows}
+
+
+def test_an_orders_index_left_invalid_by_a_failed_concurrent_build_is_built_again(
+    empty_postgresql: str,
+) -> None:
+    """README's CREATE INDEX CONCURRENTLY, interrupted (here by its lock_timeout while a
+    transaction writes orders), leaves an invalid index of that name, which its IF NOT
+    EXISTS then keeps: the upgrade builds it again before it drops the member's index."""
+    config = migrator.alembic_config(empty_postgresql)
+    migrator.upgrade(config, "0016_order_facts")
+    engine = create_engine(empty_postgresql, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as writer, engine.connect() as builder:
+            writer.exec_driver_sql("BEGIN")
+            writer.exec_driver_sql("LOCK TABLE orders IN ROW EXCLUSIVE MODE")  # an order's write
+            builder.exec_driver_sql("SET lock_timeout = '200ms'")
+            with pytest.raises(OperationalError, match="lock timeout"):
+                builder.exec_driver_sql(
+                    "CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_orders_member_id_placed_at"
+                    " ON orders (member_id, placed_at)"
+                )
+            writer.exec_driver_sql("ROLLBACK")
+    finally:
+        engine.dispose()
+    assert _orders_indexes(empty_postgresql) == {
+        "ix_orders_member_id": True,
+        "ix_orders_member_id_placed_at": False,
+    }
+    migrator.upgrade(config)
+    assert _orders_indexes(empty_postgresql) == {"ix_orders_member_id_placed_at": True}

@@ -113,3 +113,40 @@ def test_an_order_waiting_for_the_lock_counts_the_first_ones_points_towards_the_
     waiter.join()
     assert first_outcome == [100]
     assert waiter_outcome == [50]  # 150 - the first's 100
+
+
+def test_an_order_waiting_for_a_refund_counts_the_points_it_took_back(
+    app: Flask, new_session: Callable[[], Session], clock: FrozenClock
+) -> None:
+    """The refund that holds the lock takes back points of today's order: the order that
+    waited has that much more room under the cap (the refund changed the wallet, so the
+    caps' points the lock read along are not taken)."""
+    session = new_session()
+    service.update_earning_settings(session, changes={"daily_cap": 150}, actor="t")
+    someone, _ = members_service.enroll_member(session, external_id="someone")
+    capped, _ = members_service.enroll_member(session, external_id="capped")
+    _accrue(session, someone.id, "warm", 100)  # the rules, with the cap, in the cache
+    assert _accrue(session, capped.id, "first", 10000) == 100
+    first, first_outcome, release = held_at_commit(
+        app,
+        new_session(),
+        lambda s: ledger_service.refund_order(
+            s, client_id=CLIENT, order_id="first", refund_id="r", amount=10000
+        ).body["points_reversed"],
+    )
+    waiter, waiter_outcome = in_thread(
+        app, lambda: _accrue(new_session(), capped.id, "next", 20000)
+    )
+    watcher = new_session()
+    try:
+        wait_for(
+            lambda: waiting_for_lock(watcher, "SELECT wallets.id,%"),
+            "the order to wait for the lock",
+        )
+    finally:
+        watcher.close()
+        release.set()
+    first.join()
+    waiter.join()
+    assert first_outcome == [100]
+    assert waiter_outcome == [150]  # the whole day's cap: the first order's points are back

@@ -147,6 +147,29 @@ def test_an_accruals_reads_touch_only_its_members_rows_under_generic_plans(
         " ON o.k = n %% %(members)s",
         {"count": OTHER_ORDERS, "members": OTHER_MEMBERS},
     )
+    # And their check-ins, today: the lock's read of the member's last activity goes over
+    # the member's events too (with no events at all, any scan of them reads no row).
+    connection.exec_driver_sql(
+        "INSERT INTO community_events (id, channel_id, client_id, event_id, member_id, type,"
+        " occurred_at, local_date, properties, points, request_hash, response, created_at)"
+        " SELECT 'evt_plans_' || n, o.channel_id, o.client_id, 'plans-event-' || n,"
+        " o.member_id, 'check_in', o.placed_at - n * interval '1 ms', o.placed_at::date,"
+        " '{}', 0, o.request_hash, '{}', o.created_at"
+        " FROM generate_series(1, %(count)s) AS n"
+        " JOIN (SELECT *, row_number() OVER (ORDER BY id) - 1 AS k FROM orders"
+        " WHERE id NOT LIKE 'ord_plans_%%') AS o ON o.k = n %% %(members)s",
+        {"count": OTHER_ORDERS, "members": OTHER_MEMBERS},
+    )
+    # And their redemptions (rows only: what is read is whose they are and when).
+    connection.exec_driver_sql(
+        "INSERT INTO redemptions (id, wallet_id, member_id, points, entry_id, created_at)"
+        " SELECT 'red_plans_' || n, e.wallet_id, e.member_id, 1, e.id,"
+        " e.created_at - n * interval '1 ms'"
+        " FROM generate_series(1, %(count)s) AS n"
+        " JOIN (SELECT *, row_number() OVER (ORDER BY id) - 1 AS k FROM ledger_entries) AS e"
+        " ON e.k = n %% %(members)s",
+        {"count": OTHER_ORDERS, "members": OTHER_MEMBERS},
+    )
     member = enroll("plans-member")
     accrue(member, "plans-first")
     accrue(member, "plans-second")

@@ -20,7 +20,17 @@ depends_on = None
 
 def upgrade() -> None:
     # On a large database an operator may build it beforehand without blocking writes
-    # (`CREATE INDEX CONCURRENTLY`, see README "Running it"): then it exists already.
+    # (`CREATE INDEX CONCURRENTLY`, see README "Running it"): then it exists already. A
+    # concurrent build that failed or was interrupted leaves the index invalid (no query
+    # uses it), and IF NOT EXISTS would keep it: such a one is built again here.
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(
+            "DO $$ BEGIN"
+            " IF EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+            " WHERE c.relname = 'ix_orders_member_id_placed_at'"
+            " AND c.relnamespace = current_schema()::regnamespace AND NOT i.indisvalid)"
+            " THEN DROP INDEX ix_orders_member_id_placed_at; END IF; END $$"
+        )
     op.create_index(
         "ix_orders_member_id_placed_at", "orders", ["member_id", "placed_at"], if_not_exists=True
     )
