@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import operator
 import re
 import time
 from collections.abc import Callable, Collection, Iterator
@@ -116,16 +117,33 @@ def insert_rows(session: Session, model: type[Any], rows: list[dict[str, Any]]) 
         return
     keys = tuple(rows[0])
     statement, processors = _copy_of(model.__table__, keys, bind.dialect)
+    # The columns' values in order, by one C call a row; the few columns with a bind
+    # processor (timestamps, JSON) converted after, once per distinct timestamp object (a
+    # batch's rows share their `now`).
+    values = operator.itemgetter(*keys) if len(keys) > 1 else lambda row: (row[keys[0]],)
+    processed = [(index, process) for index, process in enumerate(processors) if process]
     driver = session.connection().connection.driver_connection
     assert driver is not None
     with driver.cursor() as cursor, cursor.copy(statement) as copy:
+        if not processed:
+            for row in rows:
+                copy.write_row(values(row))
+            return
+        last: dict[int, tuple[Any, Any]] = {}
         for row in rows:
-            copy.write_row(
-                [
-                    value if process is None or value is None else process(value)
-                    for value, process in zip(map(row.__getitem__, keys), processors, strict=True)
-                ]
-            )
+            line = list(values(row))
+            for index, process in processed:
+                value = line[index]
+                if value is None:
+                    continue
+                seen = last.get(index)
+                if seen is not None and seen[0] is value:
+                    line[index] = seen[1]
+                    continue
+                line[index] = converted = process(value)
+                if isinstance(value, dt.datetime):
+                    last[index] = (value, converted)
+            copy.write_row(line)
 
 
 @functools.lru_cache(maxsize=64)
