@@ -102,7 +102,7 @@ def dialect_insert(session: Session | str) -> Any:
     return sqlite.insert
 
 
-def insert_rows(session: Session, model: type[Any], rows: list[dict[str, Any]]) -> None:
+def insert_rows(session: Session, model: type[Any] | Table, rows: list[dict[str, Any]]) -> None:
     """Insert ``rows`` (dicts with the same keys) into ``model``'s table in the caller's
     transaction, reading nothing back: for batches of the job, where one statement per row
     would cost a round trip each. On PostgreSQL the rows are copied in (``COPY ... FROM
@@ -112,11 +112,12 @@ def insert_rows(session: Session, model: type[Any], rows: list[dict[str, Any]]) 
     if not rows:
         return
     bind = session.get_bind()
+    table = model if isinstance(model, Table) else model.__table__
     if bind.dialect.name != "postgresql":
-        session.execute(insert(model.__table__), rows)
+        session.execute(insert(table), rows)
         return
     keys = tuple(rows[0])
-    statement, processors = _copy_of(model.__table__, keys, bind.dialect)
+    statement, processors = _copy_of(table, keys, bind.dialect)
     # The columns' values in order, by one C call a row; the few columns with a bind
     # processor (timestamps, JSON) converted after, once per distinct timestamp object (a
     # batch's rows share their `now`).
