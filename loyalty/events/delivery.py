@@ -127,35 +127,24 @@ def fan_out(session: Session, *, batch_size: int = 50) -> int:
     write lock), so deliveries are queued in the order the events were written and each
     endpoint's first attempts follow that order. Fan-out is one short transaction per batch
     of a few statements, whatever the number of events: only the events' sequence numbers and
-    types are read (not their payloads), the deliveries go in with one INSERT. With no
-    endpoint enabled, the events are marked dispatched by one UPDATE, unread: nothing would
-    be queued for them."""
+    types are read (not their payloads), the deliveries go in with one INSERT."""
     with unit_of_work(session):
         if session.get_bind().dialect.name == "postgresql":
             session.execute(select(func.pg_advisory_xact_lock(FAN_OUT_LOCK)))
+        events = session.execute(
+            select(OutboxEvent.seq, OutboxEvent.type)
+            .where(OutboxEvent.dispatched_at.is_(None))
+            .order_by(OutboxEvent.seq)
+            .limit(batch_size)
+        ).all()
+        if not events:
+            return 0
+        now = clock.now()
         endpoints = session.execute(
             select(WebhookEndpoint.id, WebhookEndpoint.event_types)
             .where(WebhookEndpoint.enabled.is_(True))
             .order_by(WebhookEndpoint.id)
         ).all()
-        undispatched = (
-            select(OutboxEvent.seq)
-            .where(OutboxEvent.dispatched_at.is_(None))
-            .order_by(OutboxEvent.seq)
-            .limit(batch_size)
-        )
-        now = clock.now()
-        if not endpoints:
-            result = session.execute(
-                update(OutboxEvent)
-                .where(OutboxEvent.seq.in_(undispatched.scalar_subquery()))
-                .values(dispatched_at=now),
-                execution_options={"synchronize_session": False},
-            )
-            return int(result.rowcount or 0)  # type: ignore[attr-defined]
-        events = session.execute(undispatched.add_columns(OutboxEvent.type)).all()
-        if not events:
-            return 0
         rows = [
             {
                 "endpoint_id": endpoint_id,

@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 from flask import Flask
 from pytest_httpserver import HTTPServer
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from standardwebhooks import Webhook
 from werkzeug import Request, Response
 
 from loyalty import jobs
 from loyalty.clock import FrozenClock
-from loyalty.db import get_database, unit_of_work
+from loyalty.db import unit_of_work
 from loyalty.events import delivery, rules, service, transport
 from loyalty.events.errors import OutboxEventNotFoundError, WebhookEndpointDisabledError
 from loyalty.events.models import OutboxEvent, WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -109,49 +109,6 @@ def test_events_go_to_the_enabled_endpoints_whose_types_match(
     assert [r.event["type"] for r in received(httpserver, "/points")] == ["points.accrued"]
     assert [r.event["type"] for r in received(httpserver, "/holds")] == ["hold.created"]
     assert received(httpserver, "/off") == []
-
-
-@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
-def test_without_an_enabled_endpoint_events_are_dispatched_in_batches_and_queue_nothing(
-    backend: str, request: pytest.FixtureRequest, httpserver: HTTPServer
-) -> None:
-    """With no endpoint enabled the fan-out marks events dispatched without reading them,
-    oldest first, a batch at a time; an endpoint enabled afterwards gets only later events."""
-    app: Flask = request.getfixturevalue("app" if backend == "postgresql" else "sqlite_app")
-    with app.app_context():
-        session = get_database(app).sessionmaker()
-        try:
-            endpoint = make_endpoint(session, url(httpserver, "/off"), ["*"], enabled=False)
-            seqs = [
-                session.scalar(select(OutboxEvent.seq).where(OutboxEvent.id == record(session)))
-                for _ in range(5)
-            ]
-
-            assert delivery.fan_out(session, batch_size=3) == 3
-            dispatched = session.scalars(
-                select(OutboxEvent.seq)
-                .where(OutboxEvent.dispatched_at.is_not(None))
-                .order_by(OutboxEvent.seq)
-                .execution_options(populate_existing=True)
-            ).all()
-            assert dispatched == seqs[:3]
-            assert delivery.fan_out(session, batch_size=3) == 2
-            assert delivery.fan_out(session, batch_size=3) == 0
-            assert session.scalar(select(func.count()).select_from(WebhookDelivery)) == 0
-
-            service.update_endpoint(
-                session, endpoint_id=endpoint.id, changes={"enabled": True}, actor=ACTOR
-            )
-            later = record(session)
-            assert delivery.fan_out(session, batch_size=3) == 1
-            queued = session.execute(
-                select(OutboxEvent.id).join(
-                    WebhookDelivery, WebhookDelivery.event_seq == OutboxEvent.seq
-                )
-            ).all()
-            assert [row.id for row in queued] == [later]
-        finally:
-            session.close()
 
 
 def test_first_attempts_go_out_in_creation_order_across_batches(
