@@ -13,6 +13,7 @@ from flask import Flask
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.orm import Session
+from ulid import ULID
 
 from loyalty import create_app, migrator
 from loyalty.db import (
@@ -20,6 +21,7 @@ from loyalty.db import (
     constraint_name,
     get_database,
     make_engine,
+    new_id,
     retrying,
     unit_of_work,
 )
@@ -210,3 +212,22 @@ def test_a_connection_the_server_dropped_is_replaced_and_the_work_retried(
         assert len(attempts) == 2
     finally:
         engine.dispose()
+
+
+def test_new_ids_are_ulids_in_creation_order() -> None:
+    """What python-ulid makes: the prefix, then 26 digits of Crockford's base32 that read back
+    as the same ULID, stamped with the moment they were made, and in the order they were made
+    (within a millisecond too)."""
+    before = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+    ids = [new_id("evt") for _ in range(5000)]
+    after = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    for made in ids:
+        prefix, _, text_form = made.partition("_")
+        ulid = ULID.from_str(text_form)
+        assert prefix == "evt" and len(text_form) == 26 and str(ulid) == text_form
+        assert before - 1 <= ulid.milliseconds <= after + 1
+    # Within one millisecond, each is the previous one plus one.
+    values = [int(ULID.from_str(made[4:])) for made in ids]
+    same = [(a, b) for a, b in zip(values, values[1:], strict=False) if a >> 80 == b >> 80]
+    assert same and all(b == a + 1 for a, b in same)

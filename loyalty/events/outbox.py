@@ -70,16 +70,17 @@ def record(
         "occurred_at": occurred_at,
         "member_id": member_id,
         "data": _payload(type, data),
-        "created_at": clock.now(),
     }
     if _first_notice(session):
         # The transaction's NOTIFY rides on its first outbox row: no round trip of its own.
+        row["created_at"] = clock.now()
         session.execute(_INSERT_NOTIFYING, row)
         return str(row["id"])
     pending = bus.gathering(session, "outbox", lambda rows: _insert(session, rows))
     if pending is not None:
-        pending.append(row)  # a batch of the job: its rows go in together, at its end
+        pending.append(row)  # a batch of the job: its rows go in together at its end
     else:
+        row["created_at"] = clock.now()
         session.execute(_INSERT, row)
     return str(row["id"])
 
@@ -91,6 +92,10 @@ _INSERT_NOTIFYING = _INSERT.returning(func.pg_notify(CHANNEL, ""))
 
 
 def _insert(session: Session, rows: list[dict[str, Any]]) -> None:
+    """A batch's rows, created now (when they go in), together."""
+    now = clock.now()
+    for row in rows:
+        row["created_at"] = now
     insert_rows(session, OutboxEvent, rows)
 
 

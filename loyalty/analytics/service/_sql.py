@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     Subquery,
     cast,
+    distinct,
     func,
     literal,
     literal_column,
@@ -78,6 +79,14 @@ class Dialect:
         return cast(func.strftime("%Y", day), Integer) * 12 + cast(
             func.strftime("%m", day), Integer
         )
+
+    def union_of_bits(self, bit: Any) -> ColumnElement[Any]:
+        """The aggregate OR of ``bit`` (each value a power of two, or 0): PostgreSQL's
+        ``bit_or``, which needs no sort of each group's values; on SQLite, which has no
+        ``bit_or``, the sum of the distinct values."""
+        if self.postgresql:
+            return func.bit_or(bit)
+        return func.sum(distinct(bit))
 
     def plus_days(self, moment: Any, days: int) -> ColumnElement[Any]:
         """A timestamp ``days`` later."""

@@ -30,7 +30,6 @@ from sqlalchemy import (
     case,
     cast,
     delete,
-    distinct,
     func,
     insert,
     literal,
@@ -113,8 +112,8 @@ def bits(
     return select(
         days.c.member_id,
         days.c.joined,
-        cast(func.sum(distinct(mark)), BigInteger).label("marks"),
-        cast(func.sum(distinct(month)), BigInteger).label("months"),
+        cast(d.union_of_bits(mark), BigInteger).label("marks"),
+        cast(d.union_of_bits(month), BigInteger).label("months"),
     ).group_by(days.c.member_id, days.c.joined)
 
 

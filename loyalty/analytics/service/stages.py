@@ -11,7 +11,9 @@ from functools import cache
 from typing import Any, cast
 
 from sqlalchemy import (
+    Column,
     ColumnElement,
+    MetaData,
     Select,
     Table,
     bindparam,
@@ -21,6 +23,7 @@ from sqlalchemy import (
     true,
     update,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from loyalty import bus, clock, configcache
@@ -344,6 +347,47 @@ def _recompute_batch(
     return counts
 
 
+_STAGES = cast(Table, MemberStage.__table__)
+# The stages a batch computed, on PostgreSQL, for the one upsert of `_Writes.flush`: the
+# batch's own table, dropped when its transaction ends.
+_COMPUTED = Table(
+    "member_stages_computed",
+    MetaData(),
+    *(Column(column.name, column.type) for column in _STAGES.c),
+    prefixes=["TEMPORARY"],
+    postgresql_on_commit="DROP",
+)
+
+
+def _upserting(statement: Any) -> Any:
+    """``statement`` (an INSERT of member stages) updating the member's row when there is one:
+    its ``since`` moves only when the stage changed."""
+    excluded = statement.excluded
+    return statement.on_conflict_do_update(
+        index_elements=["member_id"],
+        set_={
+            **{
+                name: excluded[name]
+                for name in (
+                    "stage",
+                    "segment",
+                    "recency",
+                    "frequency",
+                    "monetary",
+                    "last_active_at",
+                    "last_order_at",
+                    "orders",
+                    "revenue",
+                    "computed_at",
+                )
+            },
+            "since": case(
+                (_STAGES.c.stage != excluded.stage, excluded.since), else_=_STAGES.c.since
+            ),
+        },
+    )
+
+
 class _Writes:
     """What a batch writes, gathered."""
 
@@ -354,34 +398,23 @@ class _Writes:
         self.closed: list[dict[str, Any]] = []
 
     def flush(self, session: Session, now: dt.datetime) -> None:
-        table = MemberStage.__table__
-        if self.stages:
-            statement = dialect_insert(session)(table)
-            excluded = statement.excluded
-            statement = statement.on_conflict_do_update(
-                index_elements=["member_id"],
-                set_={
-                    **{
-                        name: excluded[name]
-                        for name in (
-                            "stage",
-                            "segment",
-                            "recency",
-                            "frequency",
-                            "monetary",
-                            "last_active_at",
-                            "last_order_at",
-                            "orders",
-                            "revenue",
-                            "computed_at",
-                        )
-                    },
-                    "since": case(
-                        (table.c.stage != excluded.stage, excluded.since), else_=table.c.since
-                    ),
-                },
+        if self.stages and session.get_bind().dialect.name == "postgresql":
+            # Copied into a scratch table, then upserted by one statement: as an executemany
+            # the upsert ran once per member (a pass over 100,000 members that never had a
+            # stage wrote 100,000 of them).
+            _COMPUTED.create(session.connection())
+            insert_rows(session, _COMPUTED, self.stages)
+            names = list(self.stages[0])
+            session.execute(
+                _upserting(
+                    postgresql.insert(_STAGES).from_select(
+                        names, select(*(_COMPUTED.c[name] for name in names))
+                    )
+                )
             )
-            session.execute(statement, self.stages)
+            _COMPUTED.drop(session.connection())  # tests' transactions outlive a batch
+        elif self.stages:
+            session.execute(_upserting(dialect_insert(session)(_STAGES)), self.stages)
         insert_rows(session, StageChange, self.changes)
         insert_rows(session, RiskFlag, self.raised)
         if self.closed:
