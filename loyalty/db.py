@@ -7,9 +7,7 @@ import datetime as dt
 import functools
 import logging
 import operator
-import os
 import re
-import threading
 import time
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
@@ -38,6 +36,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction, sessionmaker
 from sqlalchemy.types import TypeDecorator
+from ulid import ULID
 
 from loyalty import clock
 from loyalty.errors import InvalidFieldError, LedgerBusyError
@@ -264,29 +263,8 @@ def among(session: Session, column: Any, values: Collection[Any]) -> ColumnEleme
 
 
 def new_id(prefix: str) -> str:
-    """A new opaque, time-ordered identifier such as ``mem_01JD3...``: the prefix and a ULID
-    (48 bits of Unix milliseconds, then 80 random bits, in Crockford's base32), monotonic
-    as python-ulid makes them (within a millisecond, the previous one's random bits plus
-    one). Written out by a table of two-digit pairs: python-ulid's own text form took twice
-    as long, and a job makes hundreds of thousands of ids (one an outbox event)."""
-    milliseconds = time.time_ns() // 1_000_000
-    with _ULID_LOCK:
-        last_milliseconds, last_randomness = _last_ulid
-        if milliseconds == last_milliseconds and last_randomness < _MAX_RANDOMNESS:
-            randomness = last_randomness + 1
-        else:
-            randomness = int.from_bytes(os.urandom(10), "big")
-        _last_ulid[:] = (milliseconds, randomness)
-    value = milliseconds << 80 | randomness  # 128 bits: 26 digits of 5 bits, 13 pairs
-    return prefix + "_" + "".join([_BASE32_PAIRS[value >> shift & 1023] for shift in _SHIFTS])
-
-
-_ULID_LOCK = threading.Lock()
-_last_ulid = [0, 0]  # the last id's milliseconds and random bits
-_MAX_RANDOMNESS = (1 << 80) - 1
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_BASE32_PAIRS = [_CROCKFORD[pair >> 5] + _CROCKFORD[pair & 31] for pair in range(1024)]
-_SHIFTS = tuple(range(120, -1, -10))
+    """A new opaque, time-ordered identifier such as ``mem_01JD3...``."""
+    return f"{prefix}_{ULID()}"
 
 
 def make_engine(
