@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from loyalty.clock import FrozenClock, use_clock
 from loyalty.db import get_database
+from loyalty.earning import service as earning_service
 from loyalty.ledger.invariants import verify
 
 START = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC)
@@ -137,4 +138,47 @@ def waiting_for_lock(session: Session, query_like: str) -> bool:
             ),
             {"query_like": query_like},
         )
+    )
+
+
+def behind_a_lock(
+    app: Flask,
+    new_session: Callable[[], Session],
+    first: Callable[[Session], Any],
+    then: Callable[[Session], Any],
+    *,
+    meanwhile: Callable[[], Any] | None = None,
+    statement_like: str = "SELECT wallets.id,%",
+) -> tuple[Any, Any]:
+    """Run ``first`` up to its commit (its locks held), then ``then`` until it waits for a
+    lock in a statement LIKE ``statement_like`` (the wallet's lock by default); run
+    ``meanwhile``; let ``first`` commit. Returns what each returned or raised, on sessions of
+    their own."""
+    holder, held, release = held_at_commit(app, new_session(), first)
+    waiter, waited = in_thread(app, lambda: then(new_session()))
+    watcher = new_session()
+    try:
+        wait_for(lambda: waiting_for_lock(watcher, statement_like), "the second to wait")
+        if meanwhile is not None:
+            meanwhile()
+    finally:
+        watcher.close()
+        release.set()
+    holder.join()
+    waiter.join()
+    return held[0], waited[0]
+
+
+def we_miss_you(session: Session, now: dt.datetime) -> None:
+    """The demo's "We miss you" campaign, running around ``now``: 100 points on the order of
+    a silent or churned member (a campaign that targets lifecycle stages)."""
+    earning_service.create_campaign(
+        session,
+        actor="test",
+        name="We miss you",
+        starts_at=now - dt.timedelta(days=1),
+        ends_at=now + dt.timedelta(days=30),
+        target="stages",
+        target_values=["silent", "churned"],
+        bonus_points=100,
     )

@@ -22,7 +22,7 @@ from loyalty.earning import service
 from loyalty.ledger import service as ledger_service
 from loyalty.members import service as members_service
 from tests.ledger.conftest import CLIENT
-from tests.support import held_at_commit, in_thread, wait_for, waiting_for_lock
+from tests.support import behind_a_lock
 
 pytestmark = pytest.mark.concurrency
 
@@ -94,25 +94,14 @@ def test_an_order_waiting_for_the_lock_counts_the_first_ones_points_towards_the_
     capped, _ = members_service.enroll_member(session, external_id="capped")
     _accrue(session, someone.id, "warm", 100)  # the rules, with the cap, in the cache
     _accrue(session, capped.id, "wallet", 0)  # the wallet exists: the lock statement runs
-    first, first_outcome, release = held_at_commit(
-        app, new_session(), lambda s: _accrue(s, capped.id, "first", 10000)
+    first, following = behind_a_lock(
+        app,
+        new_session,
+        lambda s: _accrue(s, capped.id, "first", 10000),
+        lambda s: _accrue(s, capped.id, "next", 10000),
     )
-    waiter, waiter_outcome = in_thread(
-        app, lambda: _accrue(new_session(), capped.id, "next", 10000)
-    )
-    watcher = new_session()
-    try:
-        wait_for(
-            lambda: waiting_for_lock(watcher, "SELECT wallets.id,%"),
-            "the order to wait for the lock",
-        )
-    finally:
-        watcher.close()
-        release.set()
-    first.join()
-    waiter.join()
-    assert first_outcome == [100]
-    assert waiter_outcome == [50]  # 150 - the first's 100
+    assert first == 100
+    assert following == 50  # 150 - the first's 100
 
 
 def test_an_order_waiting_for_a_refund_counts_the_points_it_took_back(
@@ -127,26 +116,13 @@ def test_an_order_waiting_for_a_refund_counts_the_points_it_took_back(
     capped, _ = members_service.enroll_member(session, external_id="capped")
     _accrue(session, someone.id, "warm", 100)  # the rules, with the cap, in the cache
     assert _accrue(session, capped.id, "first", 10000) == 100
-    first, first_outcome, release = held_at_commit(
+    reversed_points, following = behind_a_lock(
         app,
-        new_session(),
+        new_session,
         lambda s: ledger_service.refund_order(
             s, client_id=CLIENT, order_id="first", refund_id="r", amount=10000
         ).body["points_reversed"],
+        lambda s: _accrue(s, capped.id, "next", 20000),
     )
-    waiter, waiter_outcome = in_thread(
-        app, lambda: _accrue(new_session(), capped.id, "next", 20000)
-    )
-    watcher = new_session()
-    try:
-        wait_for(
-            lambda: waiting_for_lock(watcher, "SELECT wallets.id,%"),
-            "the order to wait for the lock",
-        )
-    finally:
-        watcher.close()
-        release.set()
-    first.join()
-    waiter.join()
-    assert first_outcome == [100]
-    assert waiter_outcome == [150]  # the whole day's cap: the first order's points are back
+    assert reversed_points == 100
+    assert following == 150  # the whole day's cap: the first order's points are back

@@ -27,7 +27,7 @@ from loyalty.ledger import service
 from loyalty.members import service as members_service
 from loyalty.tiers import service as tiers_service
 from tests.ledger.conftest import CLIENT
-from tests.support import held_at_commit, in_thread, wait_for, waiting_for_lock
+from tests.support import behind_a_lock, in_thread, we_miss_you
 
 pytestmark = pytest.mark.concurrency
 
@@ -43,17 +43,6 @@ def _accrue(session: Session, member_id: str, order_id: str, total: int = 1000) 
     ).body
 
 
-def _wait_for_the_order(new_session: Callable[[], Session]) -> None:
-    watcher = new_session()
-    try:
-        wait_for(
-            lambda: waiting_for_lock(watcher, "SELECT wallets.id,%"),
-            "the order to wait for the lock",
-        )
-    finally:
-        watcher.close()
-
-
 def test_an_order_waiting_for_a_check_in_sees_the_member_active_again(
     app: Flask, new_session: Callable[[], Session], clock: FrozenClock
 ) -> None:
@@ -65,29 +54,14 @@ def test_an_order_waiting_for_a_check_in_sees_the_member_active_again(
     other, _ = members_service.enroll_member(session, external_id="other")
     _accrue(session, member.id, "long-ago")
     clock.advance(dt.timedelta(days=150))  # silent: no activity for 90 to 180 days
-    now = clock.now()
-    earning_service.create_campaign(
-        session,
-        actor="test",
-        name="We miss you",
-        starts_at=now - dt.timedelta(days=1),
-        ends_at=now + dt.timedelta(days=30),
-        target="stages",
-        target_values=["silent", "churned"],
-        bonus_points=100,
-    )
+    we_miss_you(session, clock.now())
     _accrue(session, other.id, "warm")  # the campaigns in this process's cache
-    first, first_outcome, release = held_at_commit(
-        app, new_session(), lambda s: community_service.check_in(s, member_id=member.id)
+    checked_in, back = behind_a_lock(
+        app,
+        new_session,
+        lambda s: community_service.check_in(s, member_id=member.id),
+        lambda s: _accrue(s, member.id, "back"),
     )
-    waiter, waiter_outcome = in_thread(app, lambda: _accrue(new_session(), member.id, "back"))
-    try:
-        _wait_for_the_order(new_session)
-    finally:
-        release.set()
-    first.join()
-    waiter.join()
-    (checked_in,), (back,) = first_outcome, waiter_outcome
     assert isinstance(checked_in, service.Replayable), checked_in
     assert checked_in.body["points"] == 0  # its wallet row unchanged
     assert isinstance(back, dict), back
@@ -107,22 +81,15 @@ def test_an_order_waiting_for_the_lock_is_priced_with_a_tier_assigned_meanwhile(
     other, _ = members_service.enroll_member(session, external_id="other")
     _accrue(session, member.id, "first")  # the wallet exists
     _accrue(session, other.id, "warm")  # the ladder in this process's cache
-    holder, holder_outcome, release = held_at_commit(
-        app, new_session(), lambda s: community_service.check_in(s, member_id=member.id)
-    )
-    waiter, waiter_outcome = in_thread(
-        app, lambda: _accrue(new_session(), member.id, "after", 10000)
-    )
-    try:
-        _wait_for_the_order(new_session)
-        tiers_service.assign_tier(
+    checked_in, after = behind_a_lock(
+        app,
+        new_session,
+        lambda s: community_service.check_in(s, member_id=member.id),
+        lambda s: _accrue(s, member.id, "after", 10000),
+        meanwhile=lambda: tiers_service.assign_tier(
             new_session(), member_id=member.id, tier="gold", reason="VIP", actor="manager"
-        )
-    finally:
-        release.set()
-    holder.join()
-    waiter.join()
-    (checked_in,), (after,) = holder_outcome, waiter_outcome
+        ),
+    )
     assert isinstance(checked_in, service.Replayable), checked_in
     assert isinstance(after, dict), after
     assert after["points"] == 125, after  # 100 x 1.25
@@ -153,33 +120,16 @@ def test_an_order_waiting_for_the_refund_of_an_order_that_earned_nothing_sees_it
         items=[card],
     ).body
     assert gift["points"] == 0
-    now = clock.now()
-    earning_service.create_campaign(
-        session,
-        actor="test",
-        name="We miss you",
-        starts_at=now - dt.timedelta(days=1),
-        ends_at=now + dt.timedelta(days=30),
-        target="stages",
-        target_values=["silent", "churned"],
-        bonus_points=100,
-    )
+    we_miss_you(session, clock.now())
     _accrue(session, other.id, "warm")  # the campaigns in this process's cache
-    first, first_outcome, release = held_at_commit(
+    refunded, back = behind_a_lock(
         app,
-        new_session(),
+        new_session,
         lambda s: service.refund_order(
             s, client_id=CLIENT, order_id="gift", refund_id="gift-back", amount=1000
         ),
+        lambda s: _accrue(s, member.id, "back"),
     )
-    waiter, waiter_outcome = in_thread(app, lambda: _accrue(new_session(), member.id, "back"))
-    try:
-        _wait_for_the_order(new_session)
-    finally:
-        release.set()
-    first.join()
-    waiter.join()
-    (refunded,), (back,) = first_outcome, waiter_outcome
     assert isinstance(refunded, service.Replayable), refunded
     assert refunded.body["points_reversed"] == 0
     assert isinstance(back, dict), back
@@ -210,21 +160,15 @@ def test_an_order_waiting_for_the_lock_while_the_job_downgrades_moves_the_member
     clock.set(dt.datetime(2028, 1, 2, 12, tzinfo=dt.UTC))  # no points in 2027
     _accrue(session, other.id, "warm")  # the ladder in this process's cache
     assert tiers_service.get_member_tier(new_session(), member.id).tier.code == "gold"
-    holder, holder_outcome, release = held_at_commit(
-        app, new_session(), lambda s: community_service.check_in(s, member_id=member.id)
+    downgraded: dict[str, int] = {}
+    checked_in, after = behind_a_lock(
+        app,
+        new_session,
+        lambda s: community_service.check_in(s, member_id=member.id),
+        lambda s: _accrue(s, member.id, "after", 70000),
+        meanwhile=lambda: downgraded.update(tiers_service.run_due(new_session())),
     )
-    waiter, waiter_outcome = in_thread(
-        app, lambda: _accrue(new_session(), member.id, "after", 70000)
-    )
-    try:
-        _wait_for_the_order(new_session)
-        downgraded = tiers_service.run_due(new_session())
-    finally:
-        release.set()
-    holder.join()
-    waiter.join()
     assert downgraded["tier downgrades"] == 1, downgraded
-    (checked_in,), (after,) = holder_outcome, waiter_outcome
     assert isinstance(checked_in, service.Replayable), checked_in
     assert isinstance(after, dict), after
     assert after["points"] == 770, after  # 700 x 1.1: Silver when the lock was taken
@@ -245,17 +189,7 @@ def test_a_check_in_committed_between_the_orders_snapshot_and_its_lock_counts(
     other, _ = members_service.enroll_member(session, external_id="other")
     _accrue(session, member.id, "long-ago")
     clock.advance(dt.timedelta(days=150))  # silent
-    now = clock.now()
-    earning_service.create_campaign(
-        session,
-        actor="test",
-        name="We miss you",
-        starts_at=now - dt.timedelta(days=1),
-        ends_at=now + dt.timedelta(days=30),
-        target="stages",
-        target_values=["silent", "churned"],
-        bonus_points=100,
-    )
+    we_miss_you(session, clock.now())
     _accrue(session, other.id, "warm")  # the campaigns in this process's cache
     engine = get_database(app).engine
     pause = 2.0

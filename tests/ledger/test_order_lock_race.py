@@ -18,12 +18,11 @@ from sqlalchemy.orm import Session
 from loyalty import demo
 from loyalty.clock import FrozenClock
 from loyalty.db import get_database
-from loyalty.earning import service as earning_service
 from loyalty.ledger import service
 from loyalty.ledger.models import Entry, Order
 from loyalty.members import service as members_service
 from tests.ledger.conftest import CLIENT
-from tests.support import held_at_commit, in_thread, wait_for, waiting_for_lock
+from tests.support import behind_a_lock, in_thread, wait_for, waiting_for_lock, we_miss_you
 
 pytestmark = pytest.mark.concurrency
 
@@ -372,20 +371,12 @@ def test_an_order_waiting_for_the_lock_is_priced_with_the_tier_the_first_one_gav
         )
 
     accrue(session, "first", first_total)
-    holder = new_session()
-    first, first_outcome, release = held_at_commit(
-        app, holder, lambda s: accrue(s, "upgrade", upgrade_total)
+    upgrade, after = behind_a_lock(
+        app,
+        new_session,
+        lambda s: accrue(s, "upgrade", upgrade_total),
+        lambda s: accrue(s, "after", 10000),
     )
-    waiter, waiter_outcome = in_thread(app, lambda: accrue(new_session(), "after", 10000))
-    watcher = new_session()
-    try:
-        wait_for(lambda: _waiting_for_wallet_lock(watcher), "the order to wait for the lock")
-    finally:
-        watcher.close()
-        release.set()
-    first.join()
-    waiter.join()
-    (upgrade,), (after,) = first_outcome, waiter_outcome
     assert isinstance(upgrade, service.Replayable), upgrade
     assert upgrade.body["points"] == upgraded, upgrade.body
     assert isinstance(after, service.Replayable), after
@@ -416,28 +407,10 @@ def test_an_order_waiting_for_the_lock_sees_the_member_active_after_the_first_on
 
     accrue(session, "long-ago")
     clock.advance(dt.timedelta(days=150))  # silent: no activity for 90 to 180 days
-    now = clock.now()
-    earning_service.create_campaign(  # the demo's "We miss you"
-        session,
-        actor="test",
-        name="We miss you",
-        starts_at=now - dt.timedelta(days=1),
-        ends_at=now + dt.timedelta(days=30),
-        target="stages",
-        target_values=["silent", "churned"],
-        bonus_points=100,
-    )
+    we_miss_you(session, clock.now())
     accrue(session, "warm", other.id)  # the campaigns in this process's cache
-    first, first_outcome, release = held_at_commit(app, new_session(), lambda s: accrue(s, "back"))
-    waiter, waiter_outcome = in_thread(app, lambda: accrue(new_session(), "again"))
-    watcher = new_session()
-    try:
-        wait_for(lambda: _waiting_for_wallet_lock(watcher), "the order to wait for the lock")
-    finally:
-        watcher.close()
-        release.set()
-    first.join()
-    waiter.join()
-    (back,), (again,) = first_outcome, waiter_outcome
+    back, again = behind_a_lock(
+        app, new_session, lambda s: accrue(s, "back"), lambda s: accrue(s, "again")
+    )
     assert isinstance(back, dict) and back["points"] == 110, back  # 10 + the bonus
     assert isinstance(again, dict) and again["points"] == 10, again

@@ -69,6 +69,29 @@ def reads(engine: Engine) -> Iterator[list[tuple[str, dict[str, Any]]]]:
         event.remove(engine, "before_cursor_execute", note)
 
 
+SHOES = {"sku": "shoe-1", "category": "shoes", "quantity": 1, "unit_price": 2000}
+
+
+def _enroll(client: FlaskClient, headers: dict[str, str], external_id: str) -> str:
+    answer = client.post("/v1/members", json={"external_id": external_id}, headers=headers)
+    assert answer.status_code == 201 and answer.json is not None, answer.json
+    return str(answer.json["id"])
+
+
+def _accrue(
+    client: FlaskClient,
+    headers: dict[str, str],
+    member_id: str,
+    order_id: str,
+    *,
+    total: int = 2000,
+    items: list[dict[str, Any]] | None = None,
+) -> None:
+    body = {"member_id": member_id, "total": total, "currency": "USD", "order_id": order_id}
+    answer = client.post("/v1/orders", json={**body, "items": items or []}, headers=headers)
+    assert answer.status_code == 201, answer.json
+
+
 def generic_plan(connection: Connection, statement: str, parameters: dict[str, Any]) -> Any:
     """Run ``statement`` as a prepared statement with PostgreSQL's generic plan, and return
     that plan with what each node did (EXPLAIN ANALYZE, as JSON); what it wrote is undone."""
@@ -121,15 +144,10 @@ def test_an_accruals_reads_touch_only_its_members_rows_under_generic_plans(
     headers = make_headers("points:accrue", "members:write")
 
     def enroll(external_id: str) -> str:
-        answer = client.post("/v1/members", json={"external_id": external_id}, headers=headers)
-        assert answer.status_code == 201 and answer.json is not None, answer.json
-        return str(answer.json["id"])
+        return _enroll(client, headers, external_id)
 
     def accrue(member_id: str, order_id: str) -> None:
-        shoes = {"sku": "shoe-1", "category": "shoes", "quantity": 1, "unit_price": 2000}
-        body = {"member_id": member_id, "total": 2000, "currency": "USD", "order_id": order_id}
-        answer = client.post("/v1/orders", json={**body, "items": [shoes]}, headers=headers)
-        assert answer.status_code == 201, answer.json
+        _accrue(client, headers, member_id, order_id, items=[SHOES])
 
     for n in range(OTHER_MEMBERS):
         accrue(enroll(f"plans-other-{n}"), f"plans-{n}")
@@ -204,13 +222,10 @@ def test_a_members_ledger_page_reads_only_their_entries_under_generic_plans(
     headers = make_headers("points:accrue", "members:write", "members:read")
 
     def enroll(external_id: str) -> str:
-        answer = client.post("/v1/members", json={"external_id": external_id}, headers=headers)
-        assert answer.status_code == 201 and answer.json is not None, answer.json
-        return str(answer.json["id"])
+        return _enroll(client, headers, external_id)
 
     def accrue(member_id: str, order_id: str) -> None:
-        body = {"member_id": member_id, "total": 2000, "currency": "USD", "order_id": order_id}
-        assert client.post("/v1/orders", json=body, headers=headers).status_code == 201
+        _accrue(client, headers, member_id, order_id)
 
     member = enroll("ledger-member")
     accrue(member, "ledger-first")
@@ -262,13 +277,10 @@ def test_a_members_pages_read_only_their_rows_under_generic_plans(
     headers = make_headers(*SCOPES)
 
     def enroll(external_id: str) -> str:
-        answer = client.post("/v1/members", json={"external_id": external_id}, headers=headers)
-        assert answer.status_code == 201 and answer.json is not None, answer.json
-        return str(answer.json["id"])
+        return _enroll(client, headers, external_id)
 
     def accrue(member_id: str, order_id: str, total: int) -> None:
-        body = {"member_id": member_id, "total": total, "currency": "USD", "order_id": order_id}
-        assert client.post("/v1/orders", json=body, headers=headers).status_code == 201
+        _accrue(client, headers, member_id, order_id, total=total)
 
     member = enroll("pages-member")
     accrue(member, "pages-first", 30000)
