@@ -133,6 +133,16 @@ def scans(plan: Any) -> Iterator[tuple[str, int]]:
         yield from scans(child)
 
 
+def wide_scans(connection: Connection, reads: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Each scan of the statements' generic plans that read more than `ROWS_PER_SCAN` rows."""
+    wide = []
+    for statement, parameters in list(reads):
+        for name, rows in scans(generic_plan(connection, statement, parameters)):
+            if rows > ROWS_PER_SCAN:
+                wide.append(f"{name}: {rows} rows in\n{statement}")
+    return wide
+
+
 def test_an_accruals_reads_touch_only_its_members_rows_under_generic_plans(
     app: Flask,
     client: FlaskClient,
@@ -199,11 +209,7 @@ def test_an_accruals_reads_touch_only_its_members_rows_under_generic_plans(
     # measure with its progress row.
     assert any("FOR UPDATE OF wallets" in statement for statement, _ in reads)
     assert any("badge_progress" in statement for statement, _ in reads)
-    wide = []
-    for statement, parameters in list(reads):
-        for name, rows in scans(generic_plan(connection, statement, parameters)):
-            if rows > ROWS_PER_SCAN:
-                wide.append(f"{name}: {rows} rows in\n{statement}")
+    wide = wide_scans(connection, reads)
     assert not wide, "\n\n".join(wide)
 
 
@@ -241,11 +247,7 @@ def test_a_members_ledger_page_reads_only_their_entries_under_generic_plans(
     assert [item["points"] for item in page.json["items"]] == [20, 20]
 
     assert reads
-    wide = []
-    for statement, parameters in list(reads):
-        for name, rows in scans(generic_plan(connection, statement, parameters)):
-            if rows > ROWS_PER_SCAN:
-                wide.append(f"{name}: {rows} rows in\n{statement}")
+    wide = wide_scans(connection, reads)
     assert not wide, "\n\n".join(wide)
 
 
@@ -297,8 +299,5 @@ def test_a_members_pages_read_only_their_rows_under_generic_plans(
         answer = client.get(f"/v1/members/{member}{page}", headers=headers)
         assert answer.status_code == 200, (page, answer.json)
         assert reads, page
-        for statement, parameters in list(reads):
-            for name, rows in scans(generic_plan(connection, statement, parameters)):
-                if rows > ROWS_PER_SCAN:
-                    wide.append(f"GET {page or '/'}: {name}: {rows} rows in\n{statement}")
+        wide += [f"GET {page or '/'}: {scan}" for scan in wide_scans(connection, reads)]
     assert not wide, "\n\n".join(wide)
