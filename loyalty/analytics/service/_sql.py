@@ -14,6 +14,7 @@ from sqlalchemy import (
     Date,
     Float,
     Integer,
+    Select,
     Subquery,
     cast,
     distinct,
@@ -150,40 +151,43 @@ def period(
     return Period(first=first, last=last, start=start, end=end, timezone=zone_name)
 
 
+def _activity_sources() -> tuple[tuple[Select[Any], str, str], ...]:
+    """What counts as a member's activity, once for `activity` and `moments`: each source's
+    rows (``member_id`` and a time), the name of that time, its kind. Orders refunded in
+    full are not activity."""
+    return (
+        (ledger.counted_orders(), "placed_at", "order"),
+        (ledger.redemptions(), "created_at", "redemption"),
+        (community.events(), "occurred_at", "event"),
+    )
+
+
 @cache
 def activity() -> Subquery:
     """Every activity: ``member_id``, ``at``, ``kind`` (``order``, ``redemption``,
-    ``event``). Orders refunded in full are not activity. Built once (a campaign that targets
-    stages asks for a member's last activity on every order; the statement is immutable)."""
-    orders = ledger.counted_orders().subquery()
-    redemptions = ledger.redemptions().subquery()
-    events = community.events().subquery()
-    return union_all(
-        select(orders.c.member_id, orders.c.placed_at.label("at"), literal("order").label("kind")),
-        select(redemptions.c.member_id, redemptions.c.created_at, literal("redemption")),
-        select(events.c.member_id, events.c.occurred_at, literal("event")),
-    ).subquery("activity")
+    ``event``). Built once (a campaign that targets stages asks for a member's last activity
+    on every order; the statement is immutable)."""
+    parts = []
+    for rows, moment, kind in _activity_sources():
+        source = rows.subquery()
+        parts.append(
+            select(source.c.member_id, source.c[moment].label("at"), literal(kind).label("kind"))
+        )
+    return union_all(*parts).subquery("activity")
 
 
 @cache
 def moments() -> Subquery:
     """When each member was active: ``member_id``, ``at`` (what `activity` holds, without
-    its kind; a short statement, as the accrual's wallet lock carries it)."""
-    orders, redemptions, events = (
-        ledger.counted_orders(),
-        ledger.redemptions(),
-        community.events(),
-    )
+    its kind, and each source's rows read directly: a short statement, as the accrual's
+    wallet lock carries it)."""
     return union_all(
-        orders.with_only_columns(
-            orders.selected_columns.member_id, orders.selected_columns.placed_at.label("at")
-        ),
-        redemptions.with_only_columns(
-            redemptions.selected_columns.member_id, redemptions.selected_columns.created_at
-        ),
-        events.with_only_columns(
-            events.selected_columns.member_id, events.selected_columns.occurred_at
-        ),
+        *(
+            rows.with_only_columns(
+                rows.selected_columns.member_id, rows.selected_columns[moment].label("at")
+            )
+            for rows, moment, _kind in _activity_sources()
+        )
     ).subquery("moments")
 
 
