@@ -182,3 +182,50 @@ def we_miss_you(session: Session, now: dt.datetime) -> None:
         target_values=["silent", "churned"],
         bonus_points=100,
     )
+
+
+def in_the_lock_gap(
+    app: Flask,
+    new_session: Callable[[], Session],
+    order: Callable[[Session], Any],
+    meanwhile: Callable[[], Any],
+    pause: float = 2.0,
+) -> tuple[Any, Any]:
+    """Run ``order`` in a thread with the statement of its wallet's lock stretched (a
+    ``pg_sleep`` after the statement took its snapshot, before it reaches the wallet row),
+    and ``meanwhile`` here during that sleep; returns what ``meanwhile`` and ``order`` gave
+    (or raised). Fails unless ``meanwhile`` ended inside the gap."""
+    engine = get_database(app).engine
+    started = threading.Event()
+    moments: dict[str, float] = {}
+    main = threading.current_thread()
+
+    def slow_lock(_c: Any, _cur: Any, statement: str, parameters: Any, *_: Any) -> Any:
+        if (
+            threading.current_thread() is not main
+            and "FOR UPDATE OF wallets" in statement
+            and "xmin" in statement
+            and "sent" not in moments
+        ):
+            statement = statement.replace(
+                "WHERE wallets.member_id =",
+                f"WHERE pg_sleep({pause}) IS NOT NULL AND wallets.member_id =",
+                1,
+            )
+            assert "pg_sleep" in statement, statement
+            moments["sent"] = time.monotonic()
+            started.set()
+        return statement, parameters
+
+    event.listen(engine, "before_cursor_execute", slow_lock, retval=True)
+    try:
+        thread, outcome = in_thread(app, lambda: order(new_session()))
+        assert started.wait(30)
+        time.sleep(0.2)  # the order's statement has its snapshot and sleeps
+        done = meanwhile()
+        moments["committed"] = time.monotonic()
+        thread.join()
+    finally:
+        event.remove(engine, "before_cursor_execute", slow_lock)
+    assert moments["committed"] - moments["sent"] < pause, moments  # inside the gap
+    return done, outcome[0]

@@ -7,8 +7,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from flask import Flask
 from sqlalchemy.orm import Session
 
+from loyalty import demo
+from loyalty.db import get_database
 from loyalty.ledger import service
 from loyalty.members import service as members_service
 from tests.support import START, _invariants_hold, clock
@@ -27,6 +30,19 @@ def member(session: Session) -> Callable[..., str]:
         return created.id
 
     return make
+
+
+@pytest.fixture
+def programme(app: Flask) -> None:
+    """The demo's programme: its tiers, earning rules, campaigns, rewards, event rules and
+    badges (no members)."""
+    with app.app_context():
+        session = get_database(app).sessionmaker()
+        try:
+            demo.seed_programme(session)
+            demo.seed_community(session, {})
+        finally:
+            session.close()
 
 
 def settings(session: Session, **changes: Any) -> None:

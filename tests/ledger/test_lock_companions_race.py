@@ -8,26 +8,22 @@ lock. It must be priced as when it read these after its lock (before the compani
 from __future__ import annotations
 
 import datetime as dt
-import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from loyalty import demo
 from loyalty.clock import FrozenClock
 from loyalty.community import service as community_service
-from loyalty.db import get_database
 from loyalty.earning import service as earning_service
 from loyalty.ledger import service
 from loyalty.members import service as members_service
 from loyalty.tiers import service as tiers_service
 from tests.ledger.conftest import CLIENT
-from tests.support import behind_a_lock, in_thread, we_miss_you
+from tests.support import behind_a_lock, in_the_lock_gap, we_miss_you
 
 pytestmark = pytest.mark.concurrency
 
@@ -191,41 +187,12 @@ def test_a_check_in_committed_between_the_orders_snapshot_and_its_lock_counts(
     clock.advance(dt.timedelta(days=150))  # silent
     we_miss_you(session, clock.now())
     _accrue(session, other.id, "warm")  # the campaigns in this process's cache
-    engine = get_database(app).engine
-    pause = 2.0
-    started = threading.Event()
-    moments: dict[str, float] = {}
-    main = threading.current_thread()
-
-    def slow_lock(_c: Any, _cur: Any, statement: str, parameters: Any, *_: Any) -> Any:
-        if (
-            threading.current_thread() is not main
-            and "FOR UPDATE OF wallets" in statement
-            and "xmin" in statement
-            and "sent" not in moments
-        ):
-            statement = statement.replace(
-                "WHERE wallets.member_id =",
-                f"WHERE pg_sleep({pause}) IS NOT NULL AND wallets.member_id =",
-                1,
-            )
-            assert "pg_sleep" in statement, statement
-            moments["sent"] = time.monotonic()
-            started.set()
-        return statement, parameters
-
-    event.listen(engine, "before_cursor_execute", slow_lock, retval=True)
-    try:
-        order, order_outcome = in_thread(app, lambda: _accrue(new_session(), member.id, "back"))
-        assert started.wait(30)
-        time.sleep(0.2)  # the order's statement has its snapshot and sleeps
-        checked_in = community_service.check_in(new_session(), member_id=member.id)
-        moments["committed"] = time.monotonic()
-        order.join()
-    finally:
-        event.remove(engine, "before_cursor_execute", slow_lock)
-    assert moments["committed"] - moments["sent"] < pause, moments  # inside the gap
+    checked_in, back = in_the_lock_gap(
+        app,
+        new_session,
+        lambda s: _accrue(s, member.id, "back"),
+        lambda: community_service.check_in(new_session(), member_id=member.id),
+    )
     assert checked_in.body["points"] == 0
-    (back,) = order_outcome
     assert isinstance(back, dict), back
     assert back["points"] == 10, back  # active: no welcome-back bonus

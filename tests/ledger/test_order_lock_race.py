@@ -22,7 +22,14 @@ from loyalty.ledger import service
 from loyalty.ledger.models import Entry, Order
 from loyalty.members import service as members_service
 from tests.ledger.conftest import CLIENT
-from tests.support import behind_a_lock, in_thread, wait_for, waiting_for_lock, we_miss_you
+from tests.support import (
+    behind_a_lock,
+    in_the_lock_gap,
+    in_thread,
+    wait_for,
+    waiting_for_lock,
+    we_miss_you,
+)
 
 pytestmark = pytest.mark.concurrency
 
@@ -35,24 +42,6 @@ def _accrue(session: Session, member_id: str, total: int = 5000) -> service.Repl
 
 def _waiting_for_wallet_lock(session: Session, statement: str = "SELECT wallets.id,") -> bool:
     return waiting_for_lock(session, statement + "%")
-
-
-def _first_holds_commit(
-    app: Flask, new_session: Callable[[], Session], member_id: str, total: int
-) -> tuple[threading.Thread, list[Any], threading.Event, threading.Event]:
-    """The first report of the order, stopped just before its commit (it holds the
-    wallet's lock)."""
-    first = new_session()
-    ready, release = threading.Event(), threading.Event()
-
-    def hold(_session: Session) -> None:
-        ready.set()
-        assert release.wait(30)
-
-    event.listen(first, "before_commit", hold)
-    thread, outcome = in_thread(app, lambda: _accrue(first, member_id, total))
-    assert ready.wait(30)
-    return thread, outcome, ready, release
 
 
 def _check_one_order(
@@ -90,18 +79,15 @@ def test_a_retry_waiting_for_the_lock_finds_the_order_committed_meanwhile(
         assert service.get_balance(session, member.id).available == -80
     else:
         service.adjust(session, member_id=member.id, points=1, reason="wallet exists")
-    first, first_outcome, _, release = _first_holds_commit(app, new_session, member.id, 5000)
-    retry, retry_outcome = in_thread(app, lambda: _accrue(new_session(), member.id, 5000))
-    watcher = new_session()
-    try:
-        wait_for(lambda: _waiting_for_wallet_lock(watcher), "the retry to wait for the lock")
-    finally:
-        watcher.close()
-        release.set()
-    first.join()
-    retry.join()
+    results = list(
+        behind_a_lock(
+            app,
+            new_session,
+            lambda s: _accrue(s, member.id, 5000),
+            lambda s: _accrue(s, member.id, 5000),
+        )
+    )
     orders = 1 if not in_debt else 2
-    results = first_outcome + retry_outcome
     assert all(isinstance(r, service.Replayable) for r in results), results
     assert [r.created for r in results] == [True, False], results
     assert results[0].body == results[1].body
@@ -118,17 +104,14 @@ def test_a_zero_point_retry_waiting_for_the_lock_finds_the_order(
     session = new_session()
     member, _ = members_service.enroll_member(session, external_id="zero")
     service.adjust(session, member_id=member.id, points=1, reason="wallet exists")
-    first, first_outcome, _, release = _first_holds_commit(app, new_session, member.id, 50)
-    retry, retry_outcome = in_thread(app, lambda: _accrue(new_session(), member.id, 50))
-    watcher = new_session()
-    try:
-        wait_for(lambda: _waiting_for_wallet_lock(watcher), "the retry to wait for the lock")
-    finally:
-        watcher.close()
-        release.set()
-    first.join()
-    retry.join()
-    results = first_outcome + retry_outcome
+    results = list(
+        behind_a_lock(
+            app,
+            new_session,
+            lambda s: _accrue(s, member.id, 50),
+            lambda s: _accrue(s, member.id, 50),
+        )
+    )
     assert all(isinstance(r, service.Replayable) for r in results), results
     assert results[0].body["points"] == 0
     assert [r.created for r in results] == [True, False], results
@@ -142,20 +125,14 @@ def test_a_retry_of_a_members_first_order_waits_for_the_new_wallet_and_finds_the
     committed), so it creates the wallet, waits for the first report's insert of it, and
     then looks for the order."""
     member, _ = members_service.enroll_member(new_session(), external_id="new")
-    first, first_outcome, _, release = _first_holds_commit(app, new_session, member.id, 5000)
-    retry, retry_outcome = in_thread(app, lambda: _accrue(new_session(), member.id, 5000))
-    watcher = new_session()
-    try:
-        wait_for(
-            lambda: _waiting_for_wallet_lock(watcher, "INSERT INTO wallets"),
-            "the retry to wait for the new wallet",
-        )
-    finally:
-        watcher.close()
-        release.set()
-    first.join()
-    retry.join()
-    _check_one_order(new_session, member.id, first_outcome + retry_outcome, 50)
+    results = behind_a_lock(
+        app,
+        new_session,
+        lambda s: _accrue(s, member.id, 5000),
+        lambda s: _accrue(s, member.id, 5000),
+        statement_like="INSERT INTO wallets%",
+    )
+    _check_one_order(new_session, member.id, list(results), 50)
 
 
 def test_an_order_committed_between_the_retrys_snapshot_and_its_lock_is_found(
@@ -167,41 +144,13 @@ def test_an_order_committed_between_the_retrys_snapshot_and_its_lock_is_found(
     session = new_session()
     member, _ = members_service.enroll_member(session, external_id="gap")
     service.adjust(session, member_id=member.id, points=1, reason="wallet exists")
-    engine = get_database(app).engine
-    pause = 2.0
-    started = threading.Event()
-    moments: dict[str, float] = {}
-    main = threading.current_thread()
-
-    def slow_lock(_c: Any, _cur: Any, statement: str, parameters: Any, *_: Any) -> Any:
-        if (
-            threading.current_thread() is not main
-            and "FOR UPDATE OF wallets" in statement
-            and "xmin" in statement
-            and "sent" not in moments
-        ):
-            statement = statement.replace(
-                "WHERE wallets.member_id =",
-                f"WHERE pg_sleep({pause}) IS NOT NULL AND wallets.member_id =",
-                1,
-            )
-            assert "pg_sleep" in statement, statement
-            moments["sent"] = time.monotonic()
-            started.set()
-        return statement, parameters
-
-    event.listen(engine, "before_cursor_execute", slow_lock, retval=True)
-    try:
-        retry, retry_outcome = in_thread(app, lambda: _accrue(new_session(), member.id))
-        assert started.wait(30)
-        time.sleep(0.2)  # the retry's statement has its snapshot and sleeps
-        first_result = _accrue(new_session(), member.id)
-        moments["committed"] = time.monotonic()
-        retry.join()
-    finally:
-        event.remove(engine, "before_cursor_execute", slow_lock)
-    assert moments["committed"] - moments["sent"] < pause, moments  # inside the gap
-    _check_one_order(new_session, member.id, [first_result, *retry_outcome], 50)
+    first_result, retry_result = in_the_lock_gap(
+        app,
+        new_session,
+        lambda s: _accrue(s, member.id),
+        lambda: _accrue(new_session(), member.id),
+    )
+    _check_one_order(new_session, member.id, [first_result, retry_result], 50)
 
 
 @pytest.mark.parametrize("keyed", [False, True], ids=["no-key", "new-key"])
@@ -221,20 +170,12 @@ def test_a_retry_over_http_waiting_for_the_lock_replays_the_order(
     if keyed:
         headers["Idempotency-Key"] = "retry-key"
     body = {"order_id": "same", "member_id": member.id, "total": 5000, "currency": "USD"}
-    first, first_outcome, _, release = _first_holds_commit(app, new_session, member.id, 5000)
-    retry, retry_outcome = in_thread(
-        app, lambda: app.test_client().post("/v1/orders", json=body, headers=headers)
+    created, response = behind_a_lock(
+        app,
+        new_session,
+        lambda s: _accrue(s, member.id, 5000),
+        lambda _s: app.test_client().post("/v1/orders", json=body, headers=headers),
     )
-    watcher = new_session()
-    try:
-        wait_for(lambda: _waiting_for_wallet_lock(watcher), "the retry to wait for the lock")
-    finally:
-        watcher.close()
-        release.set()
-    first.join()
-    retry.join()
-    (created,) = first_outcome
-    (response,) = retry_outcome
     assert isinstance(created, service.Replayable), created
     assert response.status_code == 200, response.json
     assert response.json == created.body

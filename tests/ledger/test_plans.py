@@ -23,9 +23,7 @@ from flask.testing import FlaskClient
 from psycopg import sql
 from sqlalchemy import Connection, Engine, event
 
-from loyalty import demo
 from loyalty.auth.rules import SCOPES
-from loyalty.db import get_database
 
 OTHER_MEMBERS = 40
 # Orders other members placed today: as many as a busy programme's day, so that PostgreSQL's
@@ -36,18 +34,6 @@ OTHER_ORDERS = 20_000
 ROWS_PER_SCAN = 30
 
 _SCANS = {"Seq Scan", "Index Scan", "Index Only Scan", "Bitmap Index Scan", "Bitmap Heap Scan"}
-
-
-@pytest.fixture
-def programme(app: Flask) -> None:
-    """The demo's programme (its tiers, a daily cap, campaigns, badges on spend)."""
-    with app.app_context():
-        session = get_database(app).sessionmaker()
-        try:
-            demo.seed_programme(session)
-            demo.seed_community(session, {})
-        finally:
-            session.close()
 
 
 @pytest.fixture

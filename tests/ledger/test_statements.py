@@ -8,15 +8,12 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session
 
-from loyalty import demo
 from loyalty.clock import FrozenClock
-from loyalty.db import get_database
 from loyalty.ledger import service
 from tests.ledger.conftest import balance, order
 
@@ -121,19 +118,6 @@ def test_an_order_that_earns_nothing_costs_as_many_statements(
     # outbox row.
     assert verbs == ["SELECT", "WITH", "INSERT"], "\n".join(seen)
     assert len(seen) <= PLAIN_ACCRUAL
-
-
-@pytest.fixture
-def programme(app: Flask) -> None:
-    """The demo's programme: its tiers, earning rules, campaigns, rewards, event rules and
-    badges (no members)."""
-    with app.app_context():
-        session = get_database(app).sessionmaker()
-        try:
-            demo.seed_programme(session)
-            demo.seed_community(session, {})
-        finally:
-            session.close()
 
 
 SHOES = {"sku": "shoe-1", "category": "shoes", "quantity": 1}
