@@ -2,28 +2,34 @@
 pricing an order (what it earns and why) for the ledger and for previews.
 
 Configuration changes are units of work of their own, audited. `price_order` runs inside
-the ledger's accrual (it never commits): there it locks budgeted campaigns after the member's
-wallet and charges their budgets, so a budget is never overspent under concurrent orders.
+the ledger's accrual (it never commits): there it charges budgeted campaigns after the
+member's wallet is locked, each in one conditional statement that holds the campaign's row
+to the commit, so a budget is never overspent under concurrent orders.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import zoneinfo
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from dateutil.relativedelta import relativedelta
-from sqlalchemy import ColumnElement, Select, bindparam, select, true
+from sqlalchemy import ColumnElement, Select, Table, bindparam, select, true, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 
 from loyalty import clock, configcache
 from loyalty.audit import service as audit_service
 from loyalty.db import (
     Page,
+    after_commit,
     constraint_name,
     locked_row,
     new_id,
@@ -517,9 +523,9 @@ def price_order(
     """What the order earns for this member now, and why.
 
     With ``charge`` (inside the accrual, the member's wallet locked), budgeted campaigns are
-    locked (after the wallet, in id order) and charged the points they give; without it
-    (previews) nothing is locked or written. The rules come from the per-process cache;
-    budgets' spend is always read from the database.
+    charged the points they give (`_charge`); without it (previews) nothing is locked or
+    written and budgets' spend is read from the database. The rules come from the
+    per-process cache.
     """
     settings = ledger_service.get_settings(session)
     earning = _earning_rules(session)
@@ -545,8 +551,8 @@ def price_order(
         if tier_ref is not None
         else None
     )
-    campaigns = _campaigns_for(
-        session, earning, member, tier_ref.code if tier_ref else None, placed_at, now, charge
+    chosen = _chosen_campaigns(
+        session, earning, member, tier_ref.code if tier_ref else None, placed_at, now
     )
     limits = earning.limits
     if earning.daily_cap is not None or earning.monthly_cap is not None:
@@ -567,24 +573,31 @@ def price_order(
             if earning.monthly_cap is None
             else earning.monthly_cap - month_points,
         )
-    result = rules.quote(
-        total=total,
-        currency=currency,
-        exponent=exponent,
-        rate=settings.earn_rate,
-        rounding=settings.rounding,
-        lines=lines,
-        products=products,
-        tier=tier,
-        campaigns=[c for c, _ in campaigns],
-        limits=limits,
-    )
-    if charge:
-        for rule, row in campaigns:
-            given = result.campaign_points.get(rule.id, 0)
-            if given and row is not None:
-                row.spent += given
-    return result
+
+    def quote(campaigns: list[rules.CampaignRule]) -> rules.Quote:
+        return rules.quote(
+            total=total,
+            currency=currency,
+            exponent=exponent,
+            rate=settings.earn_rate,
+            rounding=settings.rounding,
+            lines=lines,
+            products=products,
+            tier=tier,
+            campaigns=campaigns,
+            limits=limits,
+        )
+
+    if not charge:
+        return quote(_campaign_rules(session, chosen, placed_at, lock=False))
+    # Priced as if every budget had room for the order, then charged: one conditional
+    # UPDATE per budgeted campaign. Only when one of them lacks the room (or was paused or
+    # cut short meanwhile) are the budgets read, locked, and the order priced again.
+    result = quote([_campaign_rule(terms, terms.budget) for terms in chosen])
+    charged = _charge(session, chosen, result, placed_at)
+    if charged is None:
+        return result
+    return _charge_locked(session, chosen, placed_at, charged, quote)
 
 
 # --- the caps' points, read with the accrual's wallet lock ---------------------------------
@@ -654,7 +667,24 @@ LOCK_COMPANION = ledger_ports.Companion(
 )
 
 
-# Built once: every order a budgeted campaign applies to reads (and locks) its row.
+# Built once: an order a budgeted campaign applies to charges its budget in one statement,
+# which also checks that the campaign still applies and that its budget has the room (the
+# row's lock, taken by the UPDATE, is held to the accrual's commit: concurrent charges of
+# the campaign queue there, and each sees the spend the one before it left).
+_campaigns = cast(Table, Campaign.__table__)
+_CHARGE = (
+    update(_campaigns)
+    .where(
+        _campaigns.c.id == bindparam("charge_id"),
+        _campaigns.c.active.is_(True),
+        _campaigns.c.starts_at <= bindparam("charge_placed_at"),
+        _campaigns.c.ends_at > bindparam("charge_placed_at"),
+        _campaigns.c.spent + bindparam("charge_points") <= _campaigns.c.budget,
+    )
+    .values(spent=_campaigns.c.spent + bindparam("charge_points"))
+)
+# Every order a budgeted campaign applies to when its budget lacks the room (or previews)
+# reads its row; locked when charging.
 _BUDGETS = (
     select(Campaign)
     .where(Campaign.id.in_(bindparam("ids", expanding=True)))
@@ -662,24 +692,31 @@ _BUDGETS = (
     .execution_options(populate_existing=True)
 )
 _BUDGETS_LOCKED = _BUDGETS.with_for_update()
+# Budgets this process found spent, as (campaign id, budget): the spend never goes down,
+# and a new budget is a new pair. Their campaigns give nothing more, without a statement.
+_SPENT: set[tuple[str, int]] = set()
+_SPENT_KEPT = 10_000
 
 
-def _campaigns_for(
+def _chosen_campaigns(
     session: Session,
     earning: _EarningRules,
     member: Member,
     tier_code: str | None,
     placed_at: dt.datetime,
     now: dt.datetime,
-    lock: bool,
-) -> list[tuple[rules.CampaignRule, Campaign | None]]:
-    """Active campaigns running when the order was placed that target this member, each
-    with its row when it has a budget (locked with ``lock``, read afresh either way)."""
-    running = [terms for terms in earning.campaigns if terms.runs_at(placed_at)]
+) -> list[_CampaignTerms]:
+    """Active campaigns running when the order was placed that target this member (and
+    whose budget this process has not seen spent)."""
+    running = [
+        terms
+        for terms in earning.campaigns
+        if terms.runs_at(placed_at) and (terms.id, terms.budget) not in _SPENT
+    ]
     stage = None
     if any(terms.target == "stages" for terms in running):
         stage = member_stage(session, member.id, now)
-    chosen = [
+    return [
         terms
         for terms in running
         if rules.targets(
@@ -691,20 +728,78 @@ def _campaigns_for(
         )
         and not rules.in_holdout(terms.id, member.id, terms.holdout_pct)
     ]
+
+
+def _charge(
+    session: Session, chosen: list[_CampaignTerms], quote: rules.Quote, placed_at: dt.datetime
+) -> dict[str, int] | None:
+    """Charge each budgeted campaign the points it gives in ``quote`` (in id order, after
+    the wallet: the global lock order). None when all had the room; else what was charged
+    before the first that had not."""
+    charged: dict[str, int] = {}
+    for terms in sorted(chosen, key=lambda terms: terms.id):
+        given = quote.campaign_points.get(terms.id, 0)
+        if terms.budget is None or not given:
+            continue
+        parameters = {"charge_id": terms.id, "charge_placed_at": placed_at, "charge_points": given}
+        if cast(CursorResult[Any], session.execute(_CHARGE, parameters)).rowcount != 1:
+            return charged
+        charged[terms.id] = given
+        loaded = session.identity_map.get(identity_key(Campaign, terms.id))
+        if loaded is not None:  # the session read the row before: it reads the spend again
+            session.expire(loaded, ["spent"])
+    return None
+
+
+def _charge_locked(
+    session: Session,
+    chosen: list[_CampaignTerms],
+    placed_at: dt.datetime,
+    charged: dict[str, int],
+    quote: Callable[[list[rules.CampaignRule]], rules.Quote],
+) -> rules.Quote:
+    """Price the order again with the budgets' rows locked (in id order) and their spend as
+    it is, less what `_charge` already charged them, and charge them what they now give."""
+    rows = _budget_rows(session, chosen, lock=True)
+    for campaign_id, given in charged.items():
+        rows[campaign_id].spent -= given
+    result = quote(_campaign_rules(session, chosen, placed_at, rows=rows))
+    for campaign_id, row in rows.items():
+        row.spent += result.campaign_points.get(campaign_id, 0)
+    return result
+
+
+def _budget_rows(
+    session: Session, chosen: list[_CampaignTerms], *, lock: bool
+) -> dict[str, Campaign]:
     budgeted = sorted(terms.id for terms in chosen if terms.budget is not None)
-    rows: dict[str, Campaign] = {}
-    if budgeted:
-        # Budgets: read the spend afresh; when charging, lock the rows (after the wallet, in
-        # id order) so that concurrent orders never overspend.
-        query = _BUDGETS_LOCKED if lock else _BUDGETS
-        rows = {row.id: row for row in session.scalars(query, {"ids": budgeted})}
-    result: list[tuple[rules.CampaignRule, Campaign | None]] = []
+    if not budgeted:
+        return {}
+    query = _BUDGETS_LOCKED if lock else _BUDGETS
+    return {row.id: row for row in session.scalars(query, {"ids": budgeted})}
+
+
+def _campaign_rules(
+    session: Session,
+    chosen: list[_CampaignTerms],
+    placed_at: dt.datetime,
+    *,
+    lock: bool = False,
+    rows: dict[str, Campaign] | None = None,
+) -> list[rules.CampaignRule]:
+    """The chosen campaigns' rules with their budgets' room as the rows say (read now,
+    unless given), leaving out those paused, cut short, deleted or spent meanwhile."""
+    if rows is None:
+        rows = _budget_rows(session, chosen, lock=lock)
+    result = []
     for terms in chosen:
         if terms.budget is None:
-            result.append((_campaign_rule(terms, None), None))
+            result.append(_campaign_rule(terms, None))
             continue
         row = rows.get(terms.id)
-        # A campaign paused, cut short, deleted or spent meanwhile no longer applies.
+        if row is not None and row.budget is not None and row.spent >= row.budget:
+            # Known once the spend that used it up is known committed.
+            after_commit(session, functools.partial(_remember_spent, (row.id, row.budget)))
         if (
             row is None
             or not row.active
@@ -713,8 +808,14 @@ def _campaigns_for(
             or row.spent >= row.budget
         ):
             continue
-        result.append((_campaign_rule(terms, row.budget - row.spent), row))
+        result.append(_campaign_rule(terms, row.budget - row.spent))
     return result
+
+
+def _remember_spent(key: tuple[str, int], session: Session) -> None:
+    if len(_SPENT) >= _SPENT_KEPT:
+        _SPENT.clear()
+    _SPENT.add(key)
 
 
 def _campaign_rule(terms: _CampaignTerms, budget_left: int | None) -> rules.CampaignRule:

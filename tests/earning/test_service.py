@@ -9,11 +9,12 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from loyalty.audit import service as audit_service
 from loyalty.clock import FrozenClock
+from loyalty.db import request_transaction
 from loyalty.earning import service
 from loyalty.earning.errors import CampaignInUseError, MultiplierConflictError
 from loyalty.earning.models import Campaign
@@ -23,6 +24,7 @@ from loyalty.ledger.models import Entry, Order
 from loyalty.members.errors import MemberNotFoundError
 from loyalty.tiers import service as tiers_service
 from tests.ledger.conftest import START, order
+from tests.ledger.test_statements import counting
 
 DAY = dt.timedelta(days=1)
 
@@ -214,6 +216,75 @@ def test_campaign_budget_stops_the_campaign_when_spent(
         service.update_campaign(
             session, campaign_id=limited.id, changes={"budget": 10}, actor="manager"
         )
+
+
+def test_a_spent_budget_costs_no_statement_until_the_manager_raises_it(
+    session: Session, engine: Engine, member: Callable[..., str], clock: FrozenClock
+) -> None:
+    limited = campaign(session, budget=10)
+    mid = member()
+    assert order(session, mid, 1000)["points"] == 20  # the whole budget
+    assert order(session, mid, 1000)["points"] == 10  # found spent (its row read)
+    with counting(engine) as seen:
+        assert order(session, mid, 1000)["points"] == 10
+    assert not [statement for statement in seen if "campaigns" in statement], seen
+    service.update_campaign(
+        session, campaign_id=limited.id, changes={"budget": 15}, actor="manager"
+    )
+    assert order(session, mid, 1000)["points"] == 15  # the 5 more
+    assert service.get_campaign(session, limited.id).spent == 15
+
+
+def test_a_budget_spent_by_a_transaction_that_rolled_back_is_not_remembered_spent(
+    session: Session, member: Callable[..., str], clock: FrozenClock
+) -> None:
+    campaign(session, budget=10)
+    mid = member()
+    with pytest.raises(LookupError), request_transaction(session):
+        assert order(session, mid, 1000)["points"] == 20  # the whole budget
+        assert order(session, mid, 1000)["points"] == 10  # spent, by this transaction
+        raise LookupError("the request fails: its transaction rolls back")
+    assert order(session, mid, 1000)["points"] == 20
+
+
+def test_an_order_a_budget_lacks_the_room_for_is_priced_again_with_the_budgets_locked(
+    session: Session, member: Callable[..., str], clock: FrozenClock
+) -> None:
+    """The first campaign (in id order) is charged, the second lacks the room: both rows
+    are then read locked, the first's spend without the charge, and the order priced again."""
+    first, second = sorted(
+        (campaign(session, name="One", budget=100), campaign(session, name="Two", budget=100)),
+        key=lambda row: row.id,
+    )
+    service.update_campaign(session, campaign_id=second.id, changes={"budget": 14}, actor="m")
+    mid = member()
+    assert order(session, mid, 1000)["points"] == 10 + 10 + 10
+    with counting(session.get_bind()) as seen:
+        points = order(session, mid, 1000)
+    assert points["points"] == 10 + 10 + 4, points
+    assert service.get_campaign(session, first.id).spent == 20
+    assert service.get_campaign(session, second.id).spent == 14
+    charges = [statement for statement in seen if "campaigns" in statement]
+    # Charged, missed, read locked, the second's spend written (the first's is as charged).
+    verbs = [statement.split()[0] for statement in charges]
+    assert verbs == ["UPDATE", "UPDATE", "SELECT", "UPDATE"], charges
+    assert "FOR UPDATE" in charges[2], charges[2]
+    assert order(session, mid, 1000)["points"] == 20  # the second is spent
+
+
+def test_a_campaign_paused_after_the_order_read_the_rules_gives_nothing(
+    session: Session, member: Callable[..., str], clock: FrozenClock
+) -> None:
+    limited = campaign(session, budget=100)
+    mid = member()
+    assert order(session, mid, 1000)["points"] == 20  # the rules are in the process's cache
+    # Paused by a transaction whose configuration change the cache has not seen (it commits
+    # between the order's read of the rules and the budget's charge).
+    session.execute(update(Campaign).where(Campaign.id == limited.id).values(active=False))
+    session.commit()
+    assert order(session, mid, 1000)["points"] == 10
+    session.expire_all()
+    assert service.get_campaign(session, limited.id).spent == 10
 
 
 def test_daily_and_monthly_caps_in_the_members_time_zone(

@@ -7,6 +7,7 @@ import datetime as dt
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from flask import Flask
 from flask.testing import FlaskClient
@@ -38,6 +39,10 @@ PSYCOPG_CACHED_LENGTH = 4096
 # activity did, 6 before the badge's metric went with its progress row, 5 before the caps'
 # points went with the lock.)
 PROGRAMME_ACCRUAL = 4
+# ... and a Gold member's order, which the demo's budgeted campaign applies to: its budget
+# charged in one conditional UPDATE (2 before: the campaign's row read and locked, then
+# written).
+BUDGETED_ACCRUAL = 5
 # ... and one that upgrades the member's tier (its row, history, event) and awards a badge
 # with bonus points (the award, the bonus's entry, lot and wallet update, their events); the
 # badge's metric, its progress row and the member's levels of the badge in one statement.
@@ -123,6 +128,28 @@ def test_an_order_that_earns_nothing_costs_as_many_statements(
 SHOES = {"sku": "shoe-1", "category": "shoes", "quantity": 1}
 
 
+def the_second_order(
+    client: FlaskClient,
+    engine: Engine,
+    headers: dict[str, str],
+    external_id: str,
+    first: dict[str, Any],
+    second: dict[str, Any],
+) -> tuple[dict[str, Any], list[str]]:
+    """Enroll a member and report ``first``, then ``second`` (both in USD): what the second
+    answered, and the statements it sent."""
+    member = client.post("/v1/members", json={"external_id": external_id}, headers=headers).json
+    order = {"member_id": member["id"], "currency": "USD"}
+    warm = client.post("/v1/orders", json={**order, **first, "order_id": "o-0"}, headers=headers)
+    assert warm.status_code == 201, warm.json
+    with counting(engine) as seen:
+        answer = client.post(
+            "/v1/orders", json={**order, **second, "order_id": "o-1"}, headers=headers
+        )
+    assert answer.status_code == 201, answer.json
+    return answer.json, seen
+
+
 def test_an_accrual_with_a_whole_programme_costs_a_fixed_number_of_statements(
     app: Flask,
     client: FlaskClient,
@@ -131,18 +158,9 @@ def test_an_accrual_with_a_whole_programme_costs_a_fixed_number_of_statements(
     programme: None,
 ) -> None:
     headers = make_headers("points:accrue", "members:write")
-    member = client.post("/v1/members", json={"external_id": "sql-2"}, headers=headers).json
-    order = {
-        "member_id": member["id"],
-        "total": 5000,
-        "currency": "USD",
-        "items": [{**SHOES, "unit_price": 5000}],
-    }
-    assert client.post("/v1/orders", json={**order, "order_id": "warm"}, headers=headers)
-    with counting(engine) as seen:
-        answer = client.post("/v1/orders", json={**order, "order_id": "o-1"}, headers=headers)
-    assert answer.status_code == 201, answer.json
-    assert answer.json["points"] == 100  # 50 USD, shoes x2: the rules applied
+    shoes = {"total": 5000, "items": [{**SHOES, "unit_price": 5000}]}
+    answer, seen = the_second_order(client, engine, headers, "sql-2", shoes, shoes)
+    assert answer["points"] == 100  # 50 USD, shoes x2: the rules applied
     assert len(seen) <= PROGRAMME_ACCRUAL, "\n".join(seen)
     assert_psycopg_keeps_their_conversion(seen)
 
@@ -158,18 +176,31 @@ def test_an_accrual_of_a_member_in_a_tier_reads_the_tier_row_once(
     it in its statement, and nothing reads it again (even though nothing holds the row
     between the two)."""
     headers = make_headers("points:accrue", "members:write")
-    member = client.post("/v1/members", json={"external_id": "sql-5"}, headers=headers).json
-    order = {"member_id": member["id"], "total": 5000, "currency": "USD"}
-    warm = {**order, "total": 30000, "order_id": "warm"}  # 300 points: silver
-    assert client.post("/v1/orders", json=warm, headers=headers).status_code == 201
-    with counting(engine) as seen:
-        answer = client.post("/v1/orders", json={**order, "order_id": "o-1"}, headers=headers)
-    assert answer.status_code == 201, answer.json
-    assert "Silver x1.1" in answer.json["description"]  # priced with the tier row
+    silver = {"total": 30000}  # 300 points
+    answer, seen = the_second_order(client, engine, headers, "sql-5", silver, {"total": 5000})
+    assert "Silver x1.1" in answer["description"]  # priced with the tier row
     tier_reads = [statement for statement in seen if "member_tiers" in statement]
     assert len(tier_reads) == 1, "\n".join(seen)
     assert "FOR UPDATE OF wallets" in tier_reads[0], tier_reads[0]
     assert len(seen) <= PROGRAMME_ACCRUAL, "\n".join(seen)
+    assert_psycopg_keeps_their_conversion(seen)
+
+
+def test_a_budgeted_campaigns_charge_is_one_statement(
+    app: Flask,
+    client: FlaskClient,
+    engine: Engine,
+    make_headers: Callable[..., dict[str, str]],
+    programme: None,
+) -> None:
+    headers = make_headers("points:accrue", "members:write")
+    gold = {"total": 80000}  # 800 points
+    answer, seen = the_second_order(client, engine, headers, "sql-6", gold, {"total": 5000})
+    assert "Double Points" in answer["description"], answer
+    campaigns = [statement for statement in seen if "campaigns" in statement]
+    assert len(campaigns) == 1, "\n".join(seen)
+    assert campaigns[0].startswith("UPDATE campaigns"), campaigns[0]
+    assert len(seen) <= BUDGETED_ACCRUAL, "\n".join(seen)
     assert_psycopg_keeps_their_conversion(seen)
 
 
