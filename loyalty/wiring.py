@@ -41,7 +41,9 @@ from loyalty.tiers import service as tiers
 SUBSCRIBERS: bus.Table = (
     # A referred member joins: the referral is attributed (or refused) with the enrolment.
     (MemberEnrolled, referrals.on_member_enrolled),
-    # An order: the tier first (an upgrade is in place before badges look), then badges.
+    # An order: its outbox row (on PostgreSQL the accrual wrote it already), the tier (an
+    # upgrade is in place before badges look), then badges.
+    (OrderRecorded, outbox_writer.write_ahead),
     (OrderRecorded, tiers.on_points_earned),
     (OrderRecorded, community.on_order_recorded),
     # Bonus points (badges, referrals, birthday gifts) count toward tiers.
@@ -68,6 +70,7 @@ def plug_ports() -> None:
     ledger_ports.lock_companions.add(tiers.LOCK_COMPANION)
     ledger_ports.lock_companions.add(analytics.LOCK_COMPANION)
     ledger_ports.lock_companions.add(earning.LOCK_COMPANION)
+    ledger_ports.accrual_riders.add(outbox_writer.ORDER_RIDER)
     members.points_summaries.plug(ledger.points_summaries)
     members.current_tiers.plug(tiers.current_tiers)
     tiers.tier_references.plug(earning.tier_references)

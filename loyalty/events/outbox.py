@@ -15,12 +15,12 @@ from functools import cache
 from typing import Any, cast
 
 from marshmallow import Schema, fields, missing
-from sqlalchemy import Table, func, insert
+from sqlalchemy import Table, bindparam, func, insert, literal_column
 from sqlalchemy.orm import Session
 
 from loyalty import bus, clock
 from loyalty.api import Timestamp
-from loyalty.db import insert_rows, new_id
+from loyalty.db import insert_rows, new_id, transaction_scoped
 from loyalty.events.catalogue import CATALOGUE, PAYLOAD_VERSION
 from loyalty.events.models import OutboxEvent
 
@@ -89,6 +89,56 @@ def record(
 # send one, and building a statement costs about as much CPU as sending it.
 _INSERT = insert(cast(Table, OutboxEvent.__table__))
 _INSERT_NOTIFYING = _INSERT.returning(func.pg_notify(CHANNEL, ""))
+
+
+# session.info: the events whose outbox row was written ahead of the outbox writer's turn
+# (`riding`, `write_ahead`), by id.
+_AHEAD = transaction_scoped("loyalty.events.ahead")
+
+
+def riding(
+    session: Session, event: bus.Event, *, type: str, data: dict[str, Any]
+) -> dict[str, Any]:
+    """The values of ``event``'s outbox row for a statement of the change that writes it along
+    (`riding_clause`): the event then counts as recorded (`written_ahead`). The statement
+    queues the transaction's NOTIFY (`notifying`)."""
+    _first_notice(session)
+    mark_written(session, event)
+    return {"outbox_id": new_id("evt"), "outbox_data": _payload(type, data)}
+
+
+def mark_written(session: Session, event: bus.Event) -> None:
+    """Count ``event``'s outbox row as written, ahead of the outbox writer's turn."""
+    session.info.setdefault(_AHEAD, {})[id(event)] = event
+
+
+def written_ahead(session: Session, event: bus.Event) -> bool:
+    """Whether ``event``'s outbox row was written ahead of the outbox writer's turn."""
+    return id(event) in session.info.get(_AHEAD, {})
+
+
+def riding_clause(type: str, *, occurred_at: str, member_id: str) -> Any:
+    """The INSERT of an outbox row of ``type`` with its id and data from the parameters
+    ``outbox_id`` and ``outbox_data``, when it happened and whose from the parameters named,
+    created when it happened."""
+    if type not in CATALOGUE:
+        raise UnknownOutboundEventError(f"{type!r} is not an outbound event type")
+    table = cast(Table, OutboxEvent.__table__)
+    moment = bindparam(occurred_at, type_=table.c.occurred_at.type)
+    return insert(table).values(
+        id=bindparam("outbox_id", type_=table.c.id.type),
+        type=literal_column(f"'{type}'"),
+        version=literal_column(str(int(PAYLOAD_VERSION))),
+        occurred_at=moment,
+        member_id=bindparam(member_id, type_=table.c.member_id.type),
+        data=bindparam("outbox_data", type_=table.c.data.type),
+        created_at=moment,
+    )
+
+
+def notifying() -> tuple[Any, ...]:
+    """The column that queues the NOTIFY of a statement writing an outbox row."""
+    return (func.pg_notify(literal_column(f"'{CHANNEL}'"), literal_column("''")),)
 
 
 def _insert(session: Session, rows: list[dict[str, Any]]) -> None:

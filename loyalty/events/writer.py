@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from loyalty.bus import Event
 from loyalty.community.events import BadgeAwarded
 from loyalty.events import outbox
+from loyalty.ledger import ports as ledger_ports
 from loyalty.ledger.events import (
     BonusCredited,
     HoldChanged,
@@ -35,6 +36,8 @@ from loyalty.tiers.events import TierChanged
 
 Outbound = tuple[str, dict[str, Any]] | None
 
+ORDER_TYPE = "points.accrued"  # an order recorded
+
 HOLD_TYPES = {
     "held": "hold.created",
     "captured": "hold.captured",
@@ -46,7 +49,10 @@ REFERRAL_FIELDS = ("referral_id", "referrer_id", "referee_id")
 
 
 def write(session: Session, event: Event) -> None:
-    """Subscriber of every event: record its outbound form, if it has one."""
+    """Subscriber of every event: record its outbound form, if it has one (and it was not
+    written ahead: `write_ahead`)."""
+    if outbox.written_ahead(session, event):
+        return
     outbound = outbound_of(event, session)
     if outbound is None:
         return
@@ -90,9 +96,36 @@ def _(event: MemberUpdated, session: Session) -> Outbound:
 @outbound_of.register
 def _(event: OrderRecorded, session: Session) -> Outbound:
     status = "pending" if event.pending else "active"
-    return "points.accrued", _pick(
+    return ORDER_TYPE, _pick(
         event, "order_id", "channel_id", "points", "activates_at", source="order", status=status
     )
+
+
+def write_ahead(session: Session, event: OrderRecorded) -> None:
+    """Subscriber of an order recorded, before the others: the order's outbox row before
+    those of what the order causes (a tier upgrade, a badge), as on PostgreSQL, where the
+    accrual's own statement wrote it already (`ORDER_RIDER`)."""
+    if not outbox.written_ahead(session, event):
+        write(session, event)
+        outbox.mark_written(session, event)
+
+
+def _ride_order(session: Session, event: OrderRecorded) -> dict[str, Any]:
+    outbound = outbound_of(event, session)
+    assert outbound is not None and outbound[0] == ORDER_TYPE, outbound
+    return outbox.riding(session, event, type=ORDER_TYPE, data=outbound[1])
+
+
+# Every order's outbox row goes in with the accrual's own statement (PostgreSQL), before the
+# events the order's subscribers publish (a tier upgrade, a badge).
+ORDER_RIDER = ledger_ports.Rider(
+    "outbox",
+    clause=lambda: outbox.riding_clause(
+        ORDER_TYPE, occurred_at=ledger_ports.ACCRUAL_NOW, member_id=ledger_ports.ACCRUAL_MEMBER
+    ),
+    returning=outbox.notifying,
+    parameters=_ride_order,
+)
 
 
 @outbound_of.register

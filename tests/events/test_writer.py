@@ -4,22 +4,28 @@ documents, one row per event, in the transaction of the change, with the documen
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
+import psycopg
 import pytest
-from sqlalchemy import select
+from flask import Flask
+from sqlalchemy import make_url, select
 from sqlalchemy.orm import Session
 
 from loyalty import bus
 from loyalty.clock import FrozenClock
 from loyalty.community import service as community
+from loyalty.events import outbox
 from loyalty.events.catalogue import CATALOGUE
 from loyalty.events.models import OutboxEvent
 from loyalty.ledger import service as ledger
 from loyalty.ledger.events import OrderRecorded
+from loyalty.ledger.service import orders as ledger_orders
 from loyalty.members import service as members
 from loyalty.referrals import service as referrals
 from loyalty.rewards import service as rewards
 from loyalty.tiers import service as tiers
+from tests.ledger.test_statements import counting
 
 # Told by the worker (its lifecycle triggers and the analytics' daily pass), not by a call;
 # tests/events/test_lifecycle.py and tests/analytics check those.
@@ -121,6 +127,53 @@ def test_an_accrual_writes_its_event_with_the_order_in_one_transaction(
     # A replay of the same order is no new change: no new event.
     ledger.accrue_order(session, member_id=member.id, order_id="o-9", total=2500, currency="USD")
     assert len(_outbox(session)) == before + 1
+
+
+@pytest.mark.parametrize("one_statement", [True, False], ids=["one statement", "orm"])
+def test_an_orders_row_comes_before_those_of_what_it_caused(
+    session: Session, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch, one_statement: bool
+) -> None:
+    """Whichever way the accrual writes its rows (the ORM's: SQLite, a wallet in debt)."""
+    monkeypatch.setattr(ledger_orders, "_writes_at_once", lambda session: one_statement)
+    tiers.create_tier(session, code="bronze", name="Bronze", rank=1, threshold=0, actor="t")
+    tiers.create_tier(session, code="silver", name="Silver", rank=2, threshold=20, actor="t")
+    member, _ = members.enroll_member(session, external_id="first")
+    before = len(_outbox(session))
+    ledger.accrue_order(session, member_id=member.id, order_id="o-f", total=2500, currency="USD")
+    written = [(event.type, event.data.get("order_id")) for event in _outbox(session)[before:]]
+    assert written == [("points.accrued", "o-f"), ("tier.upgraded", None)]
+
+
+@pytest.mark.concurrency
+def test_an_accruals_row_goes_in_with_the_accrual_and_wakes_the_workers(
+    app: Flask, new_session: Callable[[], Session], clock: FrozenClock
+) -> None:
+    """On PostgreSQL the order's outbox row is written by the accrual's own statement, which
+    queues the transaction's NOTIFY; the rows of what the order caused (a tier upgrade) follow
+    it, without a NOTIFY of their own."""
+    session = new_session()
+    tiers.create_tier(session, code="bronze", name="Bronze", rank=1, threshold=0, actor="t")
+    tiers.create_tier(session, code="silver", name="Silver", rank=2, threshold=20, actor="t")
+    member, _ = members.enroll_member(session, external_id="notified")
+    before = len(_outbox(session))
+    session.commit()
+    url = make_url(app.config["DATABASE_URL"]).set(drivername="postgresql")
+    with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as listener:
+        listener.execute(f"LISTEN {outbox.CHANNEL}")
+        with counting(session.get_bind()) as seen:
+            ledger.accrue_order(
+                session, member_id=member.id, order_id="o-n", total=2500, currency="USD"
+            )
+        notes = list(listener.notifies(timeout=0.3, stop_after=2))
+    assert [note.channel for note in notes] == [outbox.CHANNEL]
+    assert [event.type for event in _outbox(session)[before:]] == [
+        "points.accrued",
+        "tier.upgraded",
+    ]
+    inserts = [statement for statement in seen if "outbox_events" in statement]
+    assert "new_entry" in inserts[0] and "pg_notify" in inserts[0], inserts[0]
+    assert [statement.split()[0] for statement in inserts[1:]] == ["INSERT"], inserts
+    assert "pg_notify" not in inserts[1], inserts[1]
 
 
 def test_a_change_rolled_back_leaves_no_event(session: Session, clock: FrozenClock) -> None:

@@ -258,23 +258,21 @@ def accrue_order(
             "expired_at": None,
             "created_at": now,
         }
+        # Spend and order counts grow with every order, whatever it earned.
+        recorded = events.OrderRecorded(
+            **_told(wallet, now, actor),
+            order_pk=order_row["id"],
+            order_id=order_id,
+            channel_id=channel_id,
+            points=points,
+            pending=pending,
+            activates_at=activates_at,
+        )
         if at_once:
-            _write_at_once(session, wallet, entry_row, order_row, lot_row)
+            _write_at_once(session, wallet, entry_row, order_row, lot_row, recorded)
         else:
             _write_with_orm(session, wallet, entry_row, order_row, lot_row)
-        # Spend and order counts grow with every order, whatever it earned.
-        publish(
-            session,
-            events.OrderRecorded(
-                **_told(wallet, now, actor),
-                order_pk=order_row["id"],
-                order_id=order_id,
-                channel_id=channel_id,
-                points=points,
-                pending=pending,
-                activates_at=activates_at,
-            ),
-        )
+        publish(session, recorded)
     return Replayable(order_row["response"], created=True)
 
 
@@ -301,10 +299,12 @@ def _write_at_once(
     entry_row: dict[str, Any] | None,
     order_row: dict[str, Any],
     lot_row: dict[str, Any],
+    recorded: events.OrderRecorded,
 ) -> None:
     """Write the accrual's entry, order and lot (only the order when it earned nothing) and
     the wallet's new state in one round trip (PostgreSQL), instead of up to four through the
-    ORM; the wallet object then counts as saved."""
+    ORM, with the rows the riders write for the order (`ports.Rider`); the wallet object
+    then counts as saved."""
     state = {name: getattr(wallet, name) for name in _WALLET_STATE}
     parameters: dict[str, Any] = {}
     rows = [("o", order_row), ("w", state | {"id": wallet.id})]
@@ -315,24 +315,29 @@ def _write_at_once(
             name = _bind_name(prefix, column)
             if parameters.setdefault(name, value) != value:
                 raise AssertionError(f"{prefix}.{column} differs from {name}")
+    riders = ports.accrual_riders.all
+    for rider in riders:
+        parameters |= rider.parameters(session, recorded)
+    statement = _accrual_statement(earned=entry_row is not None, riders=riders)
     with session.no_autoflush:  # the wallet's changes go in this statement, not a flush
-        session.execute(_accrual_statement(earned=entry_row is not None), parameters)
+        session.execute(statement, parameters)
     for name, value in state.items():
         set_committed_value(wallet, name, value)
 
 
 # Values the accrual's rows share are sent once: psycopg converts a statement's placeholders
-# once and keeps the result only for statements of at most 50 parameters (47 here, 57 before).
+# once and keeps the result only for statements of at most 50 parameters (49 here with the
+# outbox row, 57 before).
 _SHARED = {
     ("e", "wallet_id"): "s_wallet_id",
     ("o", "wallet_id"): "s_wallet_id",
     ("l", "wallet_id"): "s_wallet_id",
     ("w", "id"): "s_wallet_id",
-    ("e", "member_id"): "s_member_id",
-    ("o", "member_id"): "s_member_id",
-    ("e", "created_at"): "s_now",
-    ("o", "created_at"): "s_now",
-    ("l", "created_at"): "s_now",
+    ("e", "member_id"): ports.ACCRUAL_MEMBER,
+    ("o", "member_id"): ports.ACCRUAL_MEMBER,
+    ("e", "created_at"): ports.ACCRUAL_NOW,
+    ("o", "created_at"): ports.ACCRUAL_NOW,
+    ("l", "created_at"): ports.ACCRUAL_NOW,
     ("o", "id"): "s_order_pk",
     ("l", "order_pk"): "s_order_pk",
     ("o", "activates_at"): "s_activates_at",
@@ -351,11 +356,11 @@ def _bind_name(prefix: str, column: str) -> str:
 
 
 @cache
-def _accrual_statement(*, earned: bool) -> Any:
-    """The entry (its id from the sequence), the order and the lot naming it, and the
-    wallet's update, as data-modifying WITH clauses of one statement (without ``earned``:
-    the order and the wallet's update). Foreign keys are checked at the statement's end,
-    when all the rows are there."""
+def _accrual_statement(*, earned: bool, riders: tuple[ports.Rider, ...] = ()) -> Any:
+    """The entry (its id from the sequence), the order and the lot naming it, the wallet's
+    update and the riders' rows, as data-modifying WITH clauses of one statement (without
+    ``earned``: the order, the wallet's update and the riders' rows). Foreign keys are
+    checked at the statement's end, when all the rows are there."""
     entries, orders, lots, wallets = (
         cast(Table, model.__table__) for model in (Entry, Order, Lot, Wallet)
     )
@@ -371,9 +376,14 @@ def _accrual_statement(*, earned: bool) -> Any:
         .values(binds(wallets, "w", _WALLET_STATE))
         .cte("wallet_update")
     )
+    riding = [rider.clause().cte(f"rider_{rider.name}") for rider in riders]
+    returning = [column for rider in riders for column in rider.returning()]
     order_columns = [c.name for c in orders.columns if c.name != "entry_id"]
     if not earned:
-        return insert(orders).values(binds(orders, "o", order_columns)).add_cte(wallet)
+        statement = insert(orders).values(binds(orders, "o", order_columns))
+        if returning:
+            statement = statement.returning(*returning)
+        return statement.add_cte(wallet, *riding)
     entry_columns = [c.name for c in entries.columns if c.name != "id"]
     entry = insert(entries).values(binds(entries, "e", entry_columns)).returning(entries.c.id)
     entry_cte = entry.cte("new_entry")
@@ -381,7 +391,9 @@ def _accrual_statement(*, earned: bool) -> Any:
     order = insert(orders).values(**binds(orders, "o", order_columns), entry_id=entry_id)
     lot_columns = [c.name for c in lots.columns if c.name not in ("id", "entry_id")]
     lot = insert(lots).values(**binds(lots, "l", lot_columns), entry_id=entry_id)
-    return select(entry_cte.c.id).add_cte(order.cte("new_order"), lot.cte("new_lot"), wallet)
+    return select(entry_cte.c.id, *returning).add_cte(
+        order.cte("new_order"), lot.cte("new_lot"), wallet, *riding
+    )
 
 
 def _write_with_orm(
