@@ -1099,7 +1099,9 @@ def _hold_tier(session: Session, code: str) -> bool:
     that a concurrent delete waits for; SQLite serialises writers instead)."""
     query = select(Tier.code).where(Tier.code == code)
     if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(key_share=True)
+        # FOR KEY SHARE (read and key_share: key_share alone is FOR NO KEY UPDATE, which
+        # made every member's move into the tier wait for the one before to commit).
+        query = query.with_for_update(read=True, key_share=True)
     return session.scalar(query) is not None
 
 

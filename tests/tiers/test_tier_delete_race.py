@@ -60,7 +60,7 @@ def test_an_order_racing_the_deletion_of_its_new_tier_is_recorded(
     watcher = new_session()
     try:
         wait_for(
-            lambda: waiting_for_lock(watcher, "%FROM tiers%FOR NO KEY UPDATE%"),
+            lambda: waiting_for_lock(watcher, "%FROM tiers%FOR KEY SHARE%"),
             "the order to wait for the tier",
         )
     finally:
@@ -76,3 +76,39 @@ def test_an_order_racing_the_deletion_of_its_new_tier_is_recorded(
         assert result.status_code == 201, result.json
     view = service.get_member_tier(new_session(), member.id)
     assert view.tier is not None and view.tier.code == "silver"
+
+
+def test_members_moving_into_the_same_tier_do_not_wait_for_each_other(
+    app: Flask, new_session: Callable[[], Session], clock: FrozenClock
+) -> None:
+    """The tier an order moves its member into is held against deletion until the order
+    commits (a key-share lock): another member's order into that tier meanwhile shares it."""
+    session = new_session()
+    make_ladder(session)  # bronze 0, silver 500, gold 1000 points
+    bob, _ = members_service.enroll_member(session, external_id="bob")
+    carol, _ = members_service.enroll_member(session, external_id="carol")
+
+    def into_silver(s: Session, member_id: str) -> ledger.Replayable:
+        return ledger.accrue_order(
+            s,
+            client_id="cli_test",
+            order_id=f"{member_id}-silver",
+            member_id=member_id,
+            total=60000,  # 600 points
+            currency="USD",
+        )
+
+    holder, held, release = held_at_commit(app, new_session(), lambda s: into_silver(s, bob.id))
+    try:
+        other, outcome = in_thread(app, lambda: into_silver(new_session(), carol.id))
+        other.join(10)
+        # Done while the first holds its locks (not a 503 after waiting for them).
+        assert not other.is_alive() and isinstance(outcome[0], ledger.Replayable), outcome
+    finally:
+        release.set()
+        holder.join()
+        other.join()
+    assert isinstance(held[0], ledger.Replayable), held
+    for member_id in (bob.id, carol.id):
+        view = service.get_member_tier(new_session(), member_id)
+        assert view.tier is not None and view.tier.code == "silver"
