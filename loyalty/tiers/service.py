@@ -624,19 +624,20 @@ def after_accrual(session: Session, *, member_id: str, now: dt.datetime, actor: 
     settings = cached.policy
     value = _value_now(session, member_id, settings, now)
     ladder_ = list(cached.rungs)
-    # The target tier is held (key share) until commit so a concurrent delete waits; if a
-    # delete got there first, read the ladder again and aim at what is left.
+    # The target tier is held (key share) until commit so a concurrent delete waits, in the
+    # statement that locks the member's row; if a delete got there first, read the ladder
+    # again and aim at what is left.
     for _attempt in range(3):
         target = rules.qualified_tier(ladder_, value)
         if not rules.is_higher(target, _computed(_tier_row(session, member_id), ladder_)):
             return
         assert target is not None
-        if _hold_tier(session, target.code):
+        row = _lock_row_holding(session, member_id, target.code)
+        if row is not None:
             break
         ladder_ = [_rung(t) for t in _tiers(session)]
     else:
         return
-    row = _lock_row(session, member_id)
     if rules.is_higher(target, _computed(row, ladder_)):
         _upgrade(session, row, _computed(row, ladder_), target, settings, value, now, actor)
 
@@ -1058,16 +1059,36 @@ def _tier_row(session: Session, member_id: str) -> MemberTier | None:
 def _lock_row(session: Session, member_id: str) -> MemberTier:
     """Lock the member's tier row for this transaction, creating it on first use: one
     statement (an upsert whose conflict branch locks the existing row), read afresh."""
-    insert = dialect_insert(session)
-    statement = insert(MemberTier).values(
-        member_id=member_id, ladder_version=0, updated_at=clock.now()
-    )
-    statement = statement.on_conflict_do_update(
-        index_elements=["member_id"], set_={"member_id": statement.excluded.member_id}
-    ).returning(MemberTier)
+    statement = _row_upsert(session, member_id).returning(MemberTier)
     row = session.scalars(statement, execution_options={"populate_existing": True}).one()
     session.info.setdefault(_ROWS, {})[member_id] = row
     return row
+
+
+def _lock_row_holding(session: Session, member_id: str, code: str) -> MemberTier | None:
+    """`_hold_tier` and `_lock_row` in one statement (PostgreSQL): the member's tier row,
+    locked, or None when the tier ``code`` is gone (the row is locked all the same)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return _lock_row(session, member_id) if _hold_tier(session, code) else None
+    held = _held_tier(code).cte("held_tier")
+    statement = (
+        _row_upsert(session, member_id)
+        .returning(MemberTier, select(held.c.code).exists().label("held"))
+        .add_cte(held)
+    )
+    row, is_held = session.execute(statement, execution_options={"populate_existing": True}).one()
+    session.info.setdefault(_ROWS, {})[member_id] = row
+    return row if is_held else None
+
+
+def _row_upsert(session: Session, member_id: str) -> Any:
+    """The upsert that creates the member's tier row or locks it (its conflict branch)."""
+    statement = dialect_insert(session)(MemberTier).values(
+        member_id=member_id, ladder_version=0, updated_at=clock.now()
+    )
+    return statement.on_conflict_do_update(
+        index_elements=["member_id"], set_={"member_id": statement.excluded.member_id}
+    )
 
 
 def _skip_locked(session: Session, query: Select[MemberTier]) -> Select[MemberTier]:
@@ -1099,10 +1120,14 @@ def _hold_tier(session: Session, code: str) -> bool:
     that a concurrent delete waits for; SQLite serialises writers instead)."""
     query = select(Tier.code).where(Tier.code == code)
     if session.get_bind().dialect.name == "postgresql":
-        # FOR KEY SHARE (read and key_share: key_share alone is FOR NO KEY UPDATE, which
-        # made every member's move into the tier wait for the one before to commit).
-        query = query.with_for_update(read=True, key_share=True)
+        query = _held_tier(code)
     return session.scalar(query) is not None
+
+
+def _held_tier(code: str) -> Select[Any]:
+    # FOR KEY SHARE (read and key_share: key_share alone is FOR NO KEY UPDATE, which made
+    # every member's move into the tier wait for the one before to commit).
+    return select(Tier.code).where(Tier.code == code).with_for_update(read=True, key_share=True)
 
 
 def _lock_policy(session: Session) -> TierSettings:

@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 import pytest
 from flask import Flask
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from loyalty.clock import FrozenClock
@@ -104,6 +106,11 @@ def test_members_moving_into_the_same_tier_do_not_wait_for_each_other(
         other.join(10)
         # Done while the first holds its locks (not a 503 after waiting for them).
         assert not other.is_alive() and isinstance(outcome[0], ledger.Replayable), outcome
+        # The tier is held against deletion all the same.
+        probe = new_session()
+        with pytest.raises(OperationalError), probe.begin():
+            probe.execute(text("SET LOCAL lock_timeout = '100ms'"))
+            probe.execute(text("SELECT 1 FROM tiers WHERE code = 'silver' FOR UPDATE"))
     finally:
         release.set()
         holder.join()
