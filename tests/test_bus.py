@@ -43,6 +43,7 @@ def test_the_table_says_who_reacts_to_what_in_order(app: Flask) -> None:
     table = [(kind.__name__, f"{f.__module__}.{f.__name__}") for kind, f in wiring.SUBSCRIBERS]
     assert table == [
         ("MemberEnrolled", "loyalty.referrals.service.on_member_enrolled"),
+        ("OrderRecorded", "loyalty.events.writer.write_ahead"),
         ("OrderRecorded", "loyalty.tiers.service.on_points_earned"),
         ("OrderRecorded", "loyalty.community.service.subscribers.on_order_recorded"),
         ("BonusCredited", "loyalty.tiers.service.on_points_earned"),
