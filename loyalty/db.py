@@ -242,9 +242,27 @@ def _transaction_ended(session: Session, transaction: SessionTransaction) -> Non
         _forget_transaction_scoped(session)
 
 
+# session.info: id of each savepoint of the transaction -> how much `after_commit` work was
+# queued before it began.
+_SAVEPOINT_QUEUES = "loyalty_savepoint_queues"
+
+
 @event.listens_for(Session, "after_soft_rollback")
-def _rolled_back(session: Session, _previous: SessionTransaction) -> None:
+def _rolled_back(session: Session, previous: SessionTransaction) -> None:
     _forget_transaction_scoped(session)
+    # Work queued with `after_commit` inside a savepoint that rolled back is dropped with it.
+    queued = session.info.get(_SAVEPOINT_QUEUES, {}).pop(id(previous), None)
+    if queued is not None:
+        del session.info.get(_AFTER_COMMIT, [])[queued:]
+
+
+@event.listens_for(Session, "after_transaction_create")
+def _transaction_created(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.nested:
+        queues = session.info.setdefault(_SAVEPOINT_QUEUES, {})
+        queues[id(transaction)] = len(session.info.get(_AFTER_COMMIT, []))
+    elif transaction.parent is None:
+        session.info.pop(_SAVEPOINT_QUEUES, None)
 
 
 def one_of(column: str, values: tuple[str, ...]) -> str:

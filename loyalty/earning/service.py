@@ -20,7 +20,6 @@ from typing import Any, cast
 
 from dateutil.relativedelta import relativedelta
 from sqlalchemy import ColumnElement, Select, Table, bindparam, select, true, update
-from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
@@ -682,6 +681,7 @@ _CHARGE = (
         _campaigns.c.spent + bindparam("charge_points") <= _campaigns.c.budget,
     )
     .values(spent=_campaigns.c.spent + bindparam("charge_points"))
+    .returning(_campaigns.c.budget)
 )
 # Every order a budgeted campaign applies to when its budget lacks the room (or previews)
 # reads its row; locked when charging.
@@ -734,20 +734,25 @@ def _charge(
     session: Session, chosen: list[_CampaignTerms], quote: rules.Quote, placed_at: dt.datetime
 ) -> dict[str, int] | None:
     """Charge each budgeted campaign the points it gives in ``quote`` (in id order, after
-    the wallet: the global lock order). None when all had the room; else what was charged
-    before the first that had not."""
+    the wallet: the global lock order). None when all had the room under the budgets the
+    order was priced with; else what was charged before the first that had not, or up to the
+    first whose budget a manager changed since the process read it (the order is then priced
+    again with the budget as it is)."""
     charged: dict[str, int] = {}
     for terms in sorted(chosen, key=lambda terms: terms.id):
         given = quote.campaign_points.get(terms.id, 0)
         if terms.budget is None or not given:
             continue
         parameters = {"charge_id": terms.id, "charge_placed_at": placed_at, "charge_points": given}
-        if cast(CursorResult[Any], session.execute(_CHARGE, parameters)).rowcount != 1:
+        budget = session.execute(_CHARGE, parameters).scalar_one_or_none()
+        if budget is None:
             return charged
         charged[terms.id] = given
         loaded = session.identity_map.get(identity_key(Campaign, terms.id))
         if loaded is not None:  # the session read the row before: it reads the spend again
             session.expire(loaded, ["spent"])
+        if budget != terms.budget:
+            return charged
     return None
 
 
@@ -759,13 +764,15 @@ def _charge_locked(
     quote: Callable[[list[rules.CampaignRule]], rules.Quote],
 ) -> rules.Quote:
     """Price the order again with the budgets' rows locked (in id order) and their spend as
-    it is, less what `_charge` already charged them, and charge them what they now give."""
+    it is, less what `_charge` already charged them, and charge them what they now give (a
+    campaign whose budget was removed meanwhile gives without limit, and is not charged)."""
     rows = _budget_rows(session, chosen, lock=True)
     for campaign_id, given in charged.items():
         rows[campaign_id].spent -= given
     result = quote(_campaign_rules(session, chosen, placed_at, rows=rows))
     for campaign_id, row in rows.items():
-        row.spent += result.campaign_points.get(campaign_id, 0)
+        if row.budget is not None:
+            row.spent += result.campaign_points.get(campaign_id, 0)
     return result
 
 
@@ -797,18 +804,15 @@ def _campaign_rules(
             result.append(_campaign_rule(terms, None))
             continue
         row = rows.get(terms.id)
-        if row is not None and row.budget is not None and row.spent >= row.budget:
-            # Known once the spend that used it up is known committed.
-            after_commit(session, functools.partial(_remember_spent, (row.id, row.budget)))
-        if (
-            row is None
-            or not row.active
-            or not (row.starts_at <= placed_at < row.ends_at)
-            or row.budget is None
-            or row.spent >= row.budget
-        ):
+        # A campaign paused, cut short or deleted meanwhile no longer applies.
+        if row is None or not row.active or not (row.starts_at <= placed_at < row.ends_at):
             continue
-        result.append(_campaign_rule(terms, row.budget - row.spent))
+        if row.budget is None:  # its budget removed meanwhile
+            result.append(_campaign_rule(terms, None))
+        elif row.spent < row.budget:
+            result.append(_campaign_rule(terms, row.budget - row.spent))
+        else:  # known spent once the spend that used it up is known committed
+            after_commit(session, functools.partial(_remember_spent, (row.id, row.budget)))
     return result
 
 
