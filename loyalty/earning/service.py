@@ -590,8 +590,9 @@ def price_order(
     if not charge:
         return quote(_campaign_rules(session, chosen, placed_at, lock=False))
     # Priced as if every budget had room for the order, then charged: one conditional
-    # UPDATE per budgeted campaign. Only when one of them lacks the room (or was paused or
-    # cut short meanwhile) are the budgets read, locked, and the order priced again.
+    # UPDATE per budgeted campaign. Only when one of them lacks the room (or was paused, cut
+    # short or given another budget meanwhile) are the budgets read, locked, and the order
+    # priced again.
     result = quote([_campaign_rule(terms, terms.budget) for terms in chosen])
     charged = _charge(session, chosen, result, placed_at)
     if charged is None:
