@@ -242,8 +242,9 @@ def _transaction_ended(session: Session, transaction: SessionTransaction) -> Non
         _forget_transaction_scoped(session)
 
 
-# session.info: id of each savepoint of the transaction -> how much `after_commit` work was
-# queued before it began.
+# session.info: each savepoint of the transaction (kept until the next transaction, so no
+# other transaction is taken for it) -> how much `after_commit` work was queued before it
+# began.
 _SAVEPOINT_QUEUES = "loyalty_savepoint_queues"
 
 
@@ -251,7 +252,7 @@ _SAVEPOINT_QUEUES = "loyalty_savepoint_queues"
 def _rolled_back(session: Session, previous: SessionTransaction) -> None:
     _forget_transaction_scoped(session)
     # Work queued with `after_commit` inside a savepoint that rolled back is dropped with it.
-    queued = session.info.get(_SAVEPOINT_QUEUES, {}).pop(id(previous), None)
+    queued = session.info.get(_SAVEPOINT_QUEUES, {}).pop(previous, None)
     if queued is not None:
         del session.info.get(_AFTER_COMMIT, [])[queued:]
 
@@ -260,7 +261,7 @@ def _rolled_back(session: Session, previous: SessionTransaction) -> None:
 def _transaction_created(session: Session, transaction: SessionTransaction) -> None:
     if transaction.nested:
         queues = session.info.setdefault(_SAVEPOINT_QUEUES, {})
-        queues[id(transaction)] = len(session.info.get(_AFTER_COMMIT, []))
+        queues[transaction] = len(session.info.get(_AFTER_COMMIT, []))
     elif transaction.parent is None:
         session.info.pop(_SAVEPOINT_QUEUES, None)
 
