@@ -19,25 +19,10 @@ from loyalty.ledger import service as ledger_service
 from loyalty.ledger.models import Order
 from loyalty.members import service as members_service
 from tests.earning.test_concurrency import double_points
-from tests.ledger.conftest import CLIENT
+from tests.ledger.conftest import CLIENT, order
 from tests.support import behind_a_lock, race
 
 pytestmark = pytest.mark.concurrency
-
-
-def _accrue(member_id: str, order_id: str, total: int) -> Callable[[Session], int]:
-    def run(session: Session) -> int:
-        result = ledger_service.accrue_order(
-            session,
-            client_id=CLIENT,
-            order_id=order_id,
-            member_id=member_id,
-            total=total,
-            currency="USD",
-        )
-        return int(result.body["points"])
-
-    return run
 
 
 def _change(campaign_id: str, changes: dict[str, Any]) -> Callable[[Session], Any]:
@@ -84,7 +69,7 @@ def test_an_order_charging_behind_a_managers_change_prices_with_the_committed_ro
         app,
         new_session,
         _change(campaign_id, changes),
-        _accrue(member_id, "behind", 5000),
+        lambda s: order(s, member_id, 5000, order_id="behind")["points"],
         statement_like="%campaigns%",
     )
     assert not isinstance(changed, Exception), changed
@@ -116,7 +101,7 @@ def test_orders_racing_a_budget_raise_spend_exactly_what_they_give(
             return _change(big, {"budget": 400})(s)
         if index == 11:
             return _change(small, {"budget": 180})(s)
-        return _accrue(members[index], f"rr-{index}", 10000)(s)
+        return order(s, members[index], 10000, order_id=f"rr-{index}")["points"]
 
     outcomes = race(app, 12, work)
     assert not [o for o in outcomes if isinstance(o, Exception)], outcomes

@@ -21,25 +21,12 @@ from loyalty.db import get_database
 from loyalty.earning import service
 from loyalty.ledger import service as ledger_service
 from loyalty.members import service as members_service
-from tests.ledger.conftest import CLIENT
+from tests.ledger.conftest import CLIENT, order
 from tests.support import behind_a_lock
 
 pytestmark = pytest.mark.concurrency
 
 CAPS_READ = "SELECT coalesce(sum(CASE WHEN (orders.placed_at >="
-
-
-def _accrue(session: Session, member_id: str, order_id: str, total: int, **kwargs: Any) -> int:
-    result = ledger_service.accrue_order(
-        session,
-        client_id=CLIENT,
-        order_id=order_id,
-        member_id=member_id,
-        total=total,
-        currency="USD",
-        **kwargs,
-    )
-    return int(result.body["points"])
 
 
 @contextmanager
@@ -67,22 +54,24 @@ def test_the_daily_cap_counts_the_members_local_day(
     new_york, _ = members_service.enroll_member(
         session, external_id="ny", timezone="America/New_York"
     )
-    _accrue(session, someone.id, "warm", 100)  # the rules, with the cap, in the cache
-    _accrue(session, new_york.id, "wallet", 0)  # a first order creates the wallet
+    order(session, someone.id, 100, order_id="warm")  # the rules, with the cap, in the cache
+    order(session, new_york.id, 0, order_id="wallet")  # a first order creates the wallet
     clock.set(dt.datetime(2026, 3, 11, 3, 0, tzinfo=dt.UTC))  # 10 March, 23:00 in New York
     morning = dt.datetime(2026, 3, 10, 15, 0, tzinfo=dt.UTC)  # 10 March, 11:00 in New York
-    assert _accrue(session, new_york.id, "morning", 10000, placed_at=morning) == 100
+    assert (
+        order(session, new_york.id, 10000, order_id="morning", placed_at=morning)["points"] == 100
+    )
     assert service._ZONES[new_york.id] == "America/New_York"  # the lock read it
     if not learnt:  # another process: it guesses UTC, where the evening is another day
         service._ZONES.pop(new_york.id)
     with statements(app) as seen:
         # The same day in New York (not in UTC): 50 points left of the day's 150.
-        assert _accrue(session, new_york.id, "evening", 10000) == 50
+        assert order(session, new_york.id, 10000, order_id="evening")["points"] == 50
     # Learnt, the caps' points came with the lock; guessed wrong, read on their own.
     separate = [statement for statement in seen if statement.startswith(CAPS_READ)]
     assert len(separate) == (0 if learnt else 1), seen
     assert service._ZONES[new_york.id] == "America/New_York"
-    assert _accrue(session, new_york.id, "night", 10000) == 0
+    assert order(session, new_york.id, 10000, order_id="night")["points"] == 0
 
 
 def test_an_order_waiting_for_the_lock_counts_the_first_ones_points_towards_the_cap(
@@ -92,13 +81,13 @@ def test_an_order_waiting_for_the_lock_counts_the_first_ones_points_towards_the_
     service.update_earning_settings(session, changes={"daily_cap": 150}, actor="t")
     someone, _ = members_service.enroll_member(session, external_id="someone")
     capped, _ = members_service.enroll_member(session, external_id="capped")
-    _accrue(session, someone.id, "warm", 100)  # the rules, with the cap, in the cache
-    _accrue(session, capped.id, "wallet", 0)  # the wallet exists: the lock statement runs
+    order(session, someone.id, 100, order_id="warm")  # the rules, with the cap, in the cache
+    order(session, capped.id, 0, order_id="wallet")  # the wallet exists: the lock statement runs
     first, following = behind_a_lock(
         app,
         new_session,
-        lambda s: _accrue(s, capped.id, "first", 10000),
-        lambda s: _accrue(s, capped.id, "next", 10000),
+        lambda s: order(s, capped.id, 10000, order_id="first")["points"],
+        lambda s: order(s, capped.id, 10000, order_id="next")["points"],
     )
     assert first == 100
     assert following == 50  # 150 - the first's 100
@@ -114,15 +103,15 @@ def test_an_order_waiting_for_a_refund_counts_the_points_it_took_back(
     service.update_earning_settings(session, changes={"daily_cap": 150}, actor="t")
     someone, _ = members_service.enroll_member(session, external_id="someone")
     capped, _ = members_service.enroll_member(session, external_id="capped")
-    _accrue(session, someone.id, "warm", 100)  # the rules, with the cap, in the cache
-    assert _accrue(session, capped.id, "first", 10000) == 100
+    order(session, someone.id, 100, order_id="warm")  # the rules, with the cap, in the cache
+    assert order(session, capped.id, 10000, order_id="first")["points"] == 100
     reversed_points, following = behind_a_lock(
         app,
         new_session,
         lambda s: ledger_service.refund_order(
             s, client_id=CLIENT, order_id="first", refund_id="r", amount=10000
         ).body["points_reversed"],
-        lambda s: _accrue(s, capped.id, "next", 20000),
+        lambda s: order(s, capped.id, 20000, order_id="next")["points"],
     )
     assert reversed_points == 100
     assert following == 150  # the whole day's cap: the first order's points are back

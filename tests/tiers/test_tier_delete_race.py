@@ -17,10 +17,13 @@ from loyalty.clock import FrozenClock
 from loyalty.ledger import service as ledger
 from loyalty.members import service as members_service
 from loyalty.tiers import service
-from tests.support import held_at_commit, in_thread, wait_for, waiting_for_lock
+from tests.support import behind_a_lock, held_at_commit, in_thread
 from tests.tiers.conftest import make_ladder
 
 pytestmark = pytest.mark.concurrency
+
+# An order's statement holding the tier it moves its member into.
+HOLDING_THE_TIER = "%FROM tiers%FOR KEY SHARE%"
 
 
 @pytest.mark.parametrize("through", ["service", "api-with-key"])
@@ -47,31 +50,19 @@ def test_an_order_racing_the_deletion_of_its_new_tier_is_recorded(
         )
 
     order("warm", 10000)  # 100 points, bronze; the ladder is in the process's cache
-    delete, delete_outcome, release = held_at_commit(
-        app, new_session(), lambda s: service.delete_tier(s, code="gold", actor="test")
-    )
     body = {"order_id": "racing", "member_id": member.id, "total": 150000, "currency": "USD"}
-    racing, racing_outcome = in_thread(
+    deleted, result = behind_a_lock(
         app,
-        lambda: (
+        new_session,
+        lambda s: service.delete_tier(s, code="gold", actor="test"),
+        lambda s: (
             order("racing", 150000)  # 1,600 points in all: gold, while the ladder had it
             if through == "service"
             else app.test_client().post("/v1/orders", json=body, headers=headers)
         ),
+        statement_like=HOLDING_THE_TIER,
     )
-    watcher = new_session()
-    try:
-        wait_for(
-            lambda: waiting_for_lock(watcher, "%FROM tiers%FOR KEY SHARE%"),
-            "the order to wait for the tier",
-        )
-    finally:
-        watcher.close()
-        release.set()
-    delete.join()
-    racing.join()
-    assert delete_outcome == [None]
-    (result,) = racing_outcome
+    assert deleted is None
     if through == "service":
         assert isinstance(result, ledger.Replayable) and result.created, repr(result)
     else:

@@ -15,8 +15,9 @@ from loyalty.clock import FrozenClock
 from loyalty.ledger import service as ledger
 from loyalty.members import service as members_service
 from loyalty.tiers import service
-from tests.support import held_at_commit, in_thread, race, wait_for, waiting_for_lock
+from tests.support import behind_a_lock, held_at_commit, in_thread, race, wait_for, waiting_for_lock
 from tests.tiers.conftest import make_ladder
+from tests.tiers.test_tier_delete_race import HOLDING_THE_TIER
 
 pytestmark = pytest.mark.concurrency
 
@@ -110,33 +111,22 @@ def test_a_new_members_order_racing_the_deletion_of_its_tier(
         currency="USD",
     )
     session.close()
-    delete, deleted, release = held_at_commit(
-        app, new_session(), lambda s: service.delete_tier(s, code="gold", actor="test")
-    )
-    racing, raced = in_thread(
+    deleted, raced = behind_a_lock(
         app,
-        lambda: ledger.accrue_order(
-            new_session(),
+        new_session,
+        lambda s: service.delete_tier(s, code="gold", actor="test"),
+        lambda s: ledger.accrue_order(
+            s,
             client_id="cli_test",
             order_id="fresh",
             member_id=fresh,
             total=160000,
             currency="USD",
         ),
+        statement_like=HOLDING_THE_TIER,
     )
-    watcher = new_session()
-    try:
-        wait_for(
-            lambda: waiting_for_lock(watcher, "%FROM tiers%FOR KEY SHARE%"),
-            "the order to wait for the tier",
-        )
-    finally:
-        watcher.close()
-        release.set()
-    delete.join()
-    racing.join()
-    assert deleted == [None]
-    assert isinstance(raced[0], ledger.Replayable), raced
+    assert deleted is None
+    assert isinstance(raced, ledger.Replayable), raced
     check = new_session()
     view = service.get_member_tier(check, fresh)
     expected = "silver" if ladder == "three" else "bronze"
