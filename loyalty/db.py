@@ -34,8 +34,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction, sessionmaker
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.sql.visitors import InternalTraversal
+from sqlalchemy.types import String, TypeDecorator
 from ulid import ULID
 
 from loyalty import clock
@@ -100,6 +102,29 @@ def dialect_insert(session: Session | str) -> Any:
     if name == "postgresql":
         return postgresql.insert
     return sqlite.insert
+
+
+class RowVersion(ColumnElement[str]):
+    """Which transaction wrote the row version a statement read (PostgreSQL's ``xmin``, as
+    text; NULL elsewhere): read with a row, then given to a conditional write that must find
+    the row as it was read (``WHERE <table>.xmin::text = :seen``)."""
+
+    inherit_cache = True
+    _traverse_internals = [("table_name", InternalTraversal.dp_string)]
+    type = String()
+
+    def __init__(self, table_name: str) -> None:
+        self.table_name = table_name
+
+
+@compiles(RowVersion)
+def _row_version(element: RowVersion, compiler: Any, **kw: Any) -> str:
+    return "NULL"
+
+
+@compiles(RowVersion, "postgresql")
+def _row_version_postgresql(element: RowVersion, compiler: Any, **kw: Any) -> str:
+    return f"{element.table_name}.xmin::text"
 
 
 def insert_rows(session: Session, model: type[Any] | Table, rows: list[dict[str, Any]]) -> None:

@@ -45,16 +45,31 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from functools import cache
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, func, literal, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    bindparam,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 
 from loyalty import clock, configcache
 from loyalty.audit import service as audit_service
 from loyalty.bus import publish
 from loyalty.db import (
     Page,
+    RowVersion,
     UTCDateTime,
     dialect_insert,
     keyset_page,
@@ -627,11 +642,16 @@ def after_accrual(session: Session, *, member_id: str, now: dt.datetime, actor: 
     # The target tier is held (key share) until commit so a concurrent delete waits, in the
     # statement that locks the member's row; if a delete got there first, read the ladder
     # again and aim at what is left.
-    for _attempt in range(3):
+    for attempt in range(3):
         target = rules.qualified_tier(ladder_, value)
-        if not rules.is_higher(target, _computed(_tier_row(session, member_id), ladder_)):
+        seen = _tier_row(session, member_id)
+        if not rules.is_higher(target, _computed(seen, ladder_)):
             return
         assert target is not None
+        if attempt == 0 and _move_up_at_once(
+            session, member_id, seen, ladder_, target, value, now, actor
+        ):
+            return
         row = _lock_row_holding(session, member_id, target.code)
         if row is not None:
             break
@@ -863,6 +883,111 @@ def _upgrade(
     )
 
 
+def _move_up_at_once(
+    session: Session,
+    member_id: str,
+    seen: MemberTier | None,
+    ladder_: list[rules.Rung],
+    target: rules.Rung,
+    value: int,
+    now: dt.datetime,
+    actor: str | None,
+) -> bool:
+    """`_upgrade` of the member's tier row as the wallet's lock read it (``seen``; None: no
+    row), in one statement that holds the target tier, writes the row only if it is still the
+    version read, and logs the change (PostgreSQL; instead of locking the row, then an UPDATE
+    and an INSERT). False when it wrote nothing (the row changed or appeared meanwhile, the
+    tier was deleted, the version read is not known): the caller locks the row and decides
+    again."""
+    version = session.info.get(_SEEN, {}).pop(member_id, _UNKNOWN)
+    if version is _UNKNOWN or session.get_bind().dialect.name != "postgresql":
+        return False
+    current = _computed(seen, ladder_)
+    policy = _ladder(session).policy
+    review_at = rules.review_date(policy.window, now, policy.grace_days, target)
+    moments = [review_at] + ([seen.manual_until, seen.paid_until] if seen is not None else [])
+    due = [moment for moment in moments if moment is not None]
+    state = {
+        "tier_code": target.code,
+        "since": now,
+        "review_at": review_at,
+        "due_at": min(due) if due else None,
+        "updated_at": now,
+    }
+    from_code = current.code if current else None
+    given = state | {
+        "member_id": member_id,
+        "seen": version,
+        "from_code": from_code,
+        "metric_value": value,
+        "actor": actor,
+    }
+    parameters = {f"t_{name}": value_ for name, value_ in given.items()}
+    if not session.execute(_move_up_statement(seen is None), parameters).scalar():
+        return False
+    if seen is None:
+        row = dict.fromkeys(column.key for column in MemberTier.__table__.columns)
+        seen = MemberTier(**(row | state | {"member_id": member_id, "ladder_version": 0}))
+        make_transient_to_detached(seen)
+        session.add(seen)  # as the statement inserted it: persistent, nothing to write
+    else:
+        for name, value_ in state.items():
+            set_committed_value(seen, name, value_)
+    session.info.setdefault(_ROWS, {})[member_id] = seen
+    _tell(session, member_id, "upgrade", from_code, target.code, None, now)
+    return True
+
+
+@cache
+def _move_up_statement(created: bool) -> Any:
+    """The upgrade's statement of `_move_up_at_once`: with ``created``, the member's row
+    inserted (if no other transaction inserted one meanwhile), else updated if its version is
+    still ``seen``; the tier held (key share) and the change logged; selects how many rows it
+    moved (0 or 1). Parameters: ``t_`` and the column's name (never the name alone:
+    SQLAlchemy would add the column to the UPDATE's SET)."""
+    table = cast(Table, MemberTier.__table__)
+    history = cast(Table, TierChange.__table__)
+
+    def given(name: str, source: Table = table) -> Any:
+        return bindparam(f"t_{name}", type_=source.c[name].type)
+
+    held = _held_tier(given("tier_code")).cte("held_tier")
+    names = ("tier_code", "since", "review_at", "due_at", "updated_at")
+    state = {name: given(name) for name in names}
+    member_id = given("member_id")
+    if created:
+        values = state | {"member_id": member_id, "ladder_version": literal(0)}
+        moved: Any = (
+            postgresql.insert(table)
+            .from_select(list(values), select(*values.values()).where(select(held).exists()))
+            .on_conflict_do_nothing()
+        )
+    else:
+        moved = (
+            update(table)
+            .where(
+                table.c.member_id == member_id,
+                RowVersion("member_tiers") == bindparam("t_seen"),
+                select(held).exists(),
+            )
+            .values(state)
+        )
+    moved = moved.returning(table.c.member_id).cte("moved")
+    logged = insert(history).from_select(
+        ["member_id", "kind", "from_code", "to_code", "metric_value", "at", "actor"],
+        select(
+            moved.c.member_id,
+            literal("upgrade"),
+            given("from_code", history),
+            state["tier_code"],
+            given("metric_value", history),
+            state["since"],
+            given("actor", history),
+        ),
+    )
+    return select(func.count()).select_from(moved).add_cte(held, logged.cte("logged"))
+
+
 def _review(
     session: Session,
     row: MemberTier,
@@ -989,13 +1114,26 @@ def _log(
             actor=actor,
         )
     )
+    _tell(session, row.member_id, kind, from_code, to_code, reason, now)
+
+
+def _tell(
+    session: Session,
+    member_id: str,
+    kind: str,
+    from_code: str | None,
+    to_code: str | None,
+    reason: str | None,
+    now: dt.datetime,
+) -> None:
+    """Publish the change the history row logs (`TierChanged`)."""
     ranks = {code: ref.rank for code, ref in ladder(session).items()}
     before, after = ranks.get(from_code or "", -1), ranks.get(to_code or "", -1)
     publish(
         session,
         TierChanged(
             occurred_at=now,
-            member_id=row.member_id,
+            member_id=member_id,
             kind=kind,
             from_tier=from_code,
             to_tier=to_code,
@@ -1021,15 +1159,25 @@ def _row_for_update(session: Session, member_id: str) -> Select[MemberTier]:
 _ROWS = transaction_scoped("loyalty.tiers.rows")
 
 
+# session.info: member id -> the version of the member's tier row (`RowVersion`; None: no
+# row) that the wallet's lock read, for an upgrade that writes it only if it is unchanged.
+_SEEN = transaction_scoped("loyalty.tiers.seen")
+_UNKNOWN = object()
+
+
 def _with_tier_row(query: Select[Any], member_id: ColumnElement[str]) -> Select[Any]:
-    return query.add_columns(MemberTier).outerjoin(MemberTier, MemberTier.member_id == member_id)
+    return query.add_columns(MemberTier, RowVersion("member_tiers")).outerjoin(
+        MemberTier, MemberTier.member_id == member_id
+    )
 
 
 def _keep_row(session: Session, member_id: str, values: tuple[Any, ...], current: bool) -> None:
-    """The member's tier row as the accrual's wallet lock read it (None: no row)."""
-    (row,) = values
+    """The member's tier row as the accrual's wallet lock read it (None: no row), and its
+    version."""
+    row, version = values
     if current:
         session.info.setdefault(_ROWS, {})[member_id] = row
+        session.info.setdefault(_SEEN, {})[member_id] = version
     elif row is not None:
         session.expire(row)  # read from the statement's snapshot: maybe older than the lock
 
@@ -1043,7 +1191,7 @@ def _may_have_tiers(session: Session) -> bool:
 
 
 LOCK_COMPANION = ledger_ports.Companion(
-    "tiers.row", _with_tier_row, 1, _keep_row, wanted=_may_have_tiers
+    "tiers.row", _with_tier_row, 2, _keep_row, wanted=_may_have_tiers
 )
 
 
@@ -1124,7 +1272,7 @@ def _hold_tier(session: Session, code: str) -> bool:
     return session.scalar(query) is not None
 
 
-def _held_tier(code: str) -> Select[Any]:
+def _held_tier(code: Any) -> Select[Any]:
     # FOR KEY SHARE (read and key_share: key_share alone is FOR NO KEY UPDATE, which made
     # every member's move into the tier wait for the one before to commit).
     return select(Tier.code).where(Tier.code == code).with_for_update(read=True, key_share=True)

@@ -49,8 +49,9 @@ BUDGETED_ACCRUAL = 4
 # (26 before issue 11, 21 before the levels came with the progress row, 20 before the tier
 # row came with the lock, 18 before the metric went with the progress row, 15 before the
 # order's outbox row went with its rows (the pin was 17 until then), 14 before the new tier
-# was held in the statement that locks the member's tier row.)
-UPGRADE_AND_BADGE = 13
+# was held in the statement that locks the member's tier row, 13 before the upgrade wrote the
+# row read with the lock, if unchanged, and its history in one statement.)
+UPGRADE_AND_BADGE = 11
 # The member with the wallet, the points expiring soon. (5 before issue 11.)
 BALANCE_READ = 2
 # A batch of the job activating and expiring lots of many wallets: the same statements
