@@ -39,7 +39,8 @@ from loyalty.rewards.events import ClaimChanged
 from loyalty.tiers import service as tiers
 
 SUBSCRIBERS: bus.Table = (
-    # A referred member joins: the referral is attributed (or refused) with the enrolment.
+    # A member joins: their wallet is opened; a referral is attributed (or refused).
+    (MemberEnrolled, ledger.on_member_enrolled),
     (MemberEnrolled, referrals.on_member_enrolled),
     # An order: its outbox row (on PostgreSQL the accrual wrote it already), the tier (an
     # upgrade is in place before badges look), then badges.

@@ -42,6 +42,7 @@ class Pinged(bus.Event):
 def test_the_table_says_who_reacts_to_what_in_order(app: Flask) -> None:
     table = [(kind.__name__, f"{f.__module__}.{f.__name__}") for kind, f in wiring.SUBSCRIBERS]
     assert table == [
+        ("MemberEnrolled", "loyalty.ledger.service.postings.on_member_enrolled"),
         ("MemberEnrolled", "loyalty.referrals.service.on_member_enrolled"),
         ("OrderRecorded", "loyalty.events.writer.write_ahead"),
         ("OrderRecorded", "loyalty.tiers.service.on_points_earned"),
@@ -61,7 +62,10 @@ def test_the_table_says_who_reacts_to_what_in_order(app: Flask) -> None:
         f for kind, f in wiring.SUBSCRIBERS if issubclass(OrderRefunded, kind)
     ]
     assert bus.subscribers(OrderRefunded)[-1].__module__ == "loyalty.events.writer"
-    assert bus.subscribers(MemberEnrolled)[0].__name__ == "on_member_enrolled"
+    assert [f.__module__ for f in bus.subscribers(MemberEnrolled)][:2] == [
+        "loyalty.ledger.service.postings",
+        "loyalty.referrals.service",
+    ]
     assert {ReferralQualified, ReferralClawedBack, OrderActivated} <= {
         kind for kind, _ in wiring.SUBSCRIBERS
     }

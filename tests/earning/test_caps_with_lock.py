@@ -55,7 +55,7 @@ def test_the_daily_cap_counts_the_members_local_day(
         session, external_id="ny", timezone="America/New_York"
     )
     order(session, someone.id, 100, order_id="warm")  # the rules, with the cap, in the cache
-    order(session, new_york.id, 0, order_id="wallet")  # a first order creates the wallet
+    order(session, new_york.id, 0, order_id="wallet")  # an order that earns nothing
     clock.set(dt.datetime(2026, 3, 11, 3, 0, tzinfo=dt.UTC))  # 10 March, 23:00 in New York
     morning = dt.datetime(2026, 3, 10, 15, 0, tzinfo=dt.UTC)  # 10 March, 11:00 in New York
     assert (

@@ -8,11 +8,13 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from loyalty import demo
 from loyalty.db import get_database
 from loyalty.ledger import service
+from loyalty.ledger.models import Wallet
 from loyalty.members import service as members_service
 from tests.support import START, _invariants_hold, clock
 
@@ -72,6 +74,16 @@ def order(
 
 
 order.counter = 0  # type: ignore[attr-defined]
+
+
+def without_a_wallet(session: Session, member_id: str) -> None:
+    """Take the new member's empty wallet away (committed), as for a member enrolled before
+    wallets were opened at enrolment: the member's first change creates it."""
+    deleted = session.execute(
+        delete(Wallet).where(Wallet.member_id == member_id, Wallet.lifetime_earned == 0)
+    )
+    assert deleted.rowcount == 1
+    session.commit()
 
 
 def balance(session: Session, member_id: str) -> tuple[int, int, int]:

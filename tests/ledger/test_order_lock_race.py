@@ -21,7 +21,7 @@ from loyalty.db import get_database
 from loyalty.ledger import service
 from loyalty.ledger.models import Entry, Order
 from loyalty.members import service as members_service
-from tests.ledger.conftest import CLIENT
+from tests.ledger.conftest import CLIENT, without_a_wallet
 from tests.support import (
     behind_a_lock,
     in_the_lock_gap,
@@ -121,10 +121,12 @@ def test_a_zero_point_retry_waiting_for_the_lock_finds_the_order(
 def test_a_retry_of_a_members_first_order_waits_for_the_new_wallet_and_finds_the_order(
     app: Flask, new_session: Callable[[], Session], clock: FrozenClock
 ) -> None:
-    """No wallet yet: the retry's lock statement finds none (the first report's is not
-    committed), so it creates the wallet, waits for the first report's insert of it, and
-    then looks for the order."""
-    member, _ = members_service.enroll_member(new_session(), external_id="new")
+    """No wallet yet (a member enrolled before wallets were opened at enrolment): the
+    retry's lock statement finds none (the first report's is not committed), so it creates
+    the wallet, waits for the first report's insert of it, and then looks for the order."""
+    session = new_session()
+    member, _ = members_service.enroll_member(session, external_id="new")
+    without_a_wallet(session, member.id)
     results = behind_a_lock(
         app,
         new_session,

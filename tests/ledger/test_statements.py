@@ -169,6 +169,35 @@ def test_an_accrual_with_a_whole_programme_costs_a_fixed_number_of_statements(
     assert_psycopg_keeps_their_conversion(seen)
 
 
+def test_a_new_members_first_order_costs_as_many_statements_as_the_next(
+    app: Flask,
+    client: FlaskClient,
+    engine: Engine,
+    make_headers: Callable[..., dict[str, str]],
+    programme: None,
+) -> None:
+    """The wallet is opened with the member (its enrolment's transaction), so the first
+    order's lock finds it and reads what pricing needs along (11 statements when the order
+    created the wallet, then read the tier row, the activity and the caps' points on its
+    own)."""
+    headers = make_headers("points:accrue", "members:write")
+    shoes = {"total": 5000, "items": [{**SHOES, "unit_price": 5000}]}
+    the_second_order(client, engine, headers, "sql-7-warm", shoes, shoes)  # the caches
+    with counting(engine) as enrolment:
+        member = client.post("/v1/members", json={"external_id": "sql-7"}, headers=headers).json
+    assert any(statement.startswith("INSERT INTO wallets") for statement in enrolment)
+    with counting(engine) as seen:
+        answer = client.post(
+            "/v1/orders",
+            json={**shoes, "currency": "USD", "member_id": member["id"], "order_id": "first"},
+            headers=headers,
+        )
+    assert answer.status_code == 201, answer.json
+    assert answer.json["points"] == 100
+    assert not any("INSERT INTO wallets" in statement for statement in seen), "\n".join(seen)
+    assert len(seen) <= PROGRAMME_ACCRUAL, "\n".join(seen)
+
+
 def test_an_accrual_of_a_member_in_a_tier_reads_the_tier_row_once(
     app: Flask,
     client: FlaskClient,

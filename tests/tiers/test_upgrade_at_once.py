@@ -108,11 +108,9 @@ def test_the_upgrade_in_one_statement_is_what_an_accrual_with_a_new_tier_sends(
     session: Session, clock: FrozenClock
 ) -> None:
     """The member's first move and a later one: no statement locks the tier row on its own,
-    none updates it through the ORM. (A member's first order creates the wallet, whose lock
-    then reads no tier row along: that move locks the row first.)"""
+    none updates it through the ORM."""
     make_ladder(session)
     member_id = members_service.enroll_member(session, external_id="once-count")[0].id
-    order(session, member_id, 100, order_id="wallet")
     seen: list[str] = []
 
     def note(_c: Any, _cur: Any, statement: str, *_: Any) -> None:

@@ -150,32 +150,37 @@ def _lock_wallets(
     if missing:
         for member_id in missing:
             _member(session, member_id)  # raises when there is no such member
-        now = clock.now()
-        insert = dialect_insert(session)
-        session.execute(
-            insert(Wallet)
-            .values(
-                [
-                    {
-                        "id": new_id("wal"),
-                        "member_id": member_id,
-                        "available": 0,
-                        "pending": 0,
-                        "held": 0,
-                        "debt": 0,
-                        "lifetime_earned": 0,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                    for member_id in missing
-                ]
-            )
-            .on_conflict_do_nothing()
-        )
+        _open_wallets(session, missing)
         rows = read()
         if len(rows) != len(ids):  # no settings row: a database from before the defaults
             raise AssertionError("the program_settings row is missing; run loyalty db upgrade")
     return rows
+
+
+def _open_wallets(session: Session, member_ids: Sequence[str]) -> None:
+    """Create the empty wallets of these members, unless they have one (one statement)."""
+    now = clock.now()
+    insert = dialect_insert(session)
+    session.execute(
+        insert(Wallet)
+        .values(
+            [
+                {
+                    "id": new_id("wal"),
+                    "member_id": member_id,
+                    "available": 0,
+                    "pending": 0,
+                    "held": 0,
+                    "debt": 0,
+                    "lifetime_earned": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for member_id in member_ids
+            ]
+        )
+        .on_conflict_do_nothing()
+    )
 
 
 def _remember(

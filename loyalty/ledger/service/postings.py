@@ -32,6 +32,7 @@ from loyalty.ledger.service._core import (
     _lock_wallet,
     _lock_wallet_by_id,
     _lock_wallets,
+    _open_wallets,
     _post,
     _require_active,
     _told,
@@ -42,6 +43,7 @@ from loyalty.ledger.service._core import (
 from loyalty.ledger.service._giveback import _give_back, _repay, _restoration
 from loyalty.ledger.service.due import _settle
 from loyalty.ledger.service.settings import get_settings
+from loyalty.members.events import MemberEnrolled
 from loyalty.members.models import Member
 
 
@@ -52,6 +54,14 @@ class PointsMove:
     id: str
     points: int
     balance: Balance
+
+
+def on_member_enrolled(session: Session, event: MemberEnrolled) -> None:
+    """Subscriber: a member joined; their (empty) wallet is created with them, so that their
+    first order takes the same path as every later one (the wallet's lock reads what pricing
+    needs along) instead of creating it then. Members from before this, or written round the
+    enrolment, get theirs on first use."""
+    _open_wallets(session, [event.member_id])
 
 
 def lock_member(session: Session, member_id: str) -> Member:
