@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cache
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import iso4217
 from sqlalchemy import (
@@ -22,6 +22,7 @@ from sqlalchemy import (
     Exists,
     Numeric,
     Select,
+    Table,
     and_,
     bindparam,
     case,
@@ -266,18 +267,23 @@ def order_measure(measure: str, from_start: bool, to_now: bool) -> Select[Any]:
     """The member's ``spend`` (money of the orders placed, less refunds, in major units, all
     currencies added, truncated) or ``orders`` (orders placed and not wholly refunded) in
     ``[since, until)``, as `activity` counts them, in one statement of one row and column
-    (parameters ``member_id``, ``since``, ``until``), for other areas to build on."""
-    counted = and_(Order.member_id == bindparam("member_id"), Order.amount_refunded < Order.total)
+    (parameters ``member_id``, ``since``, ``until``), for other areas to build on. Built on the
+    table, not the mapped class: a Core statement, which `Session.execute` sends without the
+    ORM's work on it (nor its autoflush: the accrual writes its order before)."""
+    orders = cast(Table, Order.__table__).c
+    counted = and_(
+        orders.member_id == bindparam("member_id"), orders.amount_refunded < orders.total
+    )
     if measure == "spend":
-        money = sa_cast(Order.total - Order.amount_refunded, Numeric)
-        value: Any = func.trunc(func.coalesce(func.sum(money / _major_units(Order.currency)), 0))
+        money = sa_cast(orders.total - orders.amount_refunded, Numeric)
+        value: Any = func.trunc(func.coalesce(func.sum(money / _major_units(orders.currency)), 0))
     else:
         value = func.count()
-    query = select(value.label("value")).where(counted)
+    query = select(value.label("value")).select_from(orders.member_id.table).where(counted)
     if not from_start:
-        query = query.where(Order.placed_at >= bindparam("since"))
+        query = query.where(orders.placed_at >= bindparam("since"))
     if not to_now:
-        query = query.where(Order.placed_at < bindparam("until"))
+        query = query.where(orders.placed_at < bindparam("until"))
     return query
 
 
