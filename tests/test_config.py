@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import sys
 from pathlib import Path
@@ -122,12 +123,19 @@ def test_wsgi_entry_point_refuses_to_start_without_a_secret() -> None:
         importlib.import_module("wsgi")
 
 
-def test_wsgi_entry_point_builds_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("entry_point", ["wsgi", "loyalty.wsgi"])
+def test_wsgi_entry_point_builds_the_app(monkeypatch: pytest.MonkeyPatch, entry_point: str) -> None:
+    """... and keeps what it built out of the garbage collector's full collections."""
     monkeypatch.setenv("LOYALTY_SECRET_KEY", GOOD_SECRET)
-    sys.modules.pop("wsgi", None)
-    module = importlib.import_module("wsgi")
-    assert module.app.name == "loyalty"
-    sys.modules.pop("wsgi", None)
+    sys.modules.pop(entry_point, None)
+    gc.unfreeze()
+    try:
+        module = importlib.import_module(entry_point)
+        assert module.app.name == "loyalty"
+        assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()
+        sys.modules.pop(entry_point, None)
 
 
 def test_numeric_secret_from_the_environment_stays_a_string(
