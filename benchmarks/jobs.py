@@ -379,6 +379,7 @@ def run_job(args: argparse.Namespace) -> dict[str, Any]:
             if profiler:
                 profiler.disable()
         session.close()
+        engine.dispose()  # the backends exit and report their statistics (`updates`)
     ordered = sorted(transactions)
     batch_transactions = sorted(transactions[:in_batches])
     figures: dict[str, Any] = {
@@ -420,6 +421,18 @@ def run_job(args: argparse.Namespace) -> dict[str, Any]:
         stats.sort_stats("cumulative").print_stats(args.profile)
         figures["profile"] = out.getvalue()
     return figures
+
+
+def updates(args: argparse.Namespace) -> dict[str, tuple[int, int]]:
+    """(rows updated, of which HOT) of each table so far, from pg_stat_user_tables (a
+    backend reports its counts at the end of a transaction at most once a second, and when
+    it exits: read once the job's connections are closed)."""
+    time.sleep(1.5)
+    with psycopg.connect(conninfo(args, args.db)) as conn:
+        rows = conn.execute(
+            "SELECT relname, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables"
+        ).fetchall()
+    return {name: (int(updated), int(hot)) for name, updated, hot in rows}
 
 
 def lot_state(args: argparse.Namespace) -> dict[str, int]:
@@ -481,7 +494,17 @@ def main(argv: list[str] | None = None) -> int:
         if floor["activated"] != half or floor["expired"] != half:
             failures.append(f"the floor's UPDATEs touched {floor}, not {half} + {half} lots")
         log(f"floor: {floor['seconds']:.2f} s")
+        updated_before = updates(args)
         job = run_job(args)
+        updated_after = updates(args)
+        updated = {
+            name: (
+                count - updated_before.get(name, (0, 0))[0],
+                hot - updated_before.get(name, (0, 0))[1],
+            )
+            for name, (count, hot) in updated_after.items()
+            if count > updated_before.get(name, (0, 0))[0]
+        }
         after = lot_state(args)
         done_lots = (half - after["due_to_activate"]) + (half - after["due_to_expire"])
         log(f"after the job: {after}")
@@ -529,6 +552,7 @@ def main(argv: list[str] | None = None) -> int:
         "job_measured_seconds": round(job["seconds"], 1),
         "ratio": round(projected / floor["seconds"], 1) if floor["seconds"] else None,
         **{k: v for k, v in job.items() if k not in ("seconds", "profile")},
+        "updates_hot": updated,  # rows the job updated, of which HOT (heap-only), by table
         "verified": not failures,
         "failures": failures,
     }
@@ -580,6 +604,14 @@ def main(argv: list[str] | None = None) -> int:
         f" ({1e6 * cpu['job'] / max(1, done_lots):.0f} + "
         f"{1e6 * cpu['postgres'] / max(1, done_lots):.0f} us per lot; wall "
         f"{job['settle_seconds']:.1f} s: the rest is waiting for a core or a round trip)"
+    )
+    print(
+        "updates        "
+        + ", ".join(
+            f"{name} {count} ({hot} HOT)"
+            for name, (count, hot) in sorted(figures["updates_hot"].items())
+        )
+        + " (rows the job updated, pg_stat_user_tables)"
     )
     if job["run_due_report"]:
         print(f"run_due        {job['run_due_report']}")

@@ -10,7 +10,7 @@ import pytest
 from alembic.script import ScriptDirectory
 from click.testing import CliRunner
 from pytest_postgresql.janitor import DatabaseJanitor
-from sqlalchemy import create_engine, inspect, make_url
+from sqlalchemy import Engine, create_engine, inspect, make_url, text
 from sqlalchemy.exc import OperationalError
 
 from loyalty import migrator
@@ -249,3 +249,30 @@ def test_an_orders_index_left_invalid_by_a_failed_concurrent_build_is_built_agai
     }
     migrator.upgrade(config)
     assert _orders_indexes(empty_postgresql) == {"ix_orders_member_id_placed_at": True}
+
+
+def test_tables_have_the_storage_parameters_their_models_give(engine: Engine) -> None:
+    """`alembic check` does not compare storage parameters (`postgresql_with`, such as the
+    lots' fillfactor): the migrations must set what the models say."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's storage parameters")
+    expected = {
+        table.name: sorted(
+            f"{k}={v}" for k, v in table.dialect_options["postgresql"]["with"].items()
+        )
+        for table in Base.metadata.sorted_tables
+        if table.dialect_options["postgresql"]["with"]
+    }
+    assert expected  # at least the lots'
+    with engine.connect() as conn:
+        found = {
+            name: sorted(options or [])
+            for name, options in conn.execute(
+                text(
+                    "SELECT relname, reloptions FROM pg_class WHERE relkind = 'r'"
+                    " AND relnamespace = current_schema()::regnamespace"
+                )
+            )
+            if name in expected or options
+        }
+    assert found == expected
