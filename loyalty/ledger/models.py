@@ -23,6 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from loyalty import configcache
 from loyalty.db import Base, JSONDocument, UTCDateTime, one_of, utcnow
 from loyalty.ledger.rules import (
     CALENDAR_PERIODS,
@@ -353,3 +354,8 @@ class Refund(Base):
     request_hash: Mapped[str] = mapped_column(String(64))
     response: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# The core settings are configuration (cached per process, `ledger.service._core.Settings`);
+# the inactivity sweep's cursor, which the sweep moves on its own, is not.
+configcache.watch(ProgramSettings, ignore=("due_sweep_after",))

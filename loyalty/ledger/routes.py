@@ -213,7 +213,7 @@ class Adjustments(MethodView):
 class Settings(MethodView):
     @blp.requires("program:read")
     @blp.response(200, SettingsSchema)
-    def get(self) -> ProgramSettings:
+    def get(self) -> service.Settings:
         """Get the programme's core settings (earning rate, pending period, expiry, ...)."""
         return service.get_settings(get_session())
 

@@ -20,6 +20,7 @@ from loyalty.configcache import ConfigVersion
 from loyalty.db import get_database, unit_of_work
 from loyalty.earning import service as earning_service
 from loyalty.ledger import service as ledger_service
+from loyalty.ledger.models import ProgramSettings
 from loyalty.members import service as members_service
 from loyalty.tiers import service as tiers_service
 from tests.conftest import base_config
@@ -61,7 +62,15 @@ def test_every_kind_of_configuration_change_moves_the_version(
     after_tier = version(session)
     assert after_tier != after_multiplier
     earning_service.update_earning_settings(session, changes={"daily_cap": 500}, actor="t")
-    assert version(session) != after_tier
+    after_earning = version(session)
+    assert after_earning != after_tier
+    ledger_service.update_settings(session, changes={"pending_days": 7}, actor="t")
+    after_core = version(session)
+    assert after_core != after_earning
+    # The inactivity sweep moving its cursor is not a change of the programme.
+    with unit_of_work(session):
+        session.get(ProgramSettings, 1).due_sweep_after = "mem_0"  # type: ignore[union-attr]
+    assert version(session) == after_core
 
 
 def test_a_campaigns_running_spend_is_not_a_configuration_change(
@@ -152,4 +161,26 @@ def test_a_change_made_by_another_process_is_used_by_the_next_order(
     with app.app_context():
         session = get_database(app).sessionmaker()
         assert order_points(session, member_id, "o-2") == 200
+        session.close()
+
+
+@pytest.mark.concurrency
+def test_a_core_settings_change_made_by_another_process_is_used_by_the_next_order(
+    app: Flask, other_process: Flask, clock: FrozenClock
+) -> None:
+    """The programme's core settings are cached with the rest (no longer read with every
+    wallet lock): a new earn rate set elsewhere prices the very next order here."""
+    with app.app_context():
+        session = get_database(app).sessionmaker()
+        member_id = members_service.enroll_member(session, external_id="core-two")[0].id
+        assert order_points(session, member_id, "o-1") == 100  # the settings cached here
+        session.close()
+    with other_process.app_context():
+        other = get_database(other_process).sessionmaker()
+        ledger_service.update_settings(other, changes={"earn_rate": "3"}, actor="t")
+        other.close()
+    with app.app_context():
+        session = get_database(app).sessionmaker()
+        assert order_points(session, member_id, "o-2") == 300
+        assert ledger_service.get_settings(session).earn_rate == Decimal(3)
         session.close()

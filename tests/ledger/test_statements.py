@@ -18,12 +18,12 @@ from loyalty.clock import FrozenClock
 from loyalty.ledger import service
 from tests.ledger.conftest import balance, order
 
-# No programme configured: the wallet lock (with the member, the settings, the
-# configuration's version and whether the order is new), one statement for the order's
-# entry, the order, its lot, the wallet's update and the order's outbox row (with the
-# transaction's NOTIFY). Authentication and the programme's configuration come from the
-# process's caches. (14 before issue 11, 7 before the accrual's rows went in one statement, 4
-# before the order check went with the lock, 3 before the outbox row went with the rows.)
+# No programme configured: the wallet lock (with the member, the configuration's version and
+# whether the order is new), one statement for the order's entry, the order, its lot, the
+# wallet's update and the order's outbox row (with the transaction's NOTIFY). Authentication,
+# the core settings and the programme's configuration come from the process's caches. (14
+# before issue 11, 7 before the accrual's rows went in one statement, 4 before the order
+# check went with the lock, 3 before the outbox row went with the rows.)
 PLAIN_ACCRUAL = 2
 # psycopg converts a statement's placeholders once and keeps the result only for statements
 # of at most this many parameters and characters (psycopg/_queries.py); longer ones are parsed

@@ -151,7 +151,7 @@ def period(
     return Period(first=first, last=last, start=start, end=end, timezone=zone_name)
 
 
-def _activity_sources() -> tuple[tuple[Select[Any], str, str], ...]:
+def activity_sources() -> tuple[tuple[Select[Any], str, str], ...]:
     """What counts as a member's activity, once for `activity` and `moments`: each source's
     rows (``member_id`` and a time), the name of that time, its kind. Orders refunded in
     full are not activity."""
@@ -168,7 +168,7 @@ def activity() -> Subquery:
     ``event``). Built once (a campaign that targets stages asks for a member's last activity
     on every order; the statement is immutable)."""
     parts = []
-    for rows, moment, kind in _activity_sources():
+    for rows, moment, kind in activity_sources():
         source = rows.subquery()
         parts.append(
             select(source.c.member_id, source.c[moment].label("at"), literal(kind).label("kind"))
@@ -186,7 +186,7 @@ def moments() -> Subquery:
             rows.with_only_columns(
                 rows.selected_columns.member_id, rows.selected_columns[moment].label("at")
             )
-            for rows, moment, _kind in _activity_sources()
+            for rows, moment, _kind in activity_sources()
         )
     ).subquery("moments")
 

@@ -20,7 +20,6 @@ from sqlalchemy import (
     case,
     func,
     select,
-    true,
     update,
 )
 from sqlalchemy.dialects import postgresql
@@ -30,7 +29,7 @@ from loyalty import bus, clock, configcache
 from loyalty.analytics import rules
 from loyalty.analytics.events import MemberAtRisk
 from loyalty.analytics.models import AnalyticsSettings, MemberStage, RiskFlag, StageChange
-from loyalty.analytics.service._sql import activity, moments
+from loyalty.analytics.service._sql import activity, activity_sources, moments
 from loyalty.analytics.service.settings import get_settings
 from loyalty.db import dialect_insert, insert_rows, new_id, transaction_scoped, unit_of_work
 from loyalty.earning import service as earning
@@ -103,17 +102,20 @@ _LOCKED_ACTIVITY = transaction_scoped("loyalty.analytics.locked_activity")
 
 
 def _with_last_active(query: Select[Any], member_id: ColumnElement[str]) -> Select[Any]:
-    acts = moments()
-    moment = bindparam(ledger_ports.LOCK_NOW, type_=acts.c.at.type)
-    around = (
-        select(
-            func.max(acts.c.at).filter(acts.c.at <= moment).label("last"),
-            func.min(acts.c.at).filter(acts.c.at > moment).label("next"),
-        )
-        .where(acts.c.member_id == member_id)
-        .lateral("active")
-    )
-    return query.outerjoin(around, true()).add_columns(moment, around.c.last, around.c.next)
+    """The member's last activity up to the lock's moment and the first after it: of each
+    source (`_sql.activity_sources`), the one row nearest the moment on either side, read
+    from its index on (member, time) and stopping there, whatever the member's history (an
+    aggregate over the union of the sources read all of it: 1 ms of PostgreSQL at 3,000
+    orders, on every order of such a member, with the wallet locked)."""
+    moment = bindparam(ledger_ports.LOCK_NOW, type_=moments().c.at.type)
+    last, first_after = [], []
+    for rows, time_name, _kind in activity_sources():
+        at = rows.selected_columns[time_name]
+        mine = rows.with_only_columns(at).where(rows.selected_columns.member_id == member_id)
+        last.append(mine.where(at <= moment).order_by(at.desc()).limit(1).scalar_subquery())
+        first_after.append(mine.where(at > moment).order_by(at).limit(1).scalar_subquery())
+    # greatest and least skip nulls (PostgreSQL): a source with no such row counts for none.
+    return query.add_columns(moment, func.greatest(*last), func.least(*first_after))
 
 
 def _keep_last_active(

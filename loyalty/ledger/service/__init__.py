@@ -22,7 +22,7 @@ service``, then ``service.accrue_order``):
 
 from __future__ import annotations
 
-from loyalty.ledger.service._core import Balance, entry_public_id
+from loyalty.ledger.service._core import Balance, Settings, entry_public_id
 from loyalty.ledger.service.due import (
     due_wallet_count,
     settle_due_batch,
@@ -95,6 +95,7 @@ from loyalty.ledger.service.spending import (
 __all__ = [
     "Activity",
     "Balance",
+    "Settings",
     "BalanceReport",
     "EXPIRING_WINDOW",
     "Expiring",

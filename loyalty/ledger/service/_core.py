@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from decimal import Decimal
 from functools import cache
 from typing import Any, cast
 
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.attributes import flag_modified
 
 from loyalty import clock, configcache
-from loyalty.db import dialect_insert, new_id, transaction_scoped
+from loyalty.db import dialect_insert, new_id, settings_row, transaction_scoped
 from loyalty.errors import MemberNotActiveError
 from loyalty.ledger import events, ports, rules
 from loyalty.ledger.errors import HoldNotFoundError
@@ -51,6 +52,39 @@ class Balance:
         return {"available": self.available, "pending": self.pending, "held": self.held}
 
 
+@dataclass(frozen=True)
+class Settings:
+    """The programme's core settings as changes to points read them: a snapshot of the
+    `ProgramSettings` row shared by the transactions of a process that see the same
+    configuration version (`loyalty.configcache`; the sweep's cursor is not part of it)."""
+
+    earn_rate: Decimal
+    rounding: str
+    pending_days: int
+    expiry_policy: str
+    expiry_months: int
+    expiry_period: str
+    refund_policy: str
+    hold_timeout_seconds: int
+    timezone: str
+    max_order_age_days: int
+    updated_at: dt.datetime
+    updated_by: str | None
+
+
+_SETTINGS_SNAPSHOT = tuple(field.name for field in fields(Settings))
+
+
+def _load_settings(session: Session) -> Settings:
+    row = settings_row(session, ProgramSettings)
+    return Settings(**{name: getattr(row, name) for name in _SETTINGS_SNAPSHOT})
+
+
+def current_settings(session: Session) -> Settings:
+    """The programme's core settings (one read per process and configuration version)."""
+    return configcache.cached(session, "ledger.settings", _load_settings)
+
+
 def _balance_after(wallet: Wallet) -> events.BalanceAfter:
     return events.BalanceAfter(wallet.available, wallet.pending, wallet.held)
 
@@ -65,7 +99,7 @@ def _told(wallet: Wallet, now: dt.datetime, actor: str | None) -> dict[str, Any]
     }
 
 
-def _expiry(settings: ProgramSettings, activated_at: dt.datetime) -> dt.datetime | None:
+def _expiry(settings: Settings, activated_at: dt.datetime) -> dt.datetime | None:
     """When points activating at ``activated_at`` expire under the programme's policy."""
     return rules.expiry_for(
         activated_at,
@@ -76,7 +110,7 @@ def _expiry(settings: ProgramSettings, activated_at: dt.datetime) -> dt.datetime
     )
 
 
-def _deadline(settings: ProgramSettings, last_activity_at: dt.datetime) -> dt.datetime:
+def _deadline(settings: Settings, last_activity_at: dt.datetime) -> dt.datetime:
     """The inactivity deadline after activity at ``last_activity_at``."""
     return rules.inactivity_deadline(last_activity_at, settings.expiry_months, settings.timezone)
 
@@ -97,11 +131,12 @@ def _require_active(member: Member) -> None:
 @dataclass(frozen=True)
 class _Locked:
     """What a change to a member's points needs, read in the round trip that locks the
-    wallet: the wallet, the member and the programme's settings."""
+    wallet (the wallet, the member), and the programme's settings at the configuration
+    version that round trip read."""
 
     wallet: Wallet
     member: Member
-    settings: ProgramSettings
+    settings: Settings
 
 
 # session.info: member id -> what `_lock_wallets` read for the wallet this transaction
@@ -118,7 +153,7 @@ def locked_wallet(session: Session, member_id: str) -> Wallet | None:
 
 def _lock_wallet(session: Session, member_id: str) -> _Locked:
     """Lock the member's wallet for this transaction (creating it on first use) and read the
-    member and the settings with it. Raises `MemberNotFoundError`.
+    member with it, and the settings. Raises `MemberNotFoundError`.
     """
     return _lock_wallets(session, [member_id])[member_id]
 
@@ -129,7 +164,8 @@ def _lock_wallets(
     """Lock the wallets of these members (``None`` is skipped), creating missing ones, in
     member-id order: every operation that takes more than one wallet takes them in this
     order, so two of them never wait on each other in a circle. Reads the members and the
-    settings in the same round trip. With ``skip_locked`` (reads), wallets that other
+    configuration's version in the same round trip (the settings come from the process's
+    cache at that version). With ``skip_locked`` (reads), wallets that other
     transactions hold are left out rather than waited for. Raises `MemberNotFoundError`."""
     ids = sorted({member_id for member_id in member_ids if member_id is not None})
     held: dict[str, _Locked] = session.info.get(_LOCKED, {})
@@ -152,8 +188,6 @@ def _lock_wallets(
             _member(session, member_id)  # raises when there is no such member
         _open_wallets(session, missing)
         rows = read()
-        if len(rows) != len(ids):  # no settings row: a database from before the defaults
-            raise AssertionError("the program_settings row is missing; run loyalty db upgrade")
     return rows
 
 
@@ -183,13 +217,12 @@ def _open_wallets(session: Session, member_ids: Sequence[str]) -> None:
     )
 
 
-def _remember(
-    session: Session, wallet: Wallet, member: Member, settings: ProgramSettings, version: int
-) -> _Locked:
+def _remember(session: Session, wallet: Wallet, member: Member, version: int) -> _Locked:
     """Note what the lock statement read (for this transaction's later locks and the
-    configuration cache)."""
+    configuration cache), with the settings at the configuration's version it read."""
     configcache.note_version(session, version)
-    locked = session.info.setdefault(_LOCKED, {})[member.id] = _Locked(wallet, member, settings)
+    locked = _Locked(wallet, member, current_settings(session))
+    session.info.setdefault(_LOCKED, {})[member.id] = locked
     return locked
 
 
@@ -226,11 +259,11 @@ def _lock_wallet_for_order(
     ).one_or_none()
     if row is None:  # the member's first order creates the wallet
         return _lock_wallet(session, member_id), False
-    wallet, member, settings, version, existing_order, unchanged, *values = row
+    wallet, member, version, existing_order, unchanged, *values = row
     for companion in companions:
         mine, values = tuple(values[: companion.width]), values[companion.width :]
         companion.keep(session, member_id, mine, bool(unchanged))
-    locked = _remember(session, wallet, member, settings, version)
+    locked = _remember(session, wallet, member, version)
     return locked, existing_order is None and bool(unchanged)
 
 
@@ -268,9 +301,8 @@ def _lock_query(several: bool, skip_locked: bool) -> Select[Any]:
     return (
         # The configuration's version comes along, so that the programme's cached
         # configuration is checked without a round trip of its own (loyalty.configcache).
-        select(Wallet, Member, ProgramSettings, configcache.version_column())
+        select(Wallet, Member, configcache.version_column())
         .join(Member, Member.id == Wallet.member_id)
-        .join(ProgramSettings, ProgramSettings.id == 1)
         .where(
             Wallet.member_id.in_(bindparam("member_ids", expanding=True))
             if several
@@ -417,7 +449,7 @@ def _new_lot(
 def _active_lot(
     session: Session,
     wallet: Wallet,
-    settings: ProgramSettings,
+    settings: Settings,
     entry: Entry,
     points: int,
     now: dt.datetime,
@@ -474,7 +506,7 @@ def _consume(session: Session, wallet: Wallet, entry: Entry, points: int) -> Non
         _allocate(session, entry, lots[lot_id], take)
 
 
-def _touch(wallet: Wallet, settings: ProgramSettings, now: dt.datetime) -> None:
+def _touch(wallet: Wallet, settings: Settings, now: dt.datetime) -> None:
     """The member was active (earned or spent): under the inactivity policy, points now
     expire that much later."""
     wallet.last_activity_at = now
@@ -488,7 +520,7 @@ def _last_activity(wallet: Wallet) -> dt.datetime:
     return wallet.last_activity_at or wallet.created_at
 
 
-def _lapsed(wallet: Wallet, settings: ProgramSettings, now: dt.datetime) -> bool:
+def _lapsed(wallet: Wallet, settings: Settings, now: dt.datetime) -> bool:
     """Whether, under the inactivity policy, the member's deadline has passed: all their
     points have expired (or expire when next settled)."""
     return (

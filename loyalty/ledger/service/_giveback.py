@@ -21,12 +21,12 @@ from loyalty.ledger.models import (
     Hold,
     Lot,
     Order,
-    ProgramSettings,
     Redemption,
     Refund,
     Wallet,
 )
 from loyalty.ledger.service._core import (
+    Settings,
     _allocate,
     _consume,
     _lapsed,
@@ -301,7 +301,7 @@ class _Restoration:
 def _restoration(
     session: Session,
     wallet: Wallet,
-    settings: ProgramSettings,
+    settings: Settings,
     reference: tuple[str, str],
     debit_entry_id: int,
     points: int,
@@ -398,7 +398,7 @@ def _expired(
 def _release(
     session: Session,
     wallet: Wallet,
-    settings: ProgramSettings,
+    settings: Settings,
     hold: Hold,
     status: str,
     now: dt.datetime,

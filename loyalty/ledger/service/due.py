@@ -15,8 +15,9 @@ from loyalty import bus, clock
 from loyalty.bus import publish
 from loyalty.db import among, insert_rows, retrying, unit_of_work
 from loyalty.ledger import events
-from loyalty.ledger.models import Allocation, Entry, Hold, Lot, Order, ProgramSettings, Wallet
+from loyalty.ledger.models import Allocation, Entry, Hold, Lot, Order, Wallet
 from loyalty.ledger.service._core import (
+    Settings,
     _allocate,
     _aware,
     _deadline,
@@ -125,7 +126,7 @@ def settle_due_batch(session: Session, *, batch_size: int = 50, actor: str = "jo
 
 
 def _plainly_due(
-    session: Session, wallets: list[Wallet], settings: ProgramSettings, now: dt.datetime
+    session: Session, wallets: list[Wallet], settings: Settings, now: dt.datetime
 ) -> set[str]:
     """The wallets whose due work is only activations and expiries by date, which
     `_settle_plainly` does for many at once: no debt to repay, no hold timing out, not under
@@ -151,7 +152,7 @@ def _plainly_due(
 def _settle_plainly(
     session: Session,
     wallets: list[Wallet],
-    settings: ProgramSettings,
+    settings: Settings,
     now: dt.datetime,
     actor: str | None,
 ) -> None:
@@ -365,7 +366,7 @@ def _next_due_of(session: Session, wallet_ids: list[str]) -> dict[str, dt.dateti
 def _settle(
     session: Session,
     wallet: Wallet,
-    settings: ProgramSettings,
+    settings: Settings,
     now: dt.datetime,
     actor: str | None,
 ) -> int:
@@ -464,7 +465,7 @@ def _settle(
     return written
 
 
-def _next_due(session: Session, wallet: Wallet, settings: ProgramSettings) -> dt.datetime | None:
+def _next_due(session: Session, wallet: Wallet, settings: Settings) -> dt.datetime | None:
     candidates = [
         session.scalar(
             select(func.min(Hold.expires_at)).where(

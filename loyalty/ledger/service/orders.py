@@ -38,13 +38,13 @@ from loyalty.ledger.models import (
     Entry,
     Lot,
     Order,
-    ProgramSettings,
     Redemption,
     Refund,
     Wallet,
 )
 from loyalty.ledger.service._core import (
     Balance,
+    Settings,
     _allocate,
     _entry_values,
     _expiry,
@@ -84,7 +84,7 @@ FUTURE_TOLERANCE = dt.timedelta(minutes=5)
 
 
 def check_age(
-    settings: ProgramSettings,
+    settings: Settings,
     moment: dt.datetime,
     now: dt.datetime,
     *,
@@ -651,7 +651,7 @@ def _reverse(
     order: Order,
     refund: Refund,
     points: int,
-    settings: ProgramSettings,
+    settings: Settings,
     now: dt.datetime,
     actor: str | None,
 ) -> None:

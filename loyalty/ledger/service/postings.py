@@ -24,9 +24,10 @@ from loyalty.ledger.errors import (
     RedemptionAlreadyReturnedError,
     RedemptionNotFoundError,
 )
-from loyalty.ledger.models import ProgramSettings, Redemption, Wallet
+from loyalty.ledger.models import Redemption, Wallet
 from loyalty.ledger.service._core import (
     Balance,
+    Settings,
     _active_lot,
     _consume,
     _lock_wallet,
@@ -366,7 +367,7 @@ def reverse_bonus(
 
 def _ready_to_spend(
     session: Session, member_id: str, points: int, actor: str | None
-) -> tuple[Wallet, ProgramSettings, dt.datetime]:
+) -> tuple[Wallet, Settings, dt.datetime]:
     """Lock an active member's wallet, settle what is due, and check it holds ``points``."""
     locked = _lock_wallet(session, member_id)
     _require_active(locked.member)

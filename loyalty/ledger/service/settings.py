@@ -14,7 +14,7 @@ from loyalty.audit import service as audit_service
 from loyalty.db import after_commit, retrying, settings_row, unit_of_work
 from loyalty.errors import InvalidFieldError
 from loyalty.ledger.models import ProgramSettings, Wallet
-from loyalty.ledger.service._core import _note_due
+from loyalty.ledger.service._core import Settings, _note_due, current_settings
 from loyalty.members import rules as members_rules
 
 SETTINGS_FIELDS = (
@@ -40,9 +40,10 @@ SWEEP_BATCH = 500
 INACTIVITY_DAYS_PER_MONTH = 28
 
 
-def get_settings(session: Session) -> ProgramSettings:
-    """The programme's core settings (the defaults until a manager changes them)."""
-    return settings_row(session, ProgramSettings)
+def get_settings(session: Session) -> Settings:
+    """The programme's core settings (the defaults until a manager changes them), as this
+    process read them at the configuration's current version."""
+    return current_settings(session)
 
 
 @retrying
