@@ -927,9 +927,18 @@ def _move_up_at_once(
         return False
     if seen is None:
         row = dict.fromkeys(column.key for column in MemberTier.__table__.columns)
-        seen = MemberTier(**(row | state | {"member_id": member_id, "ladder_version": 0}))
-        make_transient_to_detached(seen)
-        session.add(seen)  # as the statement inserted it: persistent, nothing to write
+        row |= state | {"member_id": member_id, "ladder_version": 0}
+        # An object of a rolled-back attempt (a savepoint, a retry) may still be in the
+        # identity map, expired, while anything refers to it: it is the row now.
+        left = session.identity_map.get(session.identity_key(MemberTier, (member_id,)))
+        if left is not None:
+            for name, value_ in row.items():
+                set_committed_value(left, name, value_)
+            seen = left
+        else:
+            seen = MemberTier(**row)
+            make_transient_to_detached(seen)
+            session.add(seen)  # as the statement inserted it: persistent, nothing to write
     else:
         for name, value_ in state.items():
             set_committed_value(seen, name, value_)

@@ -184,3 +184,37 @@ def test_a_core_settings_change_made_by_another_process_is_used_by_the_next_orde
         assert order_points(session, member_id, "o-2") == 300
         assert ledger_service.get_settings(session).earn_rate == Decimal(3)
         session.close()
+
+
+@pytest.mark.concurrency
+def test_a_stale_settings_object_in_the_identity_map_does_not_poison_the_process_cache(
+    app: Flask,
+    other_process: Flask,
+    clock: FrozenClock,
+) -> None:
+    """A session of this process holds the settings row in its identity map (read before);
+    another process changes the earn rate; this session then orders: its lock reads the new
+    version, the cache misses, and the settings are read again from the database, never
+    from the old object (a unit of work expires what its session held), so no later
+    transaction of the process prices with the old rate under the new version (a review's
+    probe)."""
+    with app.app_context():
+        session = get_database(app).sessionmaker()
+        member_id = members_service.enroll_member(session, external_id="r5-poison")[0].id
+        assert order_points(session, member_id, "r5-o-1") == 100
+        session.close()
+        reader = get_database(app).sessionmaker()
+        held = reader.get(ProgramSettings, 1)  # a read earlier in the transaction
+        assert held is not None and held.earn_rate == Decimal(1)
+    with other_process.app_context():
+        other = get_database(other_process).sessionmaker()
+        ledger_service.update_settings(other, changes={"earn_rate": "3"}, actor="t")
+        other.close()
+    with app.app_context():
+        second = order_points(reader, member_id, "r5-o-2")
+        reader.close()
+        fresh = get_database(app).sessionmaker()
+        third = order_points(fresh, member_id, "r5-o-3")
+        rate = ledger_service.get_settings(fresh).earn_rate
+        fresh.close()
+    assert (third, rate) == (300, Decimal(3)), f"second order got {second}"
