@@ -151,7 +151,9 @@ class Cache:
                 return value
         value = load(session)
         self.loads += 1
-        if version is not None:
+        # Loading may have written this transaction's own changes (an autoflush): the
+        # version is then its own, and what it read is not shared.
+        if version is not None and current_version(session) == version:
             with self._lock:
                 self._entries.setdefault(engine, {})[name] = (version, value)
         return value

@@ -218,3 +218,24 @@ def test_a_stale_settings_object_in_the_identity_map_does_not_poison_the_process
         rate = ledger_service.get_settings(fresh).earn_rate
         fresh.close()
     assert (third, rate) == (300, Decimal(3)), f"second order got {second}"
+
+
+def test_settings_changed_but_not_yet_written_are_never_shared(
+    session: Session, clock: FrozenClock
+) -> None:
+    """A transaction that has read the version (its wallet lock) changes the core settings
+    through the ORM, not yet flushed, then reads them while the process has none cached: it
+    sees its change, and the process does not keep it under the version every other
+    transaction still reads (the change then rolls back)."""
+    member_id = members_service.enroll_member(session, external_id="unflushed")[0].id
+    assert order_points(session, member_id, "o-1") == 100
+    with pytest.raises(RuntimeError), unit_of_work(session):
+        ledger_service.lock_member(session, member_id)  # reads the version
+        configcache.cache.clear()  # nothing cached for it (another process's view, say)
+        row = session.get(ProgramSettings, 1)
+        assert row is not None
+        row.earn_rate = Decimal(7)
+        assert ledger_service.get_settings(session).earn_rate == Decimal(7)
+        raise RuntimeError("changed my mind")
+    assert ledger_service.get_settings(session).earn_rate == Decimal(1)
+    assert order_points(session, member_id, "o-2") == 100

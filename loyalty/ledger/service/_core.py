@@ -76,6 +76,9 @@ _SETTINGS_SNAPSHOT = tuple(field.name for field in fields(Settings))
 
 
 def _load_settings(session: Session) -> Settings:
+    # Changes this transaction made and has not written yet go first: writing them marks the
+    # configuration changed, so what is read then is this transaction's own, never shared.
+    session.flush()
     row = settings_row(session, ProgramSettings)
     return Settings(**{name: getattr(row, name) for name in _SETTINGS_SNAPSHOT})
 
