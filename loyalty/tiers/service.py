@@ -905,13 +905,12 @@ def _move_up_at_once(
     current = _computed(seen, ladder_)
     policy = _ladder(session).policy
     review_at = rules.review_date(policy.window, now, policy.grace_days, target)
-    moments = [review_at] + ([seen.manual_until, seen.paid_until] if seen is not None else [])
-    due = [moment for moment in moments if moment is not None]
+    ends = (seen.manual_until, seen.paid_until) if seen is not None else ()
     state = {
         "tier_code": target.code,
         "since": now,
         "review_at": review_at,
-        "due_at": min(due) if due else None,
+        "due_at": _due_moment(review_at, *ends),
         "updated_at": now,
     }
     from_code = current.code if current else None
@@ -1096,8 +1095,14 @@ def _end_paid(
 
 
 def _set_due(row: MemberTier) -> None:
-    moments = [m for m in (row.review_at, row.manual_until, row.paid_until) if m is not None]
-    row.due_at = min(moments) if moments else None
+    row.due_at = _due_moment(row.review_at, row.manual_until, row.paid_until)
+
+
+def _due_moment(*moments: dt.datetime | None) -> dt.datetime | None:
+    """When the job next has work on a member's tier row: the soonest of its review and the
+    ends of its manual and paid tiers (None: none of them)."""
+    known = [moment for moment in moments if moment is not None]
+    return min(known) if known else None
 
 
 def _log(

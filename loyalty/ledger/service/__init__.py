@@ -95,7 +95,6 @@ from loyalty.ledger.service.spending import (
 __all__ = [
     "Activity",
     "Balance",
-    "Settings",
     "BalanceReport",
     "EXPIRING_WINDOW",
     "Expiring",
@@ -112,6 +111,7 @@ __all__ = [
     "Replayable",
     "SETTINGS_FIELDS",
     "SWEEP_BATCH",
+    "Settings",
     "Walk",
     "accrue_order",
     "activity",
