@@ -59,6 +59,14 @@ def empty_postgresql(database_url: str) -> Iterator[str]:
     janitor.drop()
 
 
+def empty_database(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty database of ``backend`` (``postgresql`` or ``sqlite``)."""
+    if backend == "postgresql":
+        url: str = request.getfixturevalue("empty_postgresql")
+        return url
+    return f"sqlite:///{tmp_path / 'empty.db'}"
+
+
 def _tables(url: str) -> set[str]:
     engine = create_engine(url)
     try:
@@ -71,11 +79,7 @@ def _tables(url: str) -> set[str]:
 def test_upgrade_downgrade_upgrade_round_trip(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    url = (
-        request.getfixturevalue("empty_postgresql")
-        if backend == "postgresql"
-        else f"sqlite:///{tmp_path / 'roundtrip.db'}"
-    )
+    url = empty_database(backend, request, tmp_path)
     config = migrator.alembic_config(url)
     expected = {table.name for table in Base.metadata.sorted_tables}
     migrator.upgrade(config)
@@ -122,11 +126,7 @@ def test_channels_keep_every_order_id_meaning_what_it_did(
     the later client gets a channel of its own, so both orders stay distinct."""
     from sqlalchemy import text
 
-    url = (
-        request.getfixturevalue("empty_postgresql")
-        if backend == "postgresql"
-        else f"sqlite:///{tmp_path / 'channels.db'}"
-    )
+    url = empty_database(backend, request, tmp_path)
     config = migrator.alembic_config(url)
     migrator.upgrade(config, "0008_ledger_reconciliation")
     engine = create_engine(url)

@@ -14,7 +14,9 @@
    wholly refunded order keeps no points anywhere (in its lots, or feeding an open hold or a
    redemption that could be given back) beyond what its refunds still record as outstanding;
 7. every captured hold has exactly one redemption, of the captured points, and no other hold
-   has one.
+   has one;
+8. each wallet's ``spend`` and ``order_count`` are its orders' money less refunds, in major
+   units, all currencies added, and how many of them are not wholly refunded (total 0 aside).
 
 Invariant 2 also checks ``balance_after`` on every entry (the running sums of the wallet's
 entries), not only on the last one.
@@ -22,12 +24,15 @@ entries), not only on the last one.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
+from decimal import Context, Decimal, localcontext
 from typing import Any
 
 from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
+from loyalty.ledger import rules
 from loyalty.ledger.models import (
     Allocation,
     Entry,
@@ -66,6 +71,7 @@ def verify(session: Session) -> list[Violation]:
         *_running_balances(session),
         *_orders(session),
         *_captured_holds(session),
+        *_order_totals(session),
     ]
 
 
@@ -725,3 +731,37 @@ def _captured_holds(session: Session) -> list[Violation]:
         )
         for hold_id, wallet_id, status, captured, redemption_id, n, points, red_id in rows
     ]
+
+
+def _order_totals(session: Session) -> list[Violation]:
+    # Added up here from whole numbers per currency, exactly (SQLite has no exact decimals).
+    rows = session.execute(
+        select(
+            Order.wallet_id,
+            Order.currency,
+            _sum(Order.total - Order.amount_refunded),
+            func.count().filter(Order.amount_refunded < Order.total),
+        ).group_by(Order.wallet_id, Order.currency)
+    )
+    spend: dict[str, Decimal] = defaultdict(Decimal)
+    counted: dict[str, int] = defaultdict(int)
+    with localcontext(Context(prec=80)):
+        for wallet_id, currency, money, count in rows:
+            exponent = rules.currency_exponent(currency) or 0
+            spend[wallet_id] += Decimal(int(money)).scaleb(-exponent)
+            counted[wallet_id] += int(count)
+    found = []
+    for wallet_id, kept_spend, kept_count in session.execute(
+        select(Wallet.id, Wallet.spend, Wallet.order_count)
+    ):
+        want_spend, want_count = spend.get(wallet_id, Decimal(0)), counted.get(wallet_id, 0)
+        if kept_spend != want_spend or kept_count != want_count:
+            found.append(
+                Violation(
+                    8,
+                    wallet_id,
+                    f"spend {kept_spend} and order count {kept_count} != its orders' "
+                    f"{want_spend} and {want_count}",
+                )
+            )
+    return found

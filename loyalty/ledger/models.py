@@ -24,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from loyalty import configcache
-from loyalty.db import Base, JSONDocument, UTCDateTime, one_of, utcnow
+from loyalty.db import Base, ExactDecimal, JSONDocument, UTCDateTime, one_of, utcnow
 from loyalty.ledger.rules import (
     CALENDAR_PERIODS,
     EXPIRY_POLICIES,
@@ -99,6 +99,8 @@ class Wallet(Base):
         CheckConstraint("held >= 0", name="held"),
         CheckConstraint("debt >= 0", name="debt"),
         CheckConstraint("lifetime_earned >= 0", name="lifetime_earned"),
+        CheckConstraint("spend >= 0", name="spend"),
+        CheckConstraint("order_count >= 0", name="order_count"),
         # Points go below zero only as debt, and only once every active lot is spent.
         CheckConstraint("available >= 0 OR available = -debt", name="available"),
         Index("ix_wallets_next_due_at", "next_due_at"),
@@ -113,6 +115,11 @@ class Wallet(Base):
     held: Mapped[int] = mapped_column(BigInteger, default=0)
     debt: Mapped[int] = mapped_column(BigInteger, default=0)
     lifetime_earned: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The member's orders, kept with them (invariant 8) so that badges and tiers read them
+    # without adding up a member's whole history: their money less refunds, in major units,
+    # all currencies added, and how many are not wholly refunded (orders of total 0 aside).
+    spend: Mapped[Decimal] = mapped_column(ExactDecimal, default=Decimal(0), server_default="0")
+    order_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     last_activity_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     # The earliest moment something is due (activation, expiry, hold timeout); the job and
     # the next change to the wallet settle what is due.

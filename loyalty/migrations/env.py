@@ -9,7 +9,7 @@ from alembic import context
 from sqlalchemy import JSON, Connection, create_engine, pool
 
 from loyalty.config import normalise_database_url
-from loyalty.db import Base, UTCDateTime
+from loyalty.db import Base, ExactDecimal, UTCDateTime
 from loyalty.migrator import load_models
 
 load_models()
@@ -30,6 +30,8 @@ def _render_item(kind: str, obj: Any, autogen_context: Any) -> str | Literal[Fal
     """Render our column types as plain SQLAlchemy ones, so migrations never import the app."""
     if kind == "type" and isinstance(obj, UTCDateTime):
         return "sa.DateTime(timezone=True)"
+    if kind == "type" and isinstance(obj, ExactDecimal):
+        return "sa.Numeric()"  # text on SQLite: see 0019_wallet_spend
     if (
         kind == "type"
         and isinstance(obj, JSON)

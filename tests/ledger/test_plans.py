@@ -161,6 +161,14 @@ def test_an_accruals_reads_touch_only_its_members_rows_under_generic_plans(
         " ON o.k = n %% %(members)s",
         {"count": OTHER_ORDERS, "members": OTHER_MEMBERS},
     )
+    # Counted in their wallets' spend and order count, as the service counts them.
+    connection.exec_driver_sql(
+        "UPDATE wallets AS w SET spend = w.spend + c.money, order_count = w.order_count + c.n"
+        " FROM (SELECT wallet_id, sum(total)::numeric / 100 AS money,"
+        " count(*) FILTER (WHERE total > 0) AS n FROM orders"
+        " WHERE starts_with(id, 'ord_plans_') AND currency = 'USD' GROUP BY wallet_id) AS c"
+        " WHERE c.wallet_id = w.id"
+    )
     # And their check-ins, today: the lock's read of the member's last activity goes over
     # the member's events too (with no events at all, any scan of them reads no row).
     connection.exec_driver_sql(

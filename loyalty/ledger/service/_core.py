@@ -7,6 +7,7 @@ lot or a wallet, and the balance snapshot that events carry.
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from decimal import Decimal
@@ -507,6 +508,18 @@ def _consume(session: Session, wallet: Wallet, entry: Entry, points: int) -> Non
         raise AssertionError("the lots do not hold the available balance")
     for lot_id, take in plan:
         _allocate(session, entry, lots[lot_id], take)
+
+
+# Spend is added up exactly, however large (the default context keeps 28 digits).
+_EXACT = decimal.Context(prec=80)
+
+
+def _count_order(wallet: Wallet, money: int, exponent: int, orders: int) -> None:
+    """Add an order's money (minor units; less for a refund) to the wallet's spend, in major
+    units, and ``orders`` (1 for an order placed, -1 for one now wholly refunded, else 0) to
+    its order count (invariant 8)."""
+    wallet.spend = _EXACT.add(wallet.spend, _EXACT.scaleb(Decimal(money), -exponent))
+    wallet.order_count += orders
 
 
 def _touch(wallet: Wallet, settings: Settings, now: dt.datetime) -> None:

@@ -46,6 +46,7 @@ from loyalty.ledger.service._core import (
     Balance,
     Settings,
     _allocate,
+    _count_order,
     _entry_values,
     _expiry,
     _lock_wallet_for_order,
@@ -195,6 +196,8 @@ def accrue_order(
         expires_at = _expiry(settings, activates_at)
         # Everything the wallet row gets is set before the entry's flush writes it, so the
         # common accrual costs one UPDATE of the wallet and one INSERT per new row.
+        _count_order(wallet, total, exponent, 1 if total > 0 else 0)
+        wallet.updated_at = now
         _touch(wallet, settings, now)
         if points > 0:
             _note_due(wallet, activates_at if pending else expires_at)
@@ -287,6 +290,8 @@ _WALLET_STATE = (
     "held",
     "debt",
     "lifetime_earned",
+    "spend",
+    "order_count",
     "last_activity_at",
     "next_due_at",
     "updated_at",
@@ -327,7 +332,7 @@ def _write_at_once(
 
 # Values the accrual's rows share are sent once: psycopg converts a statement's placeholders
 # once and keeps the result only for statements of at most 50 parameters (49 here with the
-# outbox row, 57 before).
+# outbox row and the wallet's spend and order count, 57 before).
 _SHARED = {
     ("e", "wallet_id"): "s_wallet_id",
     ("o", "wallet_id"): "s_wallet_id",
@@ -338,6 +343,8 @@ _SHARED = {
     ("e", "created_at"): ports.ACCRUAL_NOW,
     ("o", "created_at"): ports.ACCRUAL_NOW,
     ("l", "created_at"): ports.ACCRUAL_NOW,
+    ("w", "updated_at"): ports.ACCRUAL_NOW,
+    ("w", "last_activity_at"): ports.ACCRUAL_NOW,
     ("o", "id"): "s_order_pk",
     ("l", "order_pk"): "s_order_pk",
     ("o", "activates_at"): "s_activates_at",
@@ -492,8 +499,15 @@ def refund_order(
         session.flush()  # the refund before the entries that carry it out
         if points > 0:
             _reverse(session, wallet, order, refund, points, settings, now, actor)
+        counted = order.amount_refunded < order.total
         order.amount_refunded += money
         order.points_reversed += points
+        _count_order(
+            wallet,
+            -money,
+            rules.currency_exponent(order.currency) or 0,
+            -1 if counted and order.amount_refunded == order.total else 0,
+        )
         order.items = lines
         session.flush()
         publish(

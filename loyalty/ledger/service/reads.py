@@ -198,6 +198,12 @@ def activity(
     orders = 0
     rows: list[Any] = []
     if {"spend", "orders"} & set(measures):
+        wallet = locked_wallet(session, member_id)
+        if since is None and until is None and wallet is not None:
+            # What its orders add up to, kept with them (invariant 8).
+            return Activity(
+                points_earned=points, spend=int(wallet.spend), orders=wallet.order_count
+            )
         rows = list(session.execute(_orders_query(since is None, until is None), bounds))
     for currency, money, count in rows:
         spend += Decimal(int(money)) / (Decimal(10) ** (rules.currency_exponent(currency) or 0))
@@ -267,9 +273,18 @@ def order_measure(measure: str, from_start: bool, to_now: bool) -> Select[Any]:
     """The member's ``spend`` (money of the orders placed, less refunds, in major units, all
     currencies added, truncated) or ``orders`` (orders placed and not wholly refunded) in
     ``[since, until)``, as `activity` counts them, in one statement of one row and column
-    (parameters ``member_id``, ``since``, ``until``), for other areas to build on. Built on the
-    table, not the mapped class: a Core statement, which `Session.execute` sends without the
-    ORM's work on it (nor its autoflush: the accrual writes its order before)."""
+    (parameters ``member_id``, ``since``, ``until``), for other areas to build on. Over all
+    time it reads what the member's wallet keeps (invariant 8), not every order. Built on the
+    tables, not the mapped classes: a Core statement, which `Session.execute` sends without
+    the ORM's work on it (nor its autoflush: the accrual writes its order and wallet before,
+    a refund flushes them)."""
+    if from_start and to_now:
+        wallets = cast(Table, Wallet.__table__).c
+        kept = func.trunc(wallets.spend) if measure == "spend" else wallets.order_count
+        # An aggregate: one row (0) for a member without a wallet.
+        return select(func.coalesce(func.sum(kept), 0).label("value")).where(
+            wallets.member_id == bindparam("member_id")
+        )
     orders = cast(Table, Order.__table__).c
     counted = and_(
         orders.member_id == bindparam("member_id"), orders.amount_refunded < orders.total
