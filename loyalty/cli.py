@@ -434,6 +434,17 @@ def ledger_verify() -> None:
     click.echo("Ledger verified: every invariant holds.")
 
 
+@ledger_group.command("recount")
+@click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1, 10_000))
+@with_appcontext
+def ledger_recount(batch_size: int) -> None:
+    """Count each wallet's spend and orders again from its orders (invariant 8)."""
+    from loyalty.ledger import service
+
+    corrected = service.recount_orders(get_session(), batch_size=batch_size)
+    click.echo(f"Wallets recounted: {corrected} corrected.")
+
+
 # --- loyalty demo --------------------------------------------------------------------------
 
 

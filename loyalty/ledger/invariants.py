@@ -24,12 +24,11 @@ entries), not only on the last one.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
-from decimal import Context, Decimal, localcontext
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import Select, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from loyalty.ledger import rules
@@ -734,34 +733,30 @@ def _captured_holds(session: Session) -> list[Violation]:
 
 
 def _order_totals(session: Session) -> list[Violation]:
-    # Added up here from whole numbers per currency, exactly (SQLite has no exact decimals).
-    rows = session.execute(
-        select(
-            Order.wallet_id,
-            Order.currency,
-            _sum(Order.total - Order.amount_refunded),
-            func.count().filter(Order.amount_refunded < Order.total),
-        ).group_by(Order.wallet_id, Order.currency)
-    )
-    spend: dict[str, Decimal] = defaultdict(Decimal)
-    counted: dict[str, int] = defaultdict(int)
-    with localcontext(Context(prec=80)):
-        for wallet_id, currency, money, count in rows:
-            exponent = rules.currency_exponent(currency) or 0
-            spend[wallet_id] += Decimal(int(money)).scaleb(-exponent)
-            counted[wallet_id] += int(count)
+    kept = rules.orders_kept(session.execute(order_totals_by_currency()))
     found = []
-    for wallet_id, kept_spend, kept_count in session.execute(
+    for wallet_id, spend, count in session.execute(
         select(Wallet.id, Wallet.spend, Wallet.order_count)
     ):
-        want_spend, want_count = spend.get(wallet_id, Decimal(0)), counted.get(wallet_id, 0)
-        if kept_spend != want_spend or kept_count != want_count:
+        want_spend, want_count = kept.get(wallet_id, (Decimal(0), 0))
+        if spend != want_spend or count != want_count:
             found.append(
                 Violation(
                     8,
                     wallet_id,
-                    f"spend {kept_spend} and order count {kept_count} != its orders' "
+                    f"spend {spend} and order count {count} != its orders' "
                     f"{want_spend} and {want_count}",
                 )
             )
     return found
+
+
+def order_totals_by_currency() -> Select[str, str, int, int]:
+    """Each wallet's orders by currency: money less refunds, and how many are not wholly
+    refunded (`rules.orders_kept` adds them up; whole numbers here, exact on every database)."""
+    return select(
+        Order.wallet_id,
+        Order.currency,
+        _sum(Order.total - Order.amount_refunded),
+        func.count().filter(Order.amount_refunded < Order.total),
+    ).group_by(Order.wallet_id, Order.currency)

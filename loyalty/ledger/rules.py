@@ -7,7 +7,7 @@ import datetime as dt
 import zoneinfo
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Context, Decimal
 from fractions import Fraction
 
 import iso4217
@@ -33,6 +33,31 @@ def currency_exponent(code: str) -> int | None:
     except (ValueError, KeyError):
         return None
     return exponent
+
+
+# Spend is added up exactly, however large (the default context keeps 28 digits).
+EXACT = Context(prec=80)
+
+
+def major_units(money: int, currency: str) -> Decimal:
+    """``money`` minor units of ``currency`` in major units, exactly (a code without a minor
+    unit counts as 0 decimals)."""
+    return EXACT.scaleb(Decimal(money), -(currency_exponent(currency) or 0))
+
+
+def orders_kept(
+    rows: Iterable[tuple[str, str, int, int]],
+) -> dict[str, tuple[Decimal, int]]:
+    """A wallet's spend and order count (invariant 8) from its orders by currency: rows of
+    (wallet id, currency, money less refunds, orders not wholly refunded)."""
+    kept: dict[str, tuple[Decimal, int]] = {}
+    for wallet_id, currency, money, count in rows:
+        spend, orders = kept.get(wallet_id, (Decimal(0), 0))
+        kept[wallet_id] = (
+            EXACT.add(spend, major_units(int(money), currency)),
+            orders + int(count),
+        )
+    return kept
 
 
 def points_for_amount(amount_minor: int, exponent: int, rate: Decimal, rounding: str) -> int:

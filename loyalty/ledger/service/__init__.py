@@ -35,6 +35,7 @@ from loyalty.ledger.service.orders import (
     Replayable,
     accrue_order,
     check_age,
+    recount_orders,
     refund_order,
 )
 from loyalty.ledger.service.postings import (
@@ -142,6 +143,7 @@ __all__ = [
     "points_expiring",
     "points_summaries",
     "redeem",
+    "recount_orders",
     "refund_order",
     "release_hold",
     "return_redemption",

@@ -7,7 +7,6 @@ lot or a wallet, and the balance snapshot that events carry.
 from __future__ import annotations
 
 import datetime as dt
-import decimal
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from decimal import Decimal
@@ -510,15 +509,11 @@ def _consume(session: Session, wallet: Wallet, entry: Entry, points: int) -> Non
         _allocate(session, entry, lots[lot_id], take)
 
 
-# Spend is added up exactly, however large (the default context keeps 28 digits).
-_EXACT = decimal.Context(prec=80)
-
-
-def _count_order(wallet: Wallet, money: int, exponent: int, orders: int) -> None:
+def _count_order(wallet: Wallet, money: int, currency: str, orders: int) -> None:
     """Add an order's money (minor units; less for a refund) to the wallet's spend, in major
     units, and ``orders`` (1 for an order placed, -1 for one now wholly refunded, else 0) to
     its order count (invariant 8)."""
-    wallet.spend = _EXACT.add(wallet.spend, _EXACT.scaleb(Decimal(money), -exponent))
+    wallet.spend = rules.EXACT.add(wallet.spend, rules.major_units(money, currency))
     wallet.order_count += orders
 
 

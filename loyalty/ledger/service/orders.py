@@ -9,6 +9,7 @@ import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import cache
 from typing import Any, cast
 
@@ -33,6 +34,7 @@ from loyalty.ledger.errors import (
     RefundConflictError,
     RefundExceedsOrderError,
 )
+from loyalty.ledger.invariants import order_totals_by_currency
 from loyalty.ledger.models import (
     Allocation,
     Entry,
@@ -196,7 +198,7 @@ def accrue_order(
         expires_at = _expiry(settings, activates_at)
         # Everything the wallet row gets is set before the entry's flush writes it, so the
         # common accrual costs one UPDATE of the wallet and one INSERT per new row.
-        _count_order(wallet, total, exponent, 1 if total > 0 else 0)
+        _count_order(wallet, total, currency, 1 if total > 0 else 0)
         wallet.updated_at = now
         _touch(wallet, settings, now)
         if points > 0:
@@ -505,7 +507,7 @@ def refund_order(
         _count_order(
             wallet,
             -money,
-            rules.currency_exponent(order.currency) or 0,
+            order.currency,
             -1 if counted and order.amount_refunded == order.total else 0,
         )
         order.items = lines
@@ -535,6 +537,41 @@ def refund_order(
             "balance": Balance.of(wallet).as_dict(),
         }
     return Replayable(refund.response, created=True)
+
+
+def recount_orders(session: Session, *, batch_size: int = 500) -> int:
+    """Count every wallet's spend and orders again from its orders (invariant 8), a batch of
+    wallets at a time, each batch one transaction under the wallets' locks; return how many
+    wallets were corrected. For orders or refunds that a process of a version before
+    migration 0019 recorded after the upgrade, without counting them."""
+    corrected = 0
+    after = ""
+    while True:
+        with unit_of_work(session):
+            member_ids = list(
+                session.scalars(
+                    select(Wallet.member_id)
+                    .where(Wallet.member_id > after)
+                    .order_by(Wallet.member_id)
+                    .limit(batch_size)
+                )
+            )
+            if not member_ids:
+                return corrected
+            wallets = [locked.wallet for locked in _lock_wallets(session, member_ids).values()]
+            kept = rules.orders_kept(
+                session.execute(
+                    order_totals_by_currency().where(
+                        Order.wallet_id.in_([wallet.id for wallet in wallets])
+                    )
+                )
+            )
+            for wallet in wallets:
+                spend, count = kept.get(wallet.id, (Decimal(0), 0))
+                if wallet.spend != spend or wallet.order_count != count:
+                    wallet.spend, wallet.order_count = spend, count
+                    corrected += 1
+            after = member_ids[-1]
 
 
 # The natural keys that two racing reports (on two members' wallets, so not serialised by a

@@ -6,7 +6,6 @@ the member's whole history."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from sqlalchemy import create_engine, select, text, update
 from sqlalchemy.orm import Session
 
 from loyalty import migrator
-from loyalty.db import get_database
+from loyalty.cli import main
 from loyalty.ledger import service
 from loyalty.ledger.invariants import verify
 from loyalty.ledger.models import Wallet
@@ -35,16 +34,6 @@ ORDERS = [
     ("s-zero", 0, "USD"),
     ("s-clf", 12345, "CLF"),  # four decimals
 ]
-
-
-@pytest.fixture
-def db(e2e_app: Flask) -> Iterator[Session]:
-    with e2e_app.app_context():
-        session = get_database(e2e_app).sessionmaker()
-        try:
-            yield session
-        finally:
-            session.close()
 
 
 def _wallet(session: Session, member_id: str) -> tuple[Decimal, int]:
@@ -118,6 +107,38 @@ def test_the_invariant_catches_a_wallet_that_drifted(
     (violation,) = verify(db)
     assert violation.invariant == 8 and detail in violation.detail, violation
     db.rollback()
+
+
+def test_recount_corrects_wallets_whose_orders_were_not_counted(
+    e2e_app: Flask, db: Session
+) -> None:
+    """As if a process of the version before 0019 had taken orders after the upgrade: the
+    wallets' figures left behind; `loyalty ledger recount` counts them again, a batch of
+    wallets at a time, and touches only those that are wrong."""
+    members = [members_service.enroll_member(db, external_id=f"re-{n}")[0].id for n in range(5)]
+    for n, member_id in enumerate(members):
+        for k, (_, total, currency) in enumerate(ORDERS[: n + 1]):
+            order(db, member_id, total, order_id=f"re-{n}-{k}", currency=currency)
+    _refund(db, "re-4-0", "re-r-4", 12345)  # wholly refunded: not counted
+    stale = members[1:4]
+    db.execute(
+        update(Wallet)
+        .where(Wallet.member_id.in_(stale))
+        .values(spend=Decimal(0), order_count=Wallet.order_count - 1)
+    )
+    db.commit()
+    assert {v.wallet_id for v in verify(db)} == {
+        db.scalar(select(Wallet.id).where(Wallet.member_id == m)) for m in stale
+    }
+    db.close()
+    runner = e2e_app.test_cli_runner()
+    result = runner.invoke(main, ["ledger", "recount", "--batch-size", "2"])
+    assert result.exit_code == 0, result.output
+    assert "Wallets recounted: 3 corrected." in result.output
+    assert verify(db) == []
+    assert _wallet(db, members[4]) == (2 * JPY + Decimal("1.001"), 3)
+    result = runner.invoke(main, ["ledger", "recount"])
+    assert "Wallets recounted: 0 corrected." in result.output
 
 
 @pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
