@@ -289,30 +289,47 @@ def _forget_transaction_scoped(session: Session) -> None:
 def _transaction_ended(session: Session, transaction: SessionTransaction) -> None:
     if transaction.parent is None:
         _forget_transaction_scoped(session)
+        session.info.pop(_BEFORE_COMMIT, None)  # run at its commit, or dropped with it
 
 
 # session.info: each savepoint of the transaction (kept until the next transaction, so no
-# other transaction is taken for it) -> how much `after_commit` work was queued before it
-# began.
+# other transaction is taken for it) -> how much `after_commit` and `before_commit` work was
+# queued before it began.
 _SAVEPOINT_QUEUES = "loyalty_savepoint_queues"
 
 
 @event.listens_for(Session, "after_soft_rollback")
 def _rolled_back(session: Session, previous: SessionTransaction) -> None:
     _forget_transaction_scoped(session)
-    # Work queued with `after_commit` inside a savepoint that rolled back is dropped with it.
+    # Work queued inside a savepoint that rolled back is dropped with it.
     queued = session.info.get(_SAVEPOINT_QUEUES, {}).pop(previous, None)
     if queued is not None:
-        del session.info.get(_AFTER_COMMIT, [])[queued:]
+        for key, length in zip((_AFTER_COMMIT, _BEFORE_COMMIT), queued, strict=True):
+            del session.info.get(key, [])[length:]
 
 
 @event.listens_for(Session, "after_transaction_create")
 def _transaction_created(session: Session, transaction: SessionTransaction) -> None:
     if transaction.nested:
         queues = session.info.setdefault(_SAVEPOINT_QUEUES, {})
-        queues[transaction] = len(session.info.get(_AFTER_COMMIT, []))
+        queues[transaction] = tuple(
+            len(session.info.get(key, [])) for key in (_AFTER_COMMIT, _BEFORE_COMMIT)
+        )
     elif transaction.parent is None:
         session.info.pop(_SAVEPOINT_QUEUES, None)
+
+
+@event.listens_for(Session, "before_commit")
+def _committing(session: Session) -> None:
+    """Run the `before_commit` work when the transaction itself commits (not a savepoint),
+    after the session's pending changes are written: the work's locks are then held for no
+    more than the commit."""
+    if session.in_nested_transaction() or not session.info.get(_BEFORE_COMMIT):
+        return
+    session.flush()
+    while queue := session.info.pop(_BEFORE_COMMIT, None):
+        for work in queue:
+            work(session)
 
 
 def one_of(column: str, values: tuple[str, ...]) -> str:
@@ -451,6 +468,7 @@ def _close_session(_exc: BaseException | None) -> None:
 
 _OUTER = "loyalty_request_transaction"
 _AFTER_COMMIT = "loyalty_after_commit"
+_BEFORE_COMMIT = "loyalty_before_commit"
 # Transactions that fail on a deadlock or a serialization conflict are run again this often.
 RETRIES = 3
 _RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
@@ -529,6 +547,21 @@ def after_commit(session: Session, work: Callable[[Session], Any]) -> None:
     session.info.setdefault(_AFTER_COMMIT, []).append(work)
 
 
+def before_commit(session: Session, work: Callable[[Session], Any]) -> None:
+    """Run ``work(session)`` in the current transaction just before it commits, after
+    everything else it wrote (the outermost transaction: a unit of work inside a request's
+    runs at the request's commit); nothing runs if it rolls back. For a write that takes a
+    row lock other transactions queue for (a campaign's budget), so that the lock is held for
+    the commit only. The work may raise `RunAgainError`."""
+    session.info.setdefault(_BEFORE_COMMIT, []).append(work)
+
+
+class RunAgainError(Exception):
+    """What the transaction decided no longer holds at its commit (a budget it priced with
+    was spent meanwhile): it is rolled back, and `retrying` (or a request with an
+    Idempotency-Key) runs it again, having learnt to take the locks first."""
+
+
 def _run_after_commit(session: Session) -> None:
     while queue := session.info.pop(_AFTER_COMMIT, None):
         for work in queue:
@@ -590,6 +623,9 @@ def retrying(func: Callable[..., R]) -> Callable[..., R]:
         for attempt in range(RETRIES):
             try:
                 return func(session, *args, **kwargs)
+            except RunAgainError as error:
+                if attempt == RETRIES - 1:
+                    raise LedgerBusyError() from error
             except IntegrityError as error:
                 if not configuration_gone(error) or attempt == RETRIES - 1:
                     raise

@@ -36,6 +36,7 @@ from loyalty import clock, jsonbody, problems, sealing
 from loyalty.db import (
     RETRIES,
     Base,
+    RunAgainError,
     UTCDateTime,
     configuration_gone,
     dialect_insert,
@@ -108,6 +109,10 @@ def idempotent(view: Callable[..., Any], *, caller: Callable[[], str]) -> Callab
         for attempt in range(RETRIES):
             try:
                 return _run(session, view, args, kwargs, client_id, key, fingerprint)
+            except RunAgainError as error:
+                if attempt < RETRIES - 1:
+                    continue
+                raise LedgerBusyError() from error
             except IntegrityError as error:
                 if configuration_gone(error) and attempt < RETRIES - 1:
                     continue

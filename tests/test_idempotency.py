@@ -556,3 +556,47 @@ def test_managers_calls_replay_on_sqlite_too(sqlite_app: Flask) -> None:
     assert twice("patch", url, {"name": "Spring"}).status_code == 200
     assert twice("delete", url).status_code == 204
     assert client.get("/v1/program/campaigns", headers=headers).json["items"] == []
+
+
+def test_a_request_whose_commit_says_run_again_is_run_again(
+    api: Api, client: FlaskClient, make_headers: Callable[..., Headers]
+) -> None:
+    """Work queued for the commit (`loyalty.db.before_commit`) that finds what the request
+    decided no longer holds raises `RunAgainError`: the request's transaction (its key
+    included) is rolled back and the request run again, once in effect."""
+    from sqlalchemy import event
+    from sqlalchemy.orm import ORMExecuteState, Session
+
+    from loyalty.db import RunAgainError, before_commit
+
+    headers = make_headers("members:write", "points:accrue")
+    member = client.post("/v1/members", json={"external_id": "again"}, headers=headers)
+    attempts: list[str] = []
+
+    def refuse_once(session: Session) -> None:
+        attempts.append("commit")
+        if len(attempts) == 1:
+            raise RunAgainError()
+
+    queued_in: list[object] = []
+
+    def queue(state: ORMExecuteState) -> None:  # once in each transaction
+        transaction = state.session.get_transaction()
+        if transaction is not None and transaction not in queued_in:
+            queued_in.append(transaction)
+            before_commit(state.session, refuse_once)
+
+    event.listen(Session, "do_orm_execute", queue)
+    try:
+        body = {"member_id": member.get_json()["id"], "order_id": "again-1", "total": 1000}
+        first = client.post(
+            "/v1/orders", json={**body, "currency": "USD"}, headers={**headers, KEY: "k-again"}
+        )
+    finally:
+        event.remove(Session, "do_orm_execute", queue)
+    assert first.status_code == 201, first.get_json()
+    assert attempts == ["commit", "commit"]
+    replay = client.post(
+        "/v1/orders", json={**body, "currency": "USD"}, headers={**headers, KEY: "k-again"}
+    )
+    assert replay.get_json() == first.get_json() and replay.headers[REPLAYED] == "true"

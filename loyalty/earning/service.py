@@ -28,7 +28,9 @@ from loyalty import clock, configcache
 from loyalty.audit import service as audit_service
 from loyalty.db import (
     Page,
+    RunAgainError,
     after_commit,
+    before_commit,
     constraint_name,
     locked_row,
     new_id,
@@ -590,10 +592,17 @@ def price_order(
     if not charge:
         return quote(_campaign_rules(session, chosen, placed_at, lock=False))
     # Priced as if every budget had room for the order, then charged: one conditional
-    # UPDATE per budgeted campaign. Only when one of them lacks the room (or was paused, cut
-    # short or given another budget meanwhile) are the budgets read, locked, and the order
-    # priced again.
+    # UPDATE per budgeted campaign, sent just before the accrual commits (its row's lock,
+    # which the campaign's other orders queue for, is then held for the commit only). Only
+    # when one of them lacks the room (or was paused, cut short or given another budget
+    # meanwhile) is the accrual run again, this process charging that budget at once from
+    # then on: its row read, locked, and the order priced again.
     result = quote([_campaign_rule(terms, terms.budget) for terms in chosen])
+    if not session.in_nested_transaction() and not any(
+        (terms.id, terms.budget) in _TIGHT for terms in chosen if terms.budget is not None
+    ):
+        _charge_at_commit(session, chosen, result, placed_at)
+        return result
     charged = _charge(session, chosen, result, placed_at)
     if charged is None:
         return result
@@ -697,6 +706,9 @@ _BUDGETS_LOCKED = _BUDGETS.with_for_update()
 # and a new budget is a new pair. Their campaigns give nothing more, without a statement.
 _SPENT: set[tuple[str, int]] = set()
 _SPENT_KEPT = 10_000
+# Budgets this process found short of an order's points at its commit, as (campaign id,
+# budget): their orders charge them at once, as they are priced (`_charge`).
+_TIGHT: set[tuple[str, int]] = set()
 
 
 def _chosen_campaigns(
@@ -755,6 +767,40 @@ def _charge(
         if budget != terms.budget:
             return charged
     return None
+
+
+def _charge_at_commit(
+    session: Session, chosen: list[_CampaignTerms], quote: rules.Quote, placed_at: dt.datetime
+) -> None:
+    """Charge the budgeted campaigns ``quote`` gives points from when the transaction
+    commits (`_charge_queued`)."""
+    charges = [
+        (terms, quote.campaign_points.get(terms.id, 0))
+        for terms in sorted(chosen, key=lambda terms: terms.id)
+        if terms.budget is not None and quote.campaign_points.get(terms.id, 0)
+    ]
+    if charges:
+        before_commit(session, functools.partial(_charge_queued, charges, placed_at))
+
+
+def _charge_queued(
+    charges: list[tuple[_CampaignTerms, int]], placed_at: dt.datetime, session: Session
+) -> None:
+    """Charge what an order gave from budgeted campaigns (in campaign id order, after the
+    wallet: the global lock order), each only if the campaign still runs and its budget,
+    unchanged, has the room. Otherwise the order was priced with what no longer holds:
+    `RunAgainError`, this process charging that budget at once from then on."""
+    for terms, points in charges:
+        parameters = {"charge_id": terms.id, "charge_placed_at": placed_at, "charge_points": points}
+        budget = session.execute(_CHARGE, parameters).scalar_one_or_none()
+        if budget != terms.budget and terms.budget is not None:
+            if len(_TIGHT) >= _SPENT_KEPT:
+                _TIGHT.clear()
+            _TIGHT.add((terms.id, terms.budget))
+            raise RunAgainError()
+        loaded = session.identity_map.get(identity_key(Campaign, terms.id))
+        if loaded is not None:  # the session read the row before: it reads the spend again
+            session.expire(loaded, ["spent"])
 
 
 def _charge_locked(

@@ -250,8 +250,11 @@ def test_a_budget_spent_by_a_transaction_that_rolled_back_is_not_remembered_spen
 def test_an_order_a_budget_lacks_the_room_for_is_priced_again_with_the_budgets_locked(
     session: Session, member: Callable[..., str], clock: FrozenClock
 ) -> None:
-    """The first campaign (in id order) is charged, the second lacks the room: both rows
-    are then read locked, the first's spend without the charge, and the order priced again."""
+    """The first campaign (in id order) is charged at the accrual's commit, the second lacks
+    the room: the accrual runs again, charging the second's budget as it prices (the
+    process now knows it is tight). The first is charged, the second lacks the room: both
+    rows are then read locked, the first's spend without the charge, and the order priced
+    again."""
     first, second = sorted(
         (campaign(session, name="One", budget=100), campaign(session, name="Two", budget=100)),
         key=lambda row: row.id,
@@ -265,10 +268,11 @@ def test_an_order_a_budget_lacks_the_room_for_is_priced_again_with_the_budgets_l
     assert service.get_campaign(session, first.id).spent == 20
     assert service.get_campaign(session, second.id).spent == 14
     charges = [statement for statement in seen if "campaigns" in statement]
-    # Charged, missed, read locked, the second's spend written (the first's is as charged).
+    # At the commit: charged, missed (rolled back). Run again: charged, missed, read
+    # locked, the second's spend written (the first's is as charged).
     verbs = [statement.split()[0] for statement in charges]
-    assert verbs == ["UPDATE", "UPDATE", "SELECT", "UPDATE"], charges
-    assert "FOR UPDATE" in charges[2], charges[2]
+    assert verbs == ["UPDATE", "UPDATE", "UPDATE", "UPDATE", "SELECT", "UPDATE"], charges
+    assert "FOR UPDATE" in charges[4], charges[4]
     assert order(session, mid, 1000)["points"] == 20  # the second is spent
 
 
