@@ -553,6 +553,8 @@ def before_commit(session: Session, work: Callable[[Session], Any]) -> None:
     runs at the request's commit); nothing runs if it rolls back. For a write that takes a
     row lock other transactions queue for (a campaign's budget), so that the lock is held for
     the commit only. The work may raise `RunAgainError`."""
+    if not session.in_transaction():
+        raise RuntimeError("before_commit outside a transaction: no commit to run it at")
     session.info.setdefault(_BEFORE_COMMIT, []).append(work)
 
 

@@ -598,8 +598,13 @@ def price_order(
     # meanwhile) is the accrual run again, this process charging that budget at once from
     # then on: its row read, locked, and the order priced again.
     result = quote([_campaign_rule(terms, terms.budget) for terms in chosen])
-    if not session.in_nested_transaction() and not any(
-        (terms.id, terms.budget) in _TIGHT for terms in chosen if terms.budget is not None
+    run_again = session.info.pop(_RUN_AGAIN, False)
+    if (
+        not run_again
+        and not session.in_nested_transaction()
+        and not any(
+            (terms.id, terms.budget) in _TIGHT for terms in chosen if terms.budget is not None
+        )
     ):
         _charge_at_commit(session, chosen, result, placed_at)
         return result
@@ -709,6 +714,10 @@ _SPENT_KEPT = 10_000
 # Budgets this process found short of an order's points at its commit, as (campaign id,
 # budget): their orders charge them at once, as they are priced (`_charge`).
 _TIGHT: set[tuple[str, int]] = set()
+# session.info: the accrual is run again after its charge missed at the commit; it charges as
+# it prices (whatever budget it now reads: one a manager keeps changing would otherwise miss
+# at every commit). Kept across the rollback; the next pricing takes it.
+_RUN_AGAIN = "loyalty.earning.run_again"
 
 
 def _chosen_campaigns(
@@ -797,6 +806,7 @@ def _charge_queued(
             if len(_TIGHT) >= _SPENT_KEPT:
                 _TIGHT.clear()
             _TIGHT.add((terms.id, terms.budget))
+            session.info[_RUN_AGAIN] = True
             raise RunAgainError()
         loaded = session.identity_map.get(identity_key(Campaign, terms.id))
         if loaded is not None:  # the session read the row before: it reads the spend again
