@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from loyalty.clock import FrozenClock
@@ -104,3 +105,17 @@ def changer(campaign_id: str, changes: dict[str, Any]) -> Callable[[Session], An
         )
 
     return run
+
+
+def stopped_at(session: Session, marker: str) -> tuple[threading.Event, threading.Event]:
+    """Stop ``session``'s next statement containing ``marker`` before it is sent, until the
+    second event is set (the first is set once it is there)."""
+    there, go = threading.Event(), threading.Event()
+
+    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if marker in statement and not there.is_set():
+            there.set()
+            assert go.wait(30)
+
+    event.listen(session.get_bind(), "before_cursor_execute", before)
+    return there, go

@@ -14,7 +14,14 @@ from sqlalchemy.orm import Session
 from loyalty.clock import FrozenClock
 from loyalty.db import get_database
 from loyalty.earning import service
-from tests.campaign_charge.helpers import accrue, assert_exact, campaign, changer, members
+from tests.campaign_charge.helpers import (
+    accrue,
+    assert_exact,
+    campaign,
+    changer,
+    members,
+    stopped_at,
+)
 from tests.support import in_thread, race
 
 pytestmark = pytest.mark.concurrency
@@ -104,18 +111,6 @@ def test_race_orders_while_a_manager_changes_the_campaign(
         assert_exact(app, [cid])
 
 
-def _stopped_at(session: Session, marker: str) -> tuple[threading.Event, threading.Event]:
-    there, go = threading.Event(), threading.Event()
-
-    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if marker in statement and not there.is_set():
-            there.set()
-            assert go.wait(30)
-
-    event.listen(session.get_bind(), "before_cursor_execute", before)
-    return there, go
-
-
 @pytest.mark.parametrize(
     ("changes", "expected"),
     [
@@ -146,7 +141,7 @@ def test_a_manager_change_between_pricing_and_commit(
 
         changes = {"ends_at": clock.now() - dt.timedelta(minutes=1)}
     held = new_session()
-    there, go = _stopped_at(held, "UPDATE campaigns")
+    there, go = stopped_at(held, "UPDATE campaigns")
     thread, outcome = in_thread(app, lambda: accrue(held, mid, "flight-1"))
     try:
         assert there.wait(30), "never reached the charge"

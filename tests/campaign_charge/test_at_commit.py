@@ -6,13 +6,10 @@ accrual again, charging that budget as it prices."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from loyalty.clock import FrozenClock
@@ -20,37 +17,11 @@ from loyalty.earning import service
 from loyalty.earning.models import Campaign
 from loyalty.ledger import service as ledger_service
 from loyalty.members import service as members_service
+from tests.campaign_charge.helpers import accrue, stopped_at
 from tests.earning.test_concurrency import double_points
-from tests.ledger.conftest import CLIENT
 from tests.support import in_thread, wait_for
 
 pytestmark = pytest.mark.concurrency
-
-
-def _accrue(session: Session, member_id: str, order_id: str, total: int) -> int:
-    body = ledger_service.accrue_order(
-        session,
-        client_id=CLIENT,
-        order_id=order_id,
-        member_id=member_id,
-        total=total,
-        currency="USD",
-    ).body
-    return int(body["points"])
-
-
-def _stopped_at(session: Session, marker: str) -> tuple[threading.Event, threading.Event]:
-    """Stop ``session``'s next statement containing ``marker`` before it is sent, until the
-    second event is set (the first is set once it is there)."""
-    there, go = threading.Event(), threading.Event()
-
-    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if marker in statement and not there.is_set():
-            there.set()
-            assert go.wait(30)
-
-    event.listen(session.get_bind(), "before_cursor_execute", before)
-    return there, go
 
 
 def test_an_order_of_a_campaign_does_not_wait_for_anothers_writes(
@@ -66,12 +37,12 @@ def test_an_order_of_a_campaign_does_not_wait_for_anothers_writes(
     )
     setup.close()
     held = new_session()
-    there, go = _stopped_at(held, "INSERT INTO orders")
-    thread, outcome = in_thread(app, lambda: _accrue(held, first, "c-1", 10000))
+    there, go = stopped_at(held, "INSERT INTO orders")
+    thread, outcome = in_thread(app, lambda: accrue(held, first, "c-1", 10000))
     try:
         assert there.wait(30), "the first order never reached its write"
         other = new_session()
-        done, result = in_thread(app, lambda: _accrue(other, second, "c-2", 10000))
+        done, result = in_thread(app, lambda: accrue(other, second, "c-2", 10000))
         wait_for(lambda: not done.is_alive(), "the second order, while the first is stopped")
         assert result == [200]
     finally:
@@ -96,11 +67,11 @@ def test_a_budget_spent_before_the_commit_runs_the_accrual_again(
     )
     setup.close()
     held = new_session()
-    there, go = _stopped_at(held, "UPDATE campaigns")
-    thread, outcome = in_thread(app, lambda: _accrue(held, first, "s-1", 10000))
+    there, go = stopped_at(held, "UPDATE campaigns")
+    thread, outcome = in_thread(app, lambda: accrue(held, first, "s-1", 10000))
     try:
         assert there.wait(30), "the first order never reached its charge"
-        assert _accrue(new_session(), second, "s-2", 10000) == 200  # the whole budget
+        assert accrue(new_session(), second, "s-2", 10000) == 200  # the whole budget
     finally:
         go.set()
         thread.join()
