@@ -2,7 +2,8 @@
 it, each source's row nearest the moment from its (member, time) index (b721396). It must
 say what the aggregate over every activity says (`_sql.moments`), at any moment: orders
 refunded in full are no activity, orders of total 0 are, redemptions and engagement events
-count, ties and moments equal to an activity's."""
+count, ties and moments equal to an activity's. So must the read after the lock, when the
+wallet changed while the order waited (`stages._last_active`), which reads the same rows."""
 
 from __future__ import annotations
 
@@ -91,5 +92,16 @@ def test_the_nearest_activity_on_either_side_is_the_aggregates(
     for moment in moments_to_ask:
         assert _around(session, member, moment) == _aggregate(session, member, moment), moment
         assert _around(session, quiet, moment) == (None, None)
+        # Read again after the lock (the wallet changed while the order waited): the same.
+        last = stages._last_active(session, member, moment)
+        assert last == _aggregate(session, member, moment)[0], moment
+        assert stages._last_active(session, quiet, moment) is None
     # The refunded order is no activity: asked just after it, the last is the first order.
     assert _around(session, member, start + 3 * DAY)[0] == start
+
+
+def test_the_read_after_the_lock_reads_the_nearest_rows_not_the_history() -> None:
+    """On PostgreSQL it stops at each source's nearest row (no aggregate over the member's
+    history, which a hot member's every order read under its lock: 0.27 ms at 3,000 orders)."""
+    sql = str(stages._last_active_query("postgresql"))
+    assert sql.count("LIMIT") == 3 and "max(" not in sql, sql
