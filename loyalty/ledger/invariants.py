@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, and_, case, func, or_, select
+from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from loyalty.ledger import rules
@@ -42,6 +42,7 @@ from loyalty.ledger.models import (
     Refund,
     Wallet,
 )
+from loyalty.ledger.reporting import order_totals_by_currency
 
 
 @dataclass(frozen=True)
@@ -749,14 +750,3 @@ def _order_totals(session: Session) -> list[Violation]:
                 )
             )
     return found
-
-
-def order_totals_by_currency() -> Select[str, str, int, int]:
-    """Each wallet's orders by currency: money less refunds, and how many are not wholly
-    refunded (`rules.orders_kept` adds them up; whole numbers here, exact on every database)."""
-    return select(
-        Order.wallet_id,
-        Order.currency,
-        _sum(Order.total - Order.amount_refunded),
-        func.count().filter(Order.amount_refunded < Order.total),
-    ).group_by(Order.wallet_id, Order.currency)

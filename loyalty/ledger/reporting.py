@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import CompoundSelect, Select, and_, or_, select, union
+from sqlalchemy import CompoundSelect, Select, and_, func, or_, select, union
 
 from loyalty.ledger.models import Entry, Lot, Order, Redemption, Refund, Wallet
 
@@ -32,6 +32,17 @@ def orders() -> Select[*tuple[Any, ...]]:
 def counted_orders() -> Select[*tuple[Any, ...]]:
     """The orders that count as purchases (`orders` with ``counted``)."""
     return orders().where(or_(Order.amount_refunded < Order.total, Order.total == 0))
+
+
+def order_totals_by_currency() -> Select[str, str, int, int]:
+    """Each wallet's orders by currency: money less refunds, and how many are not wholly
+    refunded (`rules.orders_kept` adds them up; whole numbers here, exact on every database)."""
+    return select(
+        Order.wallet_id,
+        Order.currency,
+        func.coalesce(func.sum(Order.total - Order.amount_refunded), 0),
+        func.count().filter(Order.amount_refunded < Order.total),
+    ).group_by(Order.wallet_id, Order.currency)
 
 
 def redemptions() -> Select[*tuple[Any, ...]]:

@@ -34,7 +34,6 @@ from loyalty.ledger.errors import (
     RefundConflictError,
     RefundExceedsOrderError,
 )
-from loyalty.ledger.invariants import order_totals_by_currency
 from loyalty.ledger.models import (
     Allocation,
     Entry,
@@ -44,6 +43,7 @@ from loyalty.ledger.models import (
     Refund,
     Wallet,
 )
+from loyalty.ledger.reporting import order_totals_by_currency
 from loyalty.ledger.service._core import (
     Balance,
     Settings,
@@ -545,33 +545,43 @@ def recount_orders(session: Session, *, batch_size: int = 500) -> int:
     wallets were corrected. For orders or refunds that a process of a version before
     migration 0019 recorded after the upgrade, without counting them."""
     corrected = 0
-    after = ""
-    while True:
-        with unit_of_work(session):
-            member_ids = list(
-                session.scalars(
-                    select(Wallet.member_id)
-                    .where(Wallet.member_id > after)
-                    .order_by(Wallet.member_id)
-                    .limit(batch_size)
+    after: str | None = ""
+    while after is not None:
+        fixed, after = _recount_batch(session, after, batch_size)
+        corrected += fixed
+    return corrected
+
+
+@retrying
+def _recount_batch(session: Session, after: str, batch_size: int) -> tuple[int, str | None]:
+    """Recount the next ``batch_size`` wallets by member id after ``after``: how many were
+    corrected, and the last member id (None when there were none left)."""
+    with unit_of_work(session):
+        member_ids = list(
+            session.scalars(
+                select(Wallet.member_id)
+                .where(Wallet.member_id > after)
+                .order_by(Wallet.member_id)
+                .limit(batch_size)
+            )
+        )
+        if not member_ids:
+            return 0, None
+        wallets = [locked.wallet for locked in _lock_wallets(session, member_ids).values()]
+        kept = rules.orders_kept(
+            session.execute(
+                order_totals_by_currency().where(
+                    Order.wallet_id.in_([wallet.id for wallet in wallets])
                 )
             )
-            if not member_ids:
-                return corrected
-            wallets = [locked.wallet for locked in _lock_wallets(session, member_ids).values()]
-            kept = rules.orders_kept(
-                session.execute(
-                    order_totals_by_currency().where(
-                        Order.wallet_id.in_([wallet.id for wallet in wallets])
-                    )
-                )
-            )
-            for wallet in wallets:
-                spend, count = kept.get(wallet.id, (Decimal(0), 0))
-                if wallet.spend != spend or wallet.order_count != count:
-                    wallet.spend, wallet.order_count = spend, count
-                    corrected += 1
-            after = member_ids[-1]
+        )
+        corrected = 0
+        for wallet in wallets:
+            spend, count = kept.get(wallet.id, (Decimal(0), 0))
+            if wallet.spend != spend or wallet.order_count != count:
+                wallet.spend, wallet.order_count = spend, count
+                corrected += 1
+        return corrected, member_ids[-1]
 
 
 # The natural keys that two racing reports (on two members' wallets, so not serialised by a

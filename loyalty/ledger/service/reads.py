@@ -206,7 +206,7 @@ def activity(
             )
         rows = list(session.execute(_orders_query(since is None, until is None), bounds))
     for currency, money, count in rows:
-        spend += Decimal(int(money)) / (Decimal(10) ** (rules.currency_exponent(currency) or 0))
+        spend += rules.major_units(int(money), currency)
         orders += int(count)
     return Activity(points_earned=points, spend=int(spend), orders=orders)
 
