@@ -139,7 +139,8 @@ def loyalty_cli(args: argparse.Namespace, *command: str, timeout: float = 1800) 
 
 # One statement per table, set-based. Member i's lots 1..H (H = lots/2) are active and past
 # their expiry date (credited available 400 days ago), lots H+1..2H pending and past their
-# return window (credited pending 20 days ago). Entry, order and lot n = (i-1)*L + j.
+# return window (credited pending 20 days ago). Entry, order and lot n = (i-1)*L + j. Each
+# wallet keeps its orders' spend (each order 100.00 USD, as many as its points) and count.
 FIXTURE = """
 CREATE TEMP TABLE fx AS
 SELECT i, j, (i - 1) * %(lots)s + j AS n, j <= %(half)s AS expiring,
@@ -154,9 +155,9 @@ SELECT member_id, 'jobs-' || i, 'UTC', false, 'active', 'JB' || i, '{}'::jsonb,
 FROM fx WHERE j = 1;
 
 INSERT INTO wallets (id, member_id, available, pending, held, debt, lifetime_earned,
-                     last_activity_at, next_due_at, created_at, updated_at)
+                     spend, order_count, last_activity_at, next_due_at, created_at, updated_at)
 SELECT wallet_id, member_id, %(half)s * %(points)s, %(half)s * %(points)s, 0, 0,
-       %(lots)s * %(points)s, %(now)s - interval '20 days',
+       %(lots)s * %(points)s, %(lots)s * %(points)s, %(lots)s, %(now)s - interval '20 days',
        %(now)s - interval '6 days', %(now)s - interval '500 days', %(now)s - interval '20 days'
 FROM fx WHERE j = 1;
 

@@ -72,6 +72,8 @@ def plug_ports() -> None:
     ledger_ports.lock_companions.add(analytics.LOCK_COMPANION)
     ledger_ports.lock_companions.add(earning.LOCK_COMPANION)
     ledger_ports.accrual_riders.add(outbox_writer.ORDER_RIDER)
+    ledger_ports.in_bulk.add(outbox_writer.IN_BULK)
+    ledger_ports.in_bulk.add(referrals.IN_BULK)
     members.points_summaries.plug(ledger.points_summaries)
     members.current_tiers.plug(tiers.current_tiers)
     tiers.tier_references.plug(earning.tier_references)

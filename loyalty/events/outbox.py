@@ -141,6 +141,72 @@ def notifying() -> tuple[Any, ...]:
     return (func.pg_notify(literal_column(f"'{CHANNEL}'"), literal_column("''")),)
 
 
+def bulk_clause(source: str, types: dict[str, str], *, order: str, now: str) -> str:
+    """SQL: data-modifying WITH clauses writing an outbox row for each row of ``source`` (a
+    WITH clause of the same statement) whose ``event`` column is a key of ``types`` (its
+    outbound type), in the order of its column ``order``, happened and created at the
+    parameter ``now``, with ids from the parameter ``bulk_ids_from`` (`bulk_parameters`).
+
+    ``data`` is built from the type's catalogue schema: each declared field from the column of
+    its name, a nested schema's from ``<field>_<subfield>`` columns (every declared key
+    present, null when the column is); for types whose fields are integers, strings and
+    nested schemas of them only (ValueError otherwise). The statement also needs
+    `bulk_notice` among what it computes."""
+    cases = []
+    for event, type_ in types.items():
+        if type_ not in CATALOGUE:
+            raise UnknownOutboundEventError(f"{type_!r} is not an outbound event type")
+        data = _json_object(_data_schema(type_), "t.")
+        cases.append(f"WHEN '{event}' THEN '{type_}'")
+        cases.append(f"WHEN '{event}' THEN {data}")
+    kinds = " ".join(cases[0::2])
+    payloads = " ".join(cases[1::2])
+    wanted = ", ".join(f"'{event}'" for event in types)
+    return f"""outbox_told AS (
+    SELECT t.*, row_number() OVER (ORDER BY t.{order}) AS k
+    FROM {source} t WHERE t.event IN ({wanted})
+),
+outbox_seqs AS (
+    SELECT seq, row_number() OVER (ORDER BY seq) AS k
+    FROM (SELECT nextval((SELECT pg_get_serial_sequence('outbox_events', 'seq'))) AS seq
+          FROM outbox_told) AS drawn
+),
+outbox_rows AS (
+    INSERT INTO outbox_events (seq, id, type, version, occurred_at, member_id, data, created_at)
+    SELECT s.seq, :bulk_ids_from || upper(substr(md5(CAST(gen_random_uuid() AS text)), 1, 16)),
+           CASE t.event {kinds} END, {int(PAYLOAD_VERSION)}, :{now}, t.member_id,
+           CASE t.event {payloads} END, :{now}
+    FROM outbox_told t JOIN outbox_seqs s USING (k)
+    RETURNING 1
+)"""
+
+
+def bulk_parameters(session: Session) -> dict[str, Any]:
+    """The parameters of `bulk_clause`: its rows' ids are ``evt_`` and a ULID of now, whose
+    random part comes from PostgreSQL (``gen_random_uuid``, 64 bits of it as hex digits,
+    which are Crockford base-32 digits too)."""
+    return {"bulk_ids_from": new_id("evt")[: len("evt_") + 10]}
+
+
+def bulk_notice() -> str:
+    """What a statement with `bulk_clause` computes besides: the transaction's NOTIFY, queued
+    when it wrote a row."""
+    return f"(SELECT pg_notify('{CHANNEL}', '') FROM outbox_rows LIMIT 1) AS outbox_notice"
+
+
+def _json_object(schema: Schema, prefix: str) -> str:
+    pairs = []
+    for name, field in schema.dump_fields.items():
+        if isinstance(field, fields.Nested) and type(field) is fields.Nested and not field.many:
+            value = _json_object(field.schema, f"{prefix}{name}_")
+        elif type(field) in (fields.Integer, fields.String) and field.data_key in (None, name):
+            value = f"{prefix}{name}"
+        else:
+            raise ValueError(f"{name}: only integers, strings and nested schemas of them")
+        pairs.append(f"'{name}', {value}")
+    return f"jsonb_build_object({', '.join(pairs)})"
+
+
 def _insert(session: Session, rows: list[dict[str, Any]]) -> None:
     """A batch's rows, created now (when they go in), together."""
     now = clock.now()

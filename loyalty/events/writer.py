@@ -62,6 +62,23 @@ def write(session: Session, event: Event) -> None:
     )
 
 
+# The outbound types of the events the job's settlement in one statement tells (its
+# ``told`` rows, `ledger_ports.TOLD_COLUMNS`), as `outbound_of` gives them one at a time: an
+# order activation of no points is not among them.
+_TOLD_TYPES = {"order_activated": "points.activated", "points_expired": "points.expired"}
+
+# The outbox rows of the job's activations and expiries go in with its settlement's statement.
+IN_BULK = ledger_ports.InBulk(
+    "outbox",
+    subscriber=write,
+    clause=lambda: outbox.bulk_clause(
+        "told", _TOLD_TYPES, order="position", now=ledger_ports.SETTLED_NOW
+    ),
+    notices=outbox.bulk_notice,
+    parameters=outbox.bulk_parameters,
+)
+
+
 @singledispatch
 def outbound_of(event: Event, session: Session) -> Outbound:
     """The type and data the outside world hears of ``event``, or None."""

@@ -122,3 +122,47 @@ class Rider:
 
 # The riders of the accrual's statement.
 accrual_riders: Plugged[Rider] = Plugged()
+
+
+# The columns of ``told``, the rows a settlement in one statement (`InBulk`) offers its
+# riders: one per event the settlement tells, in the order the events happened
+# (``position``). ``event`` is ``order_activated`` (an `OrderActivated`: ``order_id``,
+# ``points``) or ``points_expired`` (a `PointsExpired`: ``points``, ``reason``); each has the
+# member's balance right after it, and happened at the parameter `SETTLED_NOW`.
+TOLD_COLUMNS = (
+    "position",
+    "member_id",
+    "event",
+    "order_id",
+    "points",
+    "reason",
+    "balance_available",
+    "balance_pending",
+    "balance_held",
+)
+SETTLED_NOW = "settled_now"
+
+
+@dataclass(frozen=True)
+class InBulk:
+    """What a subscriber of the job's activations and expiries (`OrderActivated`,
+    `PointsExpired`) does for a batch of wallets the job settles in one statement
+    (PostgreSQL) instead of once an event. The job settles that way only when every
+    subscriber of both events has one (a subscriber without one gets its events one by one).
+
+    ``clause`` builds (once) the statement's data-modifying WITH clauses (``name AS (...)``,
+    comma-separated SQL) that read ``told`` (`TOLD_COLUMNS`) and the parameters
+    ``parameters`` gives; ``notices`` (SQL) is a value the statement computes besides, not read
+    (a ``pg_notify``). ``activated`` gets the members with an order activated once the
+    statement ran."""
+
+    name: str
+    subscriber: Callable[..., None]
+    clause: Callable[[], str] | None = None
+    notices: Callable[[], str] | None = None
+    parameters: Callable[[Session], dict[str, Any]] | None = None
+    activated: Callable[[Session, list[str], str | None], None] | None = None
+
+
+# The subscribers that can do their part of a settlement in one statement.
+in_bulk: Plugged[InBulk] = Plugged()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from sqlalchemy import func, select
@@ -28,6 +29,7 @@ from loyalty.audit import service as audit
 from loyalty.bus import publish
 from loyalty.db import Page, after_commit, keyset_page, new_id, retrying, settings_row, unit_of_work
 from loyalty.errors import InvalidFieldError, UnknownRewardError
+from loyalty.ledger import ports as ledger_ports
 from loyalty.ledger import service as ledger
 from loyalty.ledger.events import OrderActivated, OrderRefunded
 from loyalty.members import service as members_service
@@ -360,6 +362,19 @@ def on_order_activated(session: Session, event: OrderActivated) -> None:
     if member.referrer_id is not None:
         member_id, actor = member.id, event.actor
         after_commit(session, lambda s: qualify_referral(s, referee_id=member_id, actor=actor))
+
+
+def on_orders_activated(session: Session, member_ids: list[str], actor: str | None) -> None:
+    """`on_order_activated` for the members of a settlement the job wrote in one statement
+    (`IN_BULK`): each of them had an order activated."""
+    for member_id in member_ids:
+        if members_service.get_member(session, member_id).referrer_id is not None:
+            after_commit(session, partial(qualify_referral, referee_id=member_id, actor=actor))
+
+
+IN_BULK = ledger_ports.InBulk(
+    "referrals", subscriber=on_order_activated, activated=on_orders_activated
+)
 
 
 def on_order_refunded(session: Session, event: OrderRefunded) -> None:

@@ -55,13 +55,15 @@ UPGRADE_AND_BADGE = 11
 # The member with the wallet, the points expiring soon. (5 before issue 11.)
 BALANCE_READ = 2
 # A batch of the job activating and expiring lots of many wallets: the same statements
-# whatever the number of lots (the wallets' lock, holds timing out, the lots to activate and
-# to expire, their updates, the entries' ids, the wallets' next due moments and one update
-# of each wallet, the first outbox row with its NOTIFY). The entries, allocations and the
-# other outbox rows are three COPYs, which SQLAlchemy's statement events do not see. About 5
-# a lot before issue 11; 18 (the rows as executemany INSERTs, each wallet updated at two or
-# three autoflushes) before the job's batches were copied in.
-JOB_BATCH = 13
+# whatever the number of lots or wallets (the wallets' lock, the configuration's version, the
+# holds timing out, and one statement writing the entries, allocations, lots, wallets and
+# outbox rows). 13 before the settlement went into one statement (the lots to activate and
+# to expire, their updates, the entries' ids, the wallets' next due moments and one update of
+# each wallet, the first outbox row with its NOTIFY, and three COPYs, which SQLAlchemy's
+# statement events do not see); about 5 a lot before issue 11; 18 (the rows as executemany
+# INSERTs, each wallet updated at two or three autoflushes) before the job's batches were
+# copied in.
+JOB_BATCH = 4
 
 
 @contextmanager

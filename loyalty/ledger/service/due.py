@@ -16,6 +16,7 @@ from loyalty.bus import publish
 from loyalty.db import among, insert_rows, retrying, unit_of_work
 from loyalty.ledger import events
 from loyalty.ledger.models import Allocation, Entry, Hold, Lot, Order, Wallet
+from loyalty.ledger.service import _bulk
 from loyalty.ledger.service._core import (
     Settings,
     _allocate,
@@ -116,12 +117,12 @@ def settle_due_batch(session: Session, *, batch_size: int = 50, actor: str = "jo
         # The outbox rows of the batch's events in one statement; the wallets' new balances
         # and due moments in one UPDATE each, when the batch ends (an autoflush at each of
         # its statements would update a wallet two or three times).
+        others = [wallet for wallet in wallets if wallet.id not in plain]
         with bus.batch(session), session.no_autoflush:
             _settle_plainly(session, [w for w in wallets if w.id in plain], settings, now, actor)
         session.flush()
-        for wallet in wallets:
-            if wallet.id not in plain:
-                _settle(session, wallet, settings, now, actor)
+        for wallet in others:
+            _settle(session, wallet, settings, now, actor)
     return len(wallets)
 
 
@@ -159,8 +160,12 @@ def _settle_plainly(
     """`_settle` for many wallets at once, when their due work is only activations and
     expiries by date (`_plainly_due`): the same entries, allocations, lot changes and events,
     in the same order, with a handful of set-based statements for the whole batch instead of
-    several per lot. The wallets must be locked."""
+    several per lot. The wallets must be locked. On PostgreSQL, when every subscriber of
+    the events has a bulk form, in one statement (`_bulk.settle`)."""
     if not wallets:
+        return
+    if session.get_bind().dialect.name == "postgresql" and (plugged := _bulk.forms()) is not None:
+        _bulk.settle(session, wallets, plugged, now, actor)
         return
     ids = [wallet.id for wallet in wallets]
     activating = session.execute(
