@@ -350,7 +350,8 @@ def jobs_group() -> None:
     show_default=True,
     type=click.IntRange(1, 32),
     help="Threads settling wallets at once, each on a connection of its own (2 keeps two "
-    "cores busy: one runs Python while PostgreSQL works for the other).",
+    "cores busy: one runs Python while PostgreSQL works for the other); above 1, the "
+    "analytics' daily pass runs beside the other areas' due work (PostgreSQL).",
 )
 @click.option(
     "--progress/--no-progress", default=None, help="Show a progress bar (default: on a terminal)."

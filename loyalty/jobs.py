@@ -44,7 +44,8 @@ def run_due(
     With ``workers`` above 1 the wallets are settled by that many threads at once, each with
     a session (a connection) of its own taking the next due batch no other holds (see
     `settle_due_batch`): one thread's Python runs while the others wait on PostgreSQL, which
-    works for them on the other cores. The rest of the work follows in ``session``."""
+    works for them on the other cores. The rest of the work follows in ``session``, the
+    analytics' daily pass beside it in a thread of its own (`wiring.BESIDE`)."""
     report = Report()
     # An inactivity switch-on interrupted half-way is finished before the wallets are read.
     report.counts["wallets marked due"] = ledger_service.sweep_due_wallets(session)
@@ -59,10 +60,43 @@ def run_due(
         report.wallets_settled = settle_due_wallets(
             session, batch_size=batch_size, workers=workers, budget=budget, done=bar.update
         )
-    for label, count in wiring.run_area_due_work(session, batch_size=batch_size).items():
+    for label, count in _area_due_work(session, batch_size, workers).items():
         report.counts[label] = report.counts.get(label, 0) + count
     report.keys_purged = idempotency.purge_expired_keys(session)
     return report
+
+
+def _area_due_work(session: Session, batch_size: int, workers: int) -> dict[str, int]:
+    """The areas' due work (`wiring.DUE_WORK`): in order in ``session``, or with ``workers``
+    above 1 on PostgreSQL, `wiring.BESIDE` in a thread with a session of its own while the
+    rest runs in ``session``, then `wiring.AFTER_BESIDE` once more."""
+    if workers == 1 or session.get_bind().dialect.name != "postgresql":
+        # SQLite's writers take turns: a pass beside the rest would only wait for it.
+        return wiring.run_area_due_work(session, batch_size=batch_size)
+    beside = [work for work in wiring.DUE_WORK if work in wiring.BESIDE]
+    rest = [work for work in wiring.DUE_WORK if work not in wiring.BESIDE]
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+
+    def aside() -> dict[str, int]:
+        with app.app_context():
+            own = get_database(app).sessionmaker()
+            try:
+                return wiring.run_area_due_work(own, batch_size=batch_size, works=beside)
+            finally:
+                own.close()
+
+    with ThreadPoolExecutor(1, thread_name_prefix="loyalty-jobs") as pool:
+        started = pool.submit(aside)
+        counts = [wiring.run_area_due_work(session, batch_size=batch_size, works=rest)]
+        counts.append(started.result())
+    counts.append(
+        wiring.run_area_due_work(session, batch_size=batch_size, works=[wiring.AFTER_BESIDE])
+    )
+    total: dict[str, int] = {}
+    for part in counts:
+        for label, count in part.items():
+            total[label] = total.get(label, 0) + count
+    return total
 
 
 def settle_due_wallets(

@@ -9,7 +9,7 @@ transaction of the call that published the event (see `loyalty.bus`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from sqlalchemy.orm import Session
 
@@ -95,6 +95,12 @@ DUE_WORK: tuple[Callable[..., dict[str, int]], ...] = (
     analytics.run_due,
     webhooks.run_due,
 )
+# With several workers (``loyalty jobs run --workers N``) these run beside the rest of
+# `DUE_WORK`, in a thread with a session of its own: the analytics' daily pass, the longest
+# (every member's stage), reads orders and activity as any reader does and writes nothing the
+# others read. `AFTER_BESIDE` then runs once more, for the events they published meanwhile.
+BESIDE: frozenset[Callable[..., dict[str, int]]] = frozenset({analytics.run_due})
+AFTER_BESIDE: Callable[..., dict[str, int]] = webhooks.run_due
 
 
 def install() -> None:
@@ -102,10 +108,16 @@ def install() -> None:
     plug_ports()
 
 
-def run_area_due_work(session: Session, *, batch_size: int) -> dict[str, int]:
-    """Run `DUE_WORK` once; the labelled counts of all of it."""
+def run_area_due_work(
+    session: Session,
+    *,
+    batch_size: int,
+    works: Sequence[Callable[..., dict[str, int]]] | None = None,
+) -> dict[str, int]:
+    """Run ``works`` (`DUE_WORK` by default) once, in order; the labelled counts of all of
+    it."""
     counts: dict[str, int] = {}
-    for work in DUE_WORK:
+    for work in DUE_WORK if works is None else works:
         for label, count in work(session, batch_size=batch_size).items():
             counts[label] = counts.get(label, 0) + count
     return counts
