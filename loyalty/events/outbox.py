@@ -10,6 +10,7 @@ transaction commits (never if it rolls back), which wakes ``loyalty worker`` at 
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from collections.abc import Callable
 from functools import cache
 from typing import Any, cast
@@ -144,8 +145,8 @@ def notifying() -> tuple[Any, ...]:
 def bulk_clause(source: str, types: dict[str, str], *, order: str, now: str) -> str:
     """SQL: data-modifying WITH clauses writing an outbox row for each row of ``source`` (a
     WITH clause of the same statement) whose ``event`` column is a key of ``types`` (its
-    outbound type), in the order of its column ``order``, happened and created at the
-    parameter ``now``, with ids from the parameter ``bulk_ids_from`` (`bulk_parameters`).
+    outbound type), in the order of its column ``order``, happened at the parameter ``now``,
+    with the ids and creation time of `bulk_parameters`.
 
     ``data`` is built from the type's catalogue schema: each declared field from the column of
     its name, a nested schema's from ``<field>_<subfield>`` columns (every declared key
@@ -173,19 +174,25 @@ outbox_seqs AS (
 ),
 outbox_rows AS (
     INSERT INTO outbox_events (seq, id, type, version, occurred_at, member_id, data, created_at)
-    SELECT s.seq, :bulk_ids_from || upper(substr(md5(CAST(gen_random_uuid() AS text)), 1, 16)),
+    SELECT s.seq, :bulk_ids_from || lpad(upper(to_hex(:bulk_ids_base + s.k)), 16, '0'),
            CASE t.event {kinds} END, {int(PAYLOAD_VERSION)}, :{now}, t.member_id,
-           CASE t.event {payloads} END, :{now}
+           CASE t.event {payloads} END, :bulk_created_at
     FROM outbox_told t JOIN outbox_seqs s USING (k)
     RETURNING 1
 )"""
 
 
 def bulk_parameters(session: Session) -> dict[str, Any]:
-    """The parameters of `bulk_clause`: its rows' ids are ``evt_`` and a ULID of now, whose
-    random part comes from PostgreSQL (``gen_random_uuid``, 64 bits of it as hex digits,
-    which are Crockford base-32 digits too)."""
-    return {"bulk_ids_from": new_id("evt")[: len("evt_") + 10]}
+    """The parameters of `bulk_clause`, taken just before its statement runs: the rows are
+    created now, and their ids are ``evt_`` and a ULID of now whose random part counts up from
+    a random 62-bit number, one a row in the order they are written (written as 16
+    hexadecimal digits, which are Crockford base-32 digits too), so that they sort as the
+    rows were written, as `new_id`'s do."""
+    return {
+        "bulk_ids_from": new_id("evt")[: len("evt_") + 10],
+        "bulk_ids_base": secrets.randbits(62),
+        "bulk_created_at": clock.now(),
+    }
 
 
 def bulk_notice() -> str:

@@ -148,13 +148,16 @@ told AS (
 )"""
 
 # What the statement answers: its rows, and the members with an order activated (whatever it
-# activated: an `OrderActivated` is told for an order's lot of 0 points too).
+# activated: an `OrderActivated` is told for an order's lot of 0 points too), in the order
+# the wallets were given, which is the order their events are told in one at a time.
 _ANSWER = """
 SELECT (SELECT count(*) FROM entries) AS entries,
        (SELECT count(*) FROM allocated) AS allocations,
        (SELECT count(*) FROM lots_moved) AS lots,
-       ARRAY(SELECT DISTINCT w.member_id FROM act JOIN w ON w.id = act.wallet_id
-             WHERE act.order_id IS NOT NULL) AS activated"""
+       ARRAY(SELECT w.member_id FROM w
+             WHERE EXISTS (SELECT FROM act
+                           WHERE act.wallet_id = w.id AND act.order_id IS NOT NULL)
+             ORDER BY w.ord) AS activated"""
 
 
 def forms() -> tuple[ports.InBulk, ...] | None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Callable
-from contextlib import AbstractContextManager
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -19,66 +17,22 @@ from loyalty.bus import Event, extra_subscribers
 from loyalty.clock import FrozenClock
 from loyalty.events.models import OutboxEvent
 from loyalty.ledger import service
-from loyalty.ledger.models import Allocation, Entry, Lot, Wallet
+from loyalty.ledger.models import Entry
 from tests.ledger.conftest import order, settings
 from tests.ledger.test_due_in_bulk import history, lots
 from tests.ledger.test_reconciliation import refund, spend
-from tests.ledger.test_statements import counting
 from tests.referrals.conftest import make_member, place_order, referral_of, terms
+from tests.settle_in_bulk.helpers import (
+    allocations,
+    in_one_statement,
+    last_seq,
+    outbox,
+    statements,
+    wallet_of,
+)
 
 DAY = dt.timedelta(days=1)
 ULID = re.compile(r"^evt_[0-9A-HJKMNP-TV-Z]{26}$")
-
-
-def statements(session: Session) -> AbstractContextManager[list[str]]:
-    """The SQL statements sent meanwhile."""
-    return counting(session.get_bind().engine)
-
-
-def in_one_statement(sent: list[str]) -> bool:
-    return sum("outbox_told" in statement for statement in sent) == 1
-
-
-def wallet_of(session: Session, member_id: str) -> Wallet:
-    wallet = session.scalar(select(Wallet).where(Wallet.member_id == member_id))
-    assert wallet is not None
-    return wallet
-
-
-def allocations(session: Session, member_id: str) -> list[tuple[Any, ...]]:
-    rows = session.execute(
-        select(Entry.kind, Entry.points, Lot.amount, Allocation.points)
-        .join(Allocation, Allocation.entry_id == Entry.id)
-        .join(Lot, Lot.id == Allocation.lot_id)
-        .where(Entry.member_id == member_id, Entry.kind == "expiry")
-        .order_by(Entry.id)
-    ).all()
-    return [tuple(row) for row in rows]
-
-
-def told(session: Session, member_id: str, since: int) -> list[tuple[Any, ...]]:
-    """The member's outbox rows after ``since``, in order, the member's references masked."""
-    rows = session.scalars(
-        select(OutboxEvent)
-        .where(OutboxEvent.member_id == member_id, OutboxEvent.seq > since)
-        .order_by(OutboxEvent.seq)
-    ).all()
-    return [
-        (
-            row.type,
-            row.version,
-            row.occurred_at,
-            {
-                key: (value.replace(member_id, "M") if isinstance(value, str) else value)
-                for key, value in row.data.items()
-            },
-        )
-        for row in rows
-    ]
-
-
-def last_seq(session: Session) -> int:
-    return int(session.scalar(select(OutboxEvent.seq).order_by(OutboxEvent.seq.desc())) or 0)
 
 
 def twin_histories(session: Session, clock: FrozenClock, twins: tuple[str, str]) -> None:
@@ -124,8 +78,8 @@ def test_one_statement_writes_what_settling_each_wallet_alone_writes(
     mine, theirs = wallet_of(session, batched), wallet_of(session, alone)
     assert (mine.next_due_at, mine.updated_at) == (theirs.next_due_at, theirs.updated_at)
     assert mine.next_due_at is not None and mine.next_due_at > clock.now()
-    assert told(session, batched, since) == told(session, alone, since)
-    assert [row[0] for row in told(session, batched, since)] == [
+    assert outbox(session, batched, since) == outbox(session, alone, since)
+    assert [row[0] for row in outbox(session, batched, since)] == [
         "points.activated",  # late
         "points.activated",  # fresh ("gone" activated nothing: no outbox row)
         "points.expired",  # old's rest and late, in one event
