@@ -423,8 +423,8 @@ def run_job(args: argparse.Namespace) -> dict[str, Any]:
             statements["settle"] = statements["all"]
             in_batches = len(transactions)  # the settling's transactions come first
             report = None
-            if finished:  # what `loyalty jobs run --once` does besides: the areas' work
-                report = jobs.run_due(session, batch_size=args.batch_size)
+            if finished:  # what `loyalty jobs run --once --workers N` does besides: the areas'
+                report = jobs.run_due(session, batch_size=args.batch_size, workers=args.workers)
             seconds = time.perf_counter() - started
             if profiler:
                 profiler.disable()

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from pytest_httpserver import HTTPServer
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 from standardwebhooks import Webhook
 from werkzeug import Request, Response
@@ -357,3 +357,43 @@ def test_the_job_delivers_and_purges_events_after_30_days(
     assert jobs.run_due(session).counts["outbox events purged"] == 1
     assert session.scalar(select(OutboxEvent)) is None
     assert session.scalar(select(WebhookAttempt)) is None
+
+
+def test_each_event_is_queued_for_each_endpoint_it_matches_in_event_then_endpoint_order(
+    session: Session, clock: FrozenClock
+) -> None:
+    points = make_endpoint(session, "https://a.example.com/hook", ["points.*"]).endpoint.id
+    everything = make_endpoint(session, "https://b.example.com/hook", ["*"]).endpoint.id
+    tiers = make_endpoint(session, "https://c.example.com/hook", ["tier.upgraded"]).endpoint.id
+    make_endpoint(session, "https://d.example.com/hook", ["*"], enabled=False)
+    tier_data = {"from_tier": None, "to_tier": "gold", "reason": "x"}
+    recorded = [
+        record(session, "points.accrued"),
+        record(session, "tier.upgraded", data=tier_data),
+        record(session, "member.enrolled", data={}),
+        record(session, "points.accrued"),
+    ]
+    assert delivery.fan_out(session, batch_size=3) == 3
+    assert delivery.fan_out(session, batch_size=3) == 1
+    assert delivery.fan_out(session, batch_size=3) == 0
+
+    seqs = {
+        event_id: seq
+        for event_id, seq in session.execute(select(OutboxEvent.id, OutboxEvent.seq)).all()
+    }
+    queued = session.execute(
+        select(WebhookDelivery.event_seq, WebhookDelivery.endpoint_id).order_by(WebhookDelivery.id)
+    ).all()
+    first, tier, enrolled, last = (seqs[event_id] for event_id in recorded)
+    expected = [
+        (first, points),
+        (first, everything),
+        (tier, everything),
+        (tier, tiers),
+        (enrolled, everything),
+        (last, points),
+        (last, everything),
+    ]
+    within = sorted(expected, key=lambda pair: (pair[0], pair[1]))
+    assert [tuple(row) for row in queued] == within
+    assert session.scalar(select(func.count()).where(OutboxEvent.dispatched_at.is_(None))) == 0

@@ -40,10 +40,19 @@ def test_the_next_events_are_read_in_index_order_without_reading_the_backlog(
     plans: list[dict[str, Any]] = []
 
     def explain(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and "dispatched_at IS NULL" in statement:
+        if "dispatched_at IS NULL" in statement:
+            # The batch's statement writes too: its plan is taken in a savepoint rolled back.
+            cursor.execute("SAVEPOINT explained")
             cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters)
             [[found]] = cursor.fetchall()
-            plans.append((json.loads(found) if isinstance(found, str) else found)[0]["Plan"])
+            cursor.execute("ROLLBACK TO SAVEPOINT explained")
+            plan = (json.loads(found) if isinstance(found, str) else found)[0]["Plan"]
+            plans.append(
+                next(
+                    (node for node in _nodes(plan) if node.get("Subplan Name") == "CTE batch"),
+                    plan,
+                )
+            )
 
     event.listen(engine, "before_cursor_execute", explain)
     try:
