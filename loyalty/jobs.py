@@ -4,6 +4,7 @@ several runners (each batch is its own short transaction that skips locked rows)
 from __future__ import annotations
 
 import io
+import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +17,8 @@ from sqlalchemy.orm import Session
 from loyalty import idempotency, wiring
 from loyalty.db import get_database
 from loyalty.ledger import service as ledger_service
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -87,7 +90,15 @@ def _area_due_work(session: Session, batch_size: int, workers: int) -> dict[str,
 
     with ThreadPoolExecutor(1, thread_name_prefix="loyalty-jobs") as pool:
         started = pool.submit(aside)
-        counts = [wiring.run_area_due_work(session, batch_size=batch_size, works=rest)]
+        try:
+            counts = [wiring.run_area_due_work(session, batch_size=batch_size, works=rest)]
+        except BaseException as error:
+            # Raised once the pass beside has stopped; its own error, if any, goes with it.
+            beside_error = started.exception()
+            if beside_error is not None:
+                error.add_note(f"The due work beside it failed too: {beside_error!r}")
+                logger.error("The due work beside the rest failed", exc_info=beside_error)
+            raise
         counts.append(started.result())
     counts.append(
         wiring.run_area_due_work(session, batch_size=batch_size, works=[wiring.AFTER_BESIDE])

@@ -27,7 +27,6 @@ import json
 import logging
 import random
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from flask import current_app
@@ -139,15 +138,11 @@ def fan_out(session: Session, *, batch_size: int = 50) -> int:
             # then read the whole backlog (42-54 s for 600,000 events, benchmarks/README.md).
             session.execute(text("SET LOCAL enable_bitmapscan = off"))
         now = clock.now()
-        endpoints = session.execute(
-            select(WebhookEndpoint.id, WebhookEndpoint.event_types)
-            .where(WebhookEndpoint.enabled.is_(True))
-            .order_by(WebhookEndpoint.id)
-        ).all()
         if session.get_bind().dialect.name == "postgresql":
-            return _fan_out_in_one_statement(
-                session, [(row.id, row.event_types) for row in endpoints], batch_size, now
-            )
+            answer = session.execute(
+                _FAN_OUT, {"batch_size": batch_size, "now": now, "wildcard": rules.WILDCARD}
+            ).one()
+            return int(answer.events)
         events = session.execute(
             select(OutboxEvent.seq, OutboxEvent.type)
             .where(OutboxEvent.dispatched_at.is_(None))
@@ -156,6 +151,13 @@ def fan_out(session: Session, *, batch_size: int = 50) -> int:
         ).all()
         if not events:
             return 0
+        # Read after the events: an endpoint enabled (or disabled) before an event was
+        # committed is seen so.
+        endpoints = session.execute(
+            select(WebhookEndpoint.id, WebhookEndpoint.event_types)
+            .where(WebhookEndpoint.enabled.is_(True))
+            .order_by(WebhookEndpoint.id)
+        ).all()
         rows = [
             {
                 "endpoint_id": endpoint_id,
@@ -182,8 +184,11 @@ def fan_out(session: Session, *, batch_size: int = 50) -> int:
 
 
 # A batch of the fan-out on PostgreSQL: the next events not yet dispatched, read in the partial
-# index's order; one delivery for each (endpoint, type) pair given, in event order then
-# endpoint order; the events marked dispatched. The events never travel to Python and back.
+# index's order; one delivery for each enabled endpoint that receives the event's type (its
+# filters as `rules.matches` reads them: the wildcard, the type, or the type's family with
+# ``.*``), in event order then endpoint order; the events marked dispatched. The endpoints are
+# read in the same snapshot as the events (one enabled or disabled before an event was
+# committed is seen so), and the events never travel to Python and back.
 _FAN_OUT = text(
     """
 WITH batch AS (
@@ -193,10 +198,12 @@ WITH batch AS (
 queued AS (
     INSERT INTO webhook_deliveries (endpoint_id, event_seq, status, attempts, next_attempt_at,
                                     replay, created_at)
-    SELECT pairs.endpoint_id, batch.seq, 'pending', 0, :now, false, :now
-    FROM batch JOIN unnest(CAST(:endpoint_ids AS varchar[]), CAST(:types AS varchar[]))
-         AS pairs(endpoint_id, type) ON pairs.type = batch.type
-    ORDER BY batch.seq, pairs.endpoint_id
+    SELECT endpoint.id, batch.seq, 'pending', 0, :now, false, :now
+    FROM batch JOIN webhook_endpoints endpoint ON endpoint.enabled AND EXISTS (
+        SELECT FROM jsonb_array_elements_text(endpoint.event_types) AS filters(filter)
+        WHERE filters.filter IN (:wildcard, batch.type, split_part(batch.type, '.', 1) || '.*')
+    )
+    ORDER BY batch.seq, endpoint.id
     RETURNING 1
 ),
 dispatched AS (
@@ -207,31 +214,6 @@ dispatched AS (
 SELECT (SELECT count(*) FROM dispatched) AS events, (SELECT count(*) FROM queued) AS queued
 """
 )
-
-
-def _fan_out_in_one_statement(
-    session: Session,
-    endpoints: Sequence[tuple[str, list[str]]],
-    batch_size: int,
-    now: dt.datetime,
-) -> int:
-    """`fan_out`'s batch on PostgreSQL in one statement (`_FAN_OUT`): each enabled endpoint
-    paired with every catalogue type it receives (`rules.matching_types`)."""
-    pairs = [
-        (endpoint_id, type_)
-        for endpoint_id, types in endpoints
-        for type_ in rules.matching_types(types)
-    ]
-    answer = session.execute(
-        _FAN_OUT,
-        {
-            "batch_size": batch_size,
-            "now": now,
-            "endpoint_ids": [endpoint_id for endpoint_id, _type in pairs],
-            "types": [type_ for _endpoint_id, type_ in pairs],
-        },
-    ).one()
-    return int(answer.events)
 
 
 # --- sending -------------------------------------------------------------------------------
