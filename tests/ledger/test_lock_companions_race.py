@@ -8,11 +8,13 @@ lock. It must be priced as when it read these after its lock (before the compani
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from flask import Flask
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from loyalty import demo
@@ -196,3 +198,45 @@ def test_a_check_in_committed_between_the_orders_snapshot_and_its_lock_counts(
     assert checked_in.body["points"] == 0
     assert isinstance(back, dict), back
     assert back["points"] == 10, back  # active: no welcome-back bonus
+
+
+# What an order that waited for its wallet's lock while another order changed the wallet
+# sends, with the demo's programme (its tier, stage and caps read with the lock): the lock's
+# statement twice (the second, the lock held, reads everything as current), then the
+# accrual's own statement. 5 when the order looked for itself and each area read its part
+# again after the lock.
+WAITED_ORDER = 3
+
+
+def test_an_order_that_waited_reads_again_in_one_round_trip(
+    app: Flask, new_session: Callable[[], Session], clock: FrozenClock
+) -> None:
+    session = new_session()
+    demo.seed_programme(session)
+    member, _ = members_service.enroll_member(session, external_id="hot")
+    _accrue(session, member.id, "warm")  # the configuration in this process's cache
+    engine = session.get_bind().engine
+    waiter: list[int] = []
+    sent: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if waiter and threading.get_ident() == waiter[0]:
+            if statement.split(None, 1)[0].upper() not in {"SAVEPOINT", "RELEASE", "ROLLBACK"}:
+                sent.append(statement)
+
+    def second(s: Session) -> Any:
+        waiter.append(threading.get_ident())
+        return _accrue(s, member.id, "second")
+
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        first, then = behind_a_lock(
+            app, new_session, lambda s: _accrue(s, member.id, "first"), second
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+    assert first["points"] == then["points"] == 10, (first, then)
+    assert then["balance"]["pending"] == 30  # warm, first and second
+    locks = [s for s in sent if s.startswith("SELECT wallets.id")]
+    assert len(locks) == 2, "\n".join(sent)
+    assert len(sent) <= WAITED_ORDER, "\n\n".join(sent)

@@ -257,9 +257,14 @@ def _lock_wallet_for_order(
         for companion in companions:
             if companion.parameters is not None:
                 parameters |= companion.parameters(session, member_id, placed_at or moment)
-    row = session.execute(
-        _order_lock_query(session.get_bind().dialect.name, companions), parameters
-    ).one_or_none()
+    query = _order_lock_query(session.get_bind().dialect.name, companions)
+    row = session.execute(query, parameters).one_or_none()
+    if row is not None and not row[4]:
+        # It waited for the lock while another transaction changed the wallet, so what it
+        # read along is as of before that. The same statement again, the lock ours (nothing
+        # can change the wallet now), reads it all as current in one round trip, where each
+        # area would read its part again (a hot member's every order waits).
+        row = session.execute(query, parameters).one_or_none()
     if row is None:  # the member's first order creates the wallet
         return _lock_wallet(session, member_id), False
     wallet, member, version, existing_order, unchanged, *values = row
