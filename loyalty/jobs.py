@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -103,11 +104,7 @@ def _area_due_work(session: Session, batch_size: int, workers: int) -> dict[str,
     counts.append(
         wiring.run_area_due_work(session, batch_size=batch_size, works=[wiring.AFTER_BESIDE])
     )
-    total: dict[str, int] = {}
-    for part in counts:
-        for label, count in part.items():
-            total[label] = total.get(label, 0) + count
-    return total
+    return dict(sum((Counter(part) for part in counts), Counter()))
 
 
 def settle_due_wallets(

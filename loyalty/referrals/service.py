@@ -358,15 +358,12 @@ def on_order_activated(session: Session, event: OrderActivated) -> None:
     Qualifying rewards the referrer too, which takes the referrer's wallet: so it runs after
     this commits, in a unit of work that locks both wallets in member-id order
     (`qualify_referral`; the job catches up if it cannot)."""
-    member = members_service.get_member(session, event.member_id)
-    if member.referrer_id is not None:
-        member_id, actor = member.id, event.actor
-        after_commit(session, lambda s: qualify_referral(s, referee_id=member_id, actor=actor))
+    on_orders_activated(session, [event.member_id], event.actor)
 
 
 def on_orders_activated(session: Session, member_ids: list[str], actor: str | None) -> None:
-    """`on_order_activated` for the members of a settlement the job wrote in one statement
-    (`IN_BULK`): each of them had an order activated."""
+    """`on_order_activated` for members who each had an order activated (one event, or the
+    members of a settlement the job wrote in one statement: `IN_BULK`)."""
     for member_id in member_ids:
         if members_service.get_member(session, member_id).referrer_id is not None:
             after_commit(session, partial(qualify_referral, referee_id=member_id, actor=actor))

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from loyalty import bus
 from loyalty.ledger import events, ports
 from loyalty.ledger.models import Lot, Wallet
+from loyalty.ledger.service._core import ACTIVATION_REASON, EXPIRY_REASON
 
 # The settlement: the batch's wallets in the order given (``w``); the lots activating (``act``)
 # and expiring (``exp``: live lots past their expiry date, and activating ones already past
@@ -80,8 +81,7 @@ entries AS (
            CASE m.kind WHEN 'expiry' THEN 'expiry' END, -(m.available + m.pending),
            CASE WHEN m.kind = 'expiry' THEN 'lot' WHEN m.order_id IS NOT NULL THEN 'order' END,
            CASE WHEN m.kind = 'expiry' THEN CAST(m.lot_id AS text) ELSE m.order_id END,
-           CASE m.kind WHEN 'expiry' THEN 'Points reached their expiry date'
-                       ELSE 'Return window over' END,
+           CASE m.kind WHEN 'expiry' THEN :expiry_reason ELSE :activation_reason END,
            :actor, m.balance_available, m.balance_pending, m.balance_held, :settled_now
     FROM numbered m JOIN entry_ids e USING (n)
     RETURNING 1
@@ -194,6 +194,8 @@ def settle(
         "wallet_ids": [wallet.id for wallet in wallets],
         ports.SETTLED_NOW: now,
         "actor": actor,
+        "activation_reason": ACTIVATION_REASON,
+        "expiry_reason": EXPIRY_REASON,
     }
     for form in plugged:
         if form.parameters:

@@ -92,6 +92,11 @@ def _balance_after(wallet: Wallet) -> events.BalanceAfter:
     return events.BalanceAfter(wallet.available, wallet.pending, wallet.held)
 
 
+# The reasons of the entries the due work writes (in Python, and in SQL: `_bulk`).
+ACTIVATION_REASON = "Return window over"
+EXPIRY_REASON = "Points reached their expiry date"
+
+
 def _told(wallet: Wallet, now: dt.datetime, actor: str | None) -> dict[str, Any]:
     """What every points event says first: when, whose, the balance right after, and who."""
     return {
@@ -259,7 +264,7 @@ def _lock_wallet_for_order(
                 parameters |= companion.parameters(session, member_id, placed_at or moment)
     query = _order_lock_query(session.get_bind().dialect.name, companions)
     row = session.execute(query, parameters).one_or_none()
-    if row is not None and not row[4]:
+    if row is not None and not row[_UNCHANGED]:
         # It waited for the lock while another transaction changed the wallet, so what it
         # read along is as of before that. The same statement again, the lock ours (nothing
         # can change the wallet now), reads it all as current in one round trip, where each
@@ -273,6 +278,11 @@ def _lock_wallet_for_order(
         companion.keep(session, member_id, mine, bool(unchanged))
     locked = _remember(session, wallet, member, version)
     return locked, existing_order is None and bool(unchanged)
+
+
+# The column of `_order_lock_query` that says whether the wallet row locked is the one the
+# statement's snapshot saw.
+_UNCHANGED = 4
 
 
 @cache

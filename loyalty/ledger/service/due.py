@@ -18,6 +18,8 @@ from loyalty.ledger import events
 from loyalty.ledger.models import Allocation, Entry, Hold, Lot, Order, Wallet
 from loyalty.ledger.service import _bulk
 from loyalty.ledger.service._core import (
+    ACTIVATION_REASON,
+    EXPIRY_REASON,
     Settings,
     _allocate,
     _aware,
@@ -220,7 +222,7 @@ def _settle_plainly(
                         pending=-row.remaining,
                         available=row.remaining,
                         reference=("order", row.order_id) if row.order_id else None,
-                        reason="Return window over",
+                        reason=ACTIVATION_REASON,
                         actor=actor,
                         now=now,
                     )
@@ -246,7 +248,7 @@ def _settle_plainly(
                     available=-points,
                     counter_account="expiry",
                     reference=("lot", str(lot_id)),
-                    reason="Points reached their expiry date",
+                    reason=EXPIRY_REASON,
                     actor=actor,
                     now=now,
                 )
@@ -408,7 +410,7 @@ def _settle(
                 pending=-lot.remaining,
                 available=lot.remaining,
                 reference=("order", order_ref) if order_ref else None,
-                reason="Return window over",
+                reason=ACTIVATION_REASON,
                 actor=actor,
                 now=now,
                 repays_debt=True,
@@ -446,7 +448,7 @@ def _settle(
             available=-points,
             counter_account="expiry",
             reference=("lot", str(lot.id)),
-            reason="Inactivity" if inactive else "Points reached their expiry date",
+            reason="Inactivity" if inactive else EXPIRY_REASON,
             actor=actor,
             now=now,
         )
